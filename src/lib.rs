@@ -1,0 +1,6 @@
+//! nvca: the NVIDIA Cluster Agent for self-managed NVCF GPU clusters, rebuilt in Rust.
+//!
+//! `machines` is the pure core; `store` keeps machine records durable; `driver` runs
+//! machines against the world. The binaries in `src/bin/` only parse flags and call these.
+
+pub mod machines;

@@ -1,0 +1,1 @@
+//! Placeholder: the backend machine is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: the cluster machine is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: the function machine is being written.
