@@ -3,4 +3,7 @@
 //! `machines` is the pure core; `store` keeps machine records durable; `driver` runs
 //! machines against the world. The binaries in `src/bin/` only parse flags and call these.
 
+pub mod driver;
+pub mod inspect;
 pub mod machines;
+pub mod store;

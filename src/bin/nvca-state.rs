@@ -1,1 +1,94 @@
-fn main() {}
+//! `nvca-state`: inspect the persistent machines of nvca.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nvca::inspect::{Format, Source, load_snapshot, render_dump, render_show};
+use nvca::machines::{Kind, Timestamp};
+
+#[derive(Parser)]
+#[command(
+    name = "nvca-state",
+    version,
+    about = "What nvca's machines are doing, and why"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct SourceArgs {
+    /// The store directory of the operator or agent. Read directly when no process holds
+    /// it, otherwise through the admin endpoint of the process that does.
+    #[arg(long, env = "NVCA_STORE", default_value = "/var/lib/nvca")]
+    store: PathBuf,
+    /// The admin endpoint of a running operator or agent (host:port); overrides --store.
+    #[arg(long, env = "NVCA_ADMIN")]
+    admin: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    output: Format,
+}
+
+impl SourceArgs {
+    fn source(&self) -> Source {
+        match &self.admin {
+            Some(address) => Source::Admin(address.clone()),
+            None => Source::Store(self.store.clone()),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every machine: kind, name, state, since when, last event, pending effects, retries, last error.
+    Dump {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Only machines of this kind: cluster, backend or function.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<Kind>,
+    },
+    /// One machine with its pending effects and recent history. KEY is kind/name, as dump lists it.
+    Show {
+        key: String,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+}
+
+fn parse_kind(name: &str) -> Result<Kind, String> {
+    Kind::parse(name)
+        .ok_or_else(|| format!("unknown kind {name:?}: use cluster, backend or function"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let now = Timestamp::now();
+    let output = match &cli.command {
+        Command::Dump { source, kind } => match load_snapshot(&source.source(), *kind).await {
+            Ok(snapshot) => render_dump(&snapshot, source.output, now),
+            Err(error) => Err(error),
+        },
+        Command::Show { key, source } => {
+            let kind = key.split('/').next().and_then(Kind::parse);
+            match load_snapshot(&source.source(), kind).await {
+                Ok(snapshot) => render_show(&snapshot, key, source.output, now),
+                Err(error) => Err(error),
+            }
+        }
+    };
+    match output {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("nvca-state: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! One machine's task: it owns the record, takes events and effect outcomes from its
+//! inbox one at a time, persists each step, and runs the pending effects in order.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Backoff, DriverError, EffectError, Executor, Flow, Hooks};
+use crate::machines::{Machine, Step, Timestamp};
+use crate::store::{Record, Store, Summary, Transition, Write, record::HISTORY_LEN};
+
+pub(super) enum Message<M: Machine> {
+    Event {
+        event: M::Event,
+        reply: Option<oneshot::Sender<Result<Summary, DriverError>>>,
+    },
+    EffectDone {
+        id: String,
+        outcome: Result<M::Event, EffectError>,
+    },
+    Stop,
+}
+
+pub(super) struct Actor<M: Machine, X: Executor<M>> {
+    pub(super) record: Record<M>,
+    pub(super) store: Store,
+    pub(super) executor: Arc<X>,
+    pub(super) hooks: Arc<dyn Hooks>,
+    pub(super) backoff: Backoff,
+    /// The actor's own inbox, where running effects post their outcomes.
+    pub(super) inbox: mpsc::UnboundedSender<Message<M>>,
+    pub(super) publish: watch::Sender<Summary>,
+    /// The id of the effect running now, if any.
+    pub(super) in_flight: Option<String>,
+}
+
+impl<M: Machine, X: Executor<M>> Actor<M, X> {
+    pub(super) async fn run(mut self, mut messages: mpsc::UnboundedReceiver<Message<M>>) {
+        let span = tracing::info_span!("machine", key = %self.record.key());
+        let _entered = span.enter();
+        loop {
+            let wake_at = match self.start_due_effect() {
+                Ok(wake_at) => wake_at,
+                Err(()) => return,
+            };
+            let message = match wake_at {
+                Some(at) => {
+                    let delay = at.since(Timestamp::now());
+                    tokio::select! {
+                        message = messages.recv() => message,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+                None => messages.recv().await,
+            };
+            let flow = match message {
+                None | Some(Message::Stop) => return,
+                Some(Message::Event { event, reply }) => {
+                    let result = self.step(&event, None).await;
+                    let flow = *result.as_ref().map(|(_, flow)| flow).unwrap_or(&Flow::Halt);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result.map(|(summary, _)| summary));
+                    }
+                    flow
+                }
+                Some(Message::EffectDone { id, outcome }) => self.effect_done(id, outcome).await,
+            };
+            if flow == Flow::Halt {
+                return;
+            }
+        }
+    }
+
+    /// Start the first pending effect if nothing runs and it is due. Returns when to wake
+    /// up for a retry that is not due yet. `Err` means a hook halted the machine.
+    fn start_due_effect(&mut self) -> Result<Option<Timestamp>, ()> {
+        if self.in_flight.is_some() {
+            return Ok(None);
+        }
+        let Some((meta, effect)) = self.record.first_pending() else {
+            return Ok(None);
+        };
+        if let Some(at) = meta.next_attempt_at.filter(|at| *at > Timestamp::now()) {
+            return Ok(Some(at));
+        }
+        let id = meta.id.clone();
+        let effect = effect.clone();
+        let name = self.record.summary.name.clone();
+        let executor = Arc::clone(&self.executor);
+        let inbox = self.inbox.clone();
+        self.in_flight = Some(id.clone());
+        tracing::debug!(effect = %id, "effect started");
+        tokio::spawn(async move {
+            let run_id = id.clone();
+            let running =
+                tokio::spawn(async move { executor.execute(&name, &run_id, &effect).await });
+            let outcome = running.await.unwrap_or_else(|error| {
+                Err(EffectError::Transient(format!(
+                    "the effect's task failed: {error}"
+                )))
+            });
+            let _ = inbox.send(Message::EffectDone { id, outcome });
+        });
+        Ok(None)
+    }
+
+    async fn effect_done(&mut self, id: String, outcome: Result<M::Event, EffectError>) -> Flow {
+        if self.in_flight.as_deref() == Some(id.as_str()) {
+            self.in_flight = None;
+        }
+        if self.hooks.effect_ran(&self.record.summary, &id) == Flow::Halt {
+            return Flow::Halt;
+        }
+        match outcome {
+            Ok(event) => {
+                let recovered = self
+                    .record
+                    .pending()
+                    .any(|(meta, _)| meta.id == id && meta.attempts > 0);
+                if recovered {
+                    self.record.summary.last_error = None;
+                }
+                self.step_or_halt(&event, Some(&id)).await
+            }
+            Err(EffectError::Permanent(error)) => {
+                tracing::warn!(effect = %id, %error, "effect failed for good");
+                let Some((_, effect)) = self.record.pending().find(|(meta, _)| meta.id == id)
+                else {
+                    return Flow::Continue;
+                };
+                let event = M::effect_failed(effect, &error);
+                self.record.summary.last_error = Some(error);
+                self.step_or_halt(&event, Some(&id)).await
+            }
+            Err(EffectError::Transient(error)) => self.retry_later(&id, error).await,
+        }
+    }
+
+    /// Record a transient failure; the effect stays first in line until its next attempt.
+    async fn retry_later(&mut self, id: &str, error: String) -> Flow {
+        let now = Timestamp::now();
+        let backoff = self.backoff;
+        let Some(meta) = self.record.pending_meta_mut(id) else {
+            return Flow::Continue;
+        };
+        meta.attempts = meta.attempts.saturating_add(1);
+        let delay = backoff.delay(meta.attempts, rand::random::<f64>());
+        meta.next_attempt_at = Some(now.plus(delay));
+        meta.last_error = Some(error.clone());
+        tracing::info!(effect = %id, attempts = meta.attempts, retry_in = %humantime::format_duration(delay), %error, "effect failed, will retry");
+        self.record.summary.last_error = Some(error);
+        self.record.summary.updated = now;
+        match self.persist().await {
+            Ok(()) => Flow::Continue,
+            Err(error) => {
+                tracing::error!(%error, "cannot persist the retry state: stopping this machine");
+                Flow::Halt
+            }
+        }
+    }
+
+    async fn step_or_halt(&mut self, event: &M::Event, completed: Option<&str>) -> Flow {
+        match self.step(event, completed).await {
+            Ok((_, flow)) => flow,
+            Err(error) => {
+                tracing::error!(%error, "cannot persist a step: stopping this machine");
+                Flow::Halt
+            }
+        }
+    }
+
+    /// One machine step: handle the event, queue its effects, persist, publish.
+    async fn step(
+        &mut self,
+        event: &M::Event,
+        completed: Option<&str>,
+    ) -> Result<(Summary, Flow), DriverError> {
+        let now = Timestamp::now();
+        if let Some(id) = completed {
+            self.record.remove_effect(id);
+        }
+        let from = self.record.machine.state_name();
+        let mut step = Step::new(now);
+        self.record.machine.handle(event, &mut step);
+        let to = self.record.machine.state_name();
+        let event_name: &'static str = event.clone().into();
+
+        let summary = &mut self.record.summary;
+        summary.seq += 1;
+        summary.updated = now;
+        summary.state = to.to_string();
+        summary.last_event = Some(event_name.to_string());
+        summary.is_final = self.record.machine.is_final();
+        if from != to {
+            summary.since = now;
+            summary.history.push(Transition {
+                at: now,
+                from: from.to_string(),
+                to: to.to_string(),
+                event: event_name.to_string(),
+            });
+            let excess = summary.history.len().saturating_sub(HISTORY_LEN);
+            summary.history.drain(..excess);
+            tracing::info!(from, to, event = event_name, "transition");
+        }
+        if step.cancels_pending() {
+            self.record.cancel_pending_except(self.in_flight.as_deref());
+        }
+        for (index, effect) in step.into_effects().into_iter().enumerate() {
+            self.record.push_effect(effect, index, now);
+        }
+        self.persist().await?;
+        let flow = self.hooks.persisted(&self.record.summary);
+        Ok((self.record.summary.clone(), flow))
+    }
+
+    async fn persist(&mut self) -> Result<(), DriverError> {
+        let key = self.record.key();
+        let bytes = self.record.encode().map_err(|reason| DriverError::Encode {
+            key: key.clone(),
+            reason,
+        })?;
+        self.store.commit(vec![Write::Put { key, bytes }]).await?;
+        self.publish.send_replace(self.record.summary.clone());
+        Ok(())
+    }
+}
