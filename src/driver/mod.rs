@@ -298,3 +298,6 @@ impl<M: Machine, X: Executor<M>> Driver<M, X> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests;

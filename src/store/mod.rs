@@ -261,3 +261,6 @@ struct QuarantineEntry {
     about: Quarantined,
     bytes: Vec<u8>,
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
