@@ -7,3 +7,4 @@ pub mod driver;
 pub mod inspect;
 pub mod machines;
 pub mod store;
+pub mod tls;

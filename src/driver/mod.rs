@@ -300,4 +300,4 @@ impl<M: Machine, X: Executor<M>> Driver<M, X> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,7 +16,7 @@ use crate::store::Store;
 struct Tally;
 
 #[derive(Clone, Debug, Serialize, Deserialize, strum::IntoStaticStr)]
-enum TallyEvent {
+pub(crate) enum TallyEvent {
     AmountGiven(u64),
     AmountRecorded(u64),
     RecordRefused(u64),
@@ -24,7 +24,7 @@ enum TallyEvent {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum TallyEffect {
+pub(crate) enum TallyEffect {
     Record(u64),
 }
 
@@ -74,10 +74,10 @@ impl Tally {
 }
 
 #[derive(Serialize, Deserialize)]
-struct TallyMachine(StateMachine<Tally>);
+pub(crate) struct TallyMachine(StateMachine<Tally>);
 
 impl TallyMachine {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         TallyMachine(
             Tally
                 .uninitialized_state_machine()
@@ -123,7 +123,7 @@ impl Machine for TallyMachine {
 
 /// Records every effect it runs; answers from a script of failures first.
 #[derive(Default)]
-struct World {
+pub(crate) struct World {
     ran: Mutex<Vec<(String, u64)>>,
     script: Mutex<VecDeque<EffectError>>,
     delay: Option<Duration>,
@@ -183,7 +183,7 @@ fn fast() -> DriverConfig {
     }
 }
 
-async fn start(
+pub(crate) async fn start(
     store: &Store,
     world: &Arc<World>,
     hooks: Arc<dyn Hooks>,
@@ -194,15 +194,14 @@ async fn start(
 
 async fn settle(driver: &Driver<TallyMachine, World>, name: &str) -> Summary {
     let mut watch = driver.watch(name).unwrap();
-    let summary = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(10),
         watch.wait_for(|summary| summary.pending.is_empty()),
     )
     .await
     .expect("machine settles within 10 s")
     .unwrap()
-    .clone();
-    summary
+    .clone()
 }
 
 #[tokio::test]

@@ -48,7 +48,7 @@ async fn fetch(address: &str, kind: Option<Kind>) -> Result<Snapshot, InspectErr
         address: address.to_string(),
         reason,
     };
-    let mut request = reqwest::Client::new().get(format!("http://{address}/machines"));
+    let mut request = crate::tls::http_client().get(format!("http://{address}/machines"));
     if let Some(kind) = kind {
         request = request.query(&[("kind", kind.as_str())]);
     }
@@ -65,4 +65,54 @@ async fn fetch(address: &str, kind: Option<Kind>) -> Result<Snapshot, InspectErr
         .json::<Snapshot>()
         .await
         .map_err(|error| failed(format!("unreadable answer: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::driver::tests::{TallyEvent, TallyMachine, World, start};
+    use crate::driver::{NoHooks, admin};
+
+    #[tokio::test]
+    async fn a_store_held_by_a_running_driver_is_read_through_its_admin_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let driver = start(&store, &Arc::new(World::default()), Arc::new(NoHooks)).await;
+        driver.ensure("live", TallyMachine::new).await.unwrap();
+        driver.send("live", TallyEvent::Closed).await.unwrap();
+        admin::serve(store.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+
+        let snapshot = load_snapshot(&Source::Store(dir.path().to_path_buf()), None)
+            .await
+            .unwrap();
+        assert_eq!(snapshot.machines.len(), 1);
+        assert_eq!(snapshot.machines[0].key(), "cluster/live");
+        assert_eq!(snapshot.machines[0].state, "closed");
+    }
+
+    #[tokio::test]
+    async fn a_missing_store_names_the_flag_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = load_snapshot(&Source::Store(dir.path().join("nothing")), None)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("pass --store"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_admin_endpoint_says_what_to_check() {
+        let error = load_snapshot(&Source::Admin("127.0.0.1:1".to_string()), None)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("is the operator or agent running"),
+            "{error}"
+        );
+    }
 }
