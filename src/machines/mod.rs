@@ -12,6 +12,8 @@
 pub mod backend;
 pub mod cluster;
 pub mod function;
+#[cfg(test)]
+mod testkit;
 mod time;
 
 use std::fmt::Debug;
