@@ -11,7 +11,9 @@
 
 pub mod backend;
 pub mod cluster;
+pub mod failure;
 pub mod function;
+pub mod instance;
 #[cfg(test)]
 mod testkit;
 mod time;
