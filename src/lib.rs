@@ -5,6 +5,7 @@
 
 pub mod driver;
 pub mod inspect;
+pub mod kube;
 pub mod machines;
 pub mod store;
 pub mod tls;
