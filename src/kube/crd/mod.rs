@@ -8,6 +8,9 @@
 //! Source: `src/compute-plane-services/nvca/deployments/nvca-operator/templates/crds/`
 //! and `pkg/operator/reconcile/{crd_reconcile.go,manifests/}` of github.com/NVIDIA/nvcf.
 
+// kube's `printcolumn(...)` attributes repeat the same keys by design.
+#![allow(clippy::duplicated_attributes)]
+
 mod icmsrequest;
 mod miniservice;
 mod nvcfbackend;
