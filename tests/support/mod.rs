@@ -1,0 +1,6 @@
+//! Shared helpers for integration tests. Use with `mod support;` in a test file.
+//!
+//! Each test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+pub mod testenv;
