@@ -264,3 +264,6 @@ struct QuarantineEntry {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod roundtrip;
