@@ -11,7 +11,7 @@ use nvca::driver::admin::Snapshot;
 use nvca::driver::{Driver, DriverConfig, EffectError, Executor, NoHooks};
 use nvca::inspect::{Format, render_dump};
 use nvca::machines::cluster::{ClusterIds, ClusterMachine, ClusterSpec, Effect, Event};
-use nvca::machines::{Machine, Step, Timestamp};
+use nvca::machines::Timestamp;
 use nvca::store::{Record, Store, Write};
 
 /// SIS answering at once: every look-up misses, every create succeeds.
@@ -108,13 +108,8 @@ async fn fill(store: &Store, records: usize) {
     let mut writes = Vec::new();
     for index in 0..records {
         let name = format!("cluster-{index}");
-        let mut machine = ClusterMachine::new(spec(&name));
-        let mut step = Step::new(now);
-        machine.handle(&Event::RegistrationRequested, &mut step);
-        let mut record = Record::new(&name, machine, now);
-        for (index, effect) in step.into_effects().into_iter().enumerate() {
-            record.push_effect(effect, index, now);
-        }
+        let mut record = Record::new(&name, ClusterMachine::new(spec(&name)), now);
+        record.step(&Event::RegistrationRequested, now, None);
         writes.push(Write::Put {
             key: record.key(),
             bytes: record.encode().expect("encode"),

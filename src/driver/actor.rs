@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Backoff, DriverError, EffectError, Executor, Flow, Hooks};
-use crate::machines::{Machine, Step, Timestamp};
-use crate::store::{Record, Store, Summary, Transition, Write, record::HISTORY_LEN};
+use crate::machines::{Machine, Timestamp};
+use crate::store::{Record, Store, Summary, Write};
 
 pub(super) enum Message<M: Machine> {
     Event {
@@ -175,39 +175,15 @@ impl<M: Machine, X: Executor<M>> Actor<M, X> {
         event: &M::Event,
         completed: Option<&str>,
     ) -> Result<(Summary, Flow), DriverError> {
-        let now = Timestamp::now();
         if let Some(id) = completed {
             self.record.remove_effect(id);
         }
-        let from = self.record.machine.state_name();
-        let mut step = Step::new(now);
-        self.record.machine.handle(event, &mut step);
-        let to = self.record.machine.state_name();
-        let event_name: &'static str = event.clone().into();
-
-        let summary = &mut self.record.summary;
-        summary.seq += 1;
-        summary.updated = now;
-        summary.state = to.to_string();
-        summary.last_event = Some(event_name.to_string());
-        summary.is_final = self.record.machine.is_final();
-        if from != to {
-            summary.since = now;
-            summary.history.push(Transition {
-                at: now,
-                from: from.to_string(),
-                to: to.to_string(),
-                event: event_name.to_string(),
-            });
-            let excess = summary.history.len().saturating_sub(HISTORY_LEN);
-            summary.history.drain(..excess);
-            tracing::info!(from, to, event = event_name, "transition");
-        }
-        if step.cancels_pending() {
-            self.record.cancel_pending_except(self.in_flight.as_deref());
-        }
-        for (index, effect) in step.into_effects().into_iter().enumerate() {
-            self.record.push_effect(effect, index, now);
+        let in_flight = self.in_flight.clone();
+        if let Some(transition) = self
+            .record
+            .step(event, Timestamp::now(), in_flight.as_deref())
+        {
+            tracing::info!(from = %transition.from, to = %transition.to, event = %transition.event, "transition");
         }
         self.persist().await?;
         let flow = self.hooks.persisted(&self.record.summary);

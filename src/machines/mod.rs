@@ -25,7 +25,9 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use time::Timestamp;
 
 /// The kinds of machine, each with its own key space in the store (`<kind>/<name>`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     /// One cluster registration with SIS, keyed by cluster name.
     Cluster,
@@ -70,7 +72,11 @@ pub struct Step<E> {
 
 impl<E> Step<E> {
     pub fn new(now: Timestamp) -> Self {
-        Step { now, effects: Vec::new(), cancel_pending: false }
+        Step {
+            now,
+            effects: Vec::new(),
+            cancel_pending: false,
+        }
     }
 
     /// Queue an effect; the driver runs the effects of one machine in queue order.
@@ -105,10 +111,25 @@ pub trait Describe {
 pub trait Machine: Serialize + DeserializeOwned + Send + Sync + 'static {
     const KIND: Kind;
     /// Facts the machine reacts to: watch observations, SIS answers, effect outcomes.
-    type Event: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + Into<&'static str> + 'static;
+    type Event: Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug
+        + Send
+        + Sync
+        + Into<&'static str>
+        + 'static;
     /// Work for the driver to do. Idempotent by construction: fixed names, applies,
     /// 404-tolerant deletes, look-ups before creates.
-    type Effect: Serialize + DeserializeOwned + Clone + Debug + PartialEq + Send + Sync + Describe + 'static;
+    type Effect: Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug
+        + PartialEq
+        + Send
+        + Sync
+        + Describe
+        + 'static;
 
     /// Handle one event. Pure: the same machine, event and `step.now` give the same result.
     fn handle(&mut self, event: &Self::Event, step: &mut Step<Self::Effect>);

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::codec;
-use crate::machines::{Describe, Kind, Machine, Timestamp};
+use crate::machines::{Describe, Kind, Machine, Step, Timestamp};
 
 pub const SCHEMA_VERSION: u16 = 1;
 const MAGIC: &[u8; 4] = b"NVCA";
@@ -137,7 +137,7 @@ impl<M: Machine> Record<M> {
     }
 
     /// Queue an effect behind the others; its id comes from the current step number.
-    pub fn push_effect(&mut self, effect: M::Effect, index: usize, now: Timestamp) {
+    pub(super) fn push_effect(&mut self, effect: M::Effect, index: usize, now: Timestamp) {
         let meta = PendingMeta {
             id: format!("{}#{}.{}", self.key(), self.summary.seq, index),
             description: effect.describe(),
@@ -160,7 +160,7 @@ impl<M: Machine> Record<M> {
 
     /// Drop every pending effect except `keep` (the one running now, whose outcome still
     /// comes back).
-    pub fn cancel_pending_except(&mut self, keep: Option<&str>) {
+    fn cancel_pending_except(&mut self, keep: Option<&str>) {
         let mut index = 0;
         while index < self.effects.len() {
             if Some(self.summary.pending[index].id.as_str()) == keep {
@@ -170,6 +170,49 @@ impl<M: Machine> Record<M> {
                 self.effects.remove(index);
             }
         }
+    }
+
+    /// One machine step on the record: the machine handles `event` at `now`, the effects it
+    /// queued join the pending list (a cancel drops the pending ones except `in_flight`),
+    /// and the summary follows. Returns the transition, if the state changed. Pure: the
+    /// driver persists the record afterwards.
+    pub fn step(
+        &mut self,
+        event: &M::Event,
+        now: Timestamp,
+        in_flight: Option<&str>,
+    ) -> Option<Transition> {
+        let from = self.machine.state_name();
+        let mut step = Step::new(now);
+        self.machine.handle(event, &mut step);
+        let to = self.machine.state_name();
+        let event_name: &'static str = event.clone().into();
+
+        let summary = &mut self.summary;
+        summary.seq += 1;
+        summary.updated = now;
+        summary.state = to.to_string();
+        summary.last_event = Some(event_name.to_string());
+        summary.is_final = self.machine.is_final();
+        let transition = (from != to).then(|| Transition {
+            at: now,
+            from: from.to_string(),
+            to: to.to_string(),
+            event: event_name.to_string(),
+        });
+        if let Some(transition) = &transition {
+            summary.since = now;
+            summary.history.push(transition.clone());
+            let excess = summary.history.len().saturating_sub(HISTORY_LEN);
+            summary.history.drain(..excess);
+        }
+        if step.cancels_pending() {
+            self.cancel_pending_except(in_flight);
+        }
+        for (index, effect) in step.into_effects().into_iter().enumerate() {
+            self.push_effect(effect, index, now);
+        }
+        transition
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, String> {
