@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use nvca::driver::admin::Snapshot;
 use nvca::driver::{Driver, DriverConfig, EffectError, Executor, NoHooks};
 use nvca::inspect::{Format, render_dump};
-use nvca::machines::cluster::{ClusterIds, ClusterMachine, ClusterSpec, Effect, Event};
 use nvca::machines::Timestamp;
+use nvca::machines::cluster::{ClusterIds, ClusterMachine, ClusterSpec, Effect, Event};
 use nvca::store::{Record, Store, Write};
 
 /// SIS answering at once: every look-up misses, every create succeeds.
