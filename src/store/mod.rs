@@ -267,3 +267,6 @@ pub(crate) mod tests;
 
 #[cfg(test)]
 mod roundtrip;
+
+#[cfg(test)]
+mod golden;
