@@ -83,3 +83,51 @@ fn records_encode_to_their_golden_bytes() {
         assert_eq!(summary.retries(), 2);
     }
 }
+
+/// Version 1 records: their summaries are still read, their machines are rebuilt.
+#[tokio::test]
+async fn version_1_records_are_reported_and_their_machines_rebuilt() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir(1))
+        .expect("v1 fixtures")
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        goldens().len(),
+        "one v1 golden per current one"
+    );
+    let temporary = tempfile::tempdir().unwrap();
+    let store = super::Store::open(temporary.path()).unwrap();
+    for path in &files {
+        let bytes = std::fs::read(path).unwrap();
+        let summary = decode_summary(&bytes).expect("a v1 summary decodes");
+        assert_eq!(
+            (summary.retries(), summary.seq),
+            (2, 7),
+            "{}",
+            path.display()
+        );
+        store.put_raw(&summary.key(), &bytes).unwrap();
+    }
+    let (snapshot, _) = store.summaries(None).unwrap();
+    assert_eq!(
+        snapshot.len(),
+        files.len(),
+        "dump still lists every v1 record"
+    );
+    let now = Timestamp::now();
+    let (clusters, quarantined) = store.load::<cluster::ClusterMachine>(now).unwrap();
+    assert!(clusters.is_empty());
+    assert!(!quarantined.is_empty());
+    for entry in &quarantined {
+        assert!(
+            entry.reason.contains("schema version 1")
+                && entry.reason.contains("rebuilt from observation"),
+            "{}",
+            entry.reason
+        );
+    }
+    let (functions, quarantined) = store.load::<function::FunctionMachine>(now).unwrap();
+    assert!(functions.is_empty() && !quarantined.is_empty());
+}

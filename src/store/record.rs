@@ -1,21 +1,29 @@
 //! A machine record: what the store keeps for one machine, and its on-disk schema.
 //!
 //! On disk a record is an envelope — `NVCA`, the schema version (u16, little endian),
-//! the codec id (u8) — followed by the body. Body, schema version 1, in codec order:
+//! the codec id (u8) — followed by the body. Body, schema version 2, in codec order:
 //! 1. [`Summary`]: everything `nvca-state dump` shows, first so a dump decodes only it;
-//! 2. the machine (the serialised statig state machine);
+//! 2. the machine: the serialised statig state machine, as JSON text (see
+//!    [`codec::encode_machine`] for why);
 //! 3. the pending effects, in the order they run, aligned with `Summary::pending`.
 //!
-//! Changing any of these types changes the schema: bump [`SCHEMA_VERSION`], keep a
-//! decoder for the old version in `upgrade`, and keep golden records of the old version
-//! under `fixtures/store/`.
+//! Version 1 held the machine in bincode too. statig's macro orders the variants of the
+//! `State` enum it generates differently from one build to the next, and bincode stores
+//! a variant by its index, so a version 1 machine cannot be trusted by another build:
+//! its summary is still read (for `dump`), and its machine is rebuilt from observation.
+//!
+//! Changing any of these types changes the schema: bump [`SCHEMA_VERSION`], say here what
+//! becomes of older records, and keep golden records of every version under
+//! `fixtures/store/`.
 
 use serde::{Deserialize, Serialize};
 
 use super::codec;
 use crate::machines::{Describe, Kind, Machine, Step, Timestamp};
 
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
+/// The oldest version whose summary this build still reads.
+const OLDEST_READABLE: u16 = 1;
 const MAGIC: &[u8; 4] = b"NVCA";
 const HEADER_LEN: usize = 7;
 
@@ -216,9 +224,9 @@ impl<M: Machine> Record<M> {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, String> {
-        let body = BodyRef {
+        let body = BodyRef::<M> {
             summary: &self.summary,
-            machine: &self.machine,
+            machine: codec::encode_machine(&self.machine)?,
             effects: &self.effects,
         };
         let encoded = codec::encode(&body)?;
@@ -231,7 +239,13 @@ impl<M: Machine> Record<M> {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let body = body_of(bytes)?;
+        let (version, body) = body_of(bytes)?;
+        if version < SCHEMA_VERSION {
+            return Err(format!(
+                "written by record schema version {version}, whose machine state is not stable \
+                 across builds; the machine is rebuilt from observation"
+            ));
+        }
         let Body {
             summary,
             machine,
@@ -251,6 +265,7 @@ impl<M: Machine> Record<M> {
                 effects.len()
             ));
         }
+        let machine = codec::decode_machine(&machine)?;
         Ok(Record {
             summary,
             machine,
@@ -259,33 +274,35 @@ impl<M: Machine> Record<M> {
     }
 }
 
-/// Decode only the summary of a record, whatever its machine kind.
+/// Decode only the summary of a record, whatever its machine kind; every readable schema
+/// version has the same summary.
 pub fn decode_summary(bytes: &[u8]) -> Result<Summary, String> {
-    let (summary, _) = codec::decode_prefix(body_of(bytes)?)?;
+    let (_, body) = body_of(bytes)?;
+    let (summary, _) = codec::decode_prefix(body)?;
     Ok(summary)
 }
 
-/// Check the envelope and return the body.
-fn body_of(bytes: &[u8]) -> Result<&[u8], String> {
+/// Check the envelope; return the schema version and the body.
+fn body_of(bytes: &[u8]) -> Result<(u16, &[u8]), String> {
     if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
         return Err("not an nvca record (no NVCA header)".to_string());
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != SCHEMA_VERSION {
+    if !(OLDEST_READABLE..=SCHEMA_VERSION).contains(&version) {
         return Err(format!(
-            "record schema version {version}, this nvca reads version {SCHEMA_VERSION}"
+            "record schema version {version}, this nvca reads versions {OLDEST_READABLE} to {SCHEMA_VERSION}"
         ));
     }
     if bytes[6] != codec::CODEC_BINCODE2 {
         return Err(format!("unknown codec {} in record", bytes[6]));
     }
-    Ok(&bytes[HEADER_LEN..])
+    Ok((version, &bytes[HEADER_LEN..]))
 }
 
 #[derive(Serialize)]
 struct BodyRef<'a, M: Machine> {
     summary: &'a Summary,
-    machine: &'a M,
+    machine: String,
     effects: &'a [M::Effect],
 }
 
@@ -293,6 +310,6 @@ struct BodyRef<'a, M: Machine> {
 #[serde(bound = "")]
 struct Body<M: Machine> {
     summary: Summary,
-    machine: M,
+    machine: String,
     effects: Vec<M::Effect>,
 }
