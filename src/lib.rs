@@ -7,5 +7,6 @@ pub mod driver;
 pub mod inspect;
 pub mod kube;
 pub mod machines;
+pub mod sis;
 pub mod store;
 pub mod tls;

@@ -1,0 +1,949 @@
+//! The simulator's admin API (`/admin/...`, no auth, loopback only): what the NVCF API or
+//! CLI would do — create, deploy, scale and undeploy a function, launch a task — plus the
+//! simulator's own controls: tokens, faults, the heartbeat answer, and reading back what
+//! clusters reported. [`AdminClient`] calls it.
+
+// Handlers answer errors as ready `Response`s (axum's way); their size does not matter here.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::api::{DEFAULT_AUTHORITIES, error};
+use super::state::*;
+use super::{CallRecord, Faults, Shared};
+use crate::sis::queue::QueueStream;
+use crate::sis::types::*;
+
+type Answer = Result<Response, Response>;
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/admin/tokens", post(issue_token))
+        .route("/admin/tokens/revoke", post(revoke_token))
+        .route("/admin/faults", get(get_faults).put(put_faults))
+        .route("/admin/state", get(get_state))
+        .route("/admin/calls", get(get_calls).delete(clear_calls))
+        .route("/admin/clusters/{clusterId}", get(get_cluster))
+        .route(
+            "/admin/clusters/{clusterId}/heartbeat-answer",
+            put(set_heartbeat_answer),
+        )
+        .route("/admin/functions", post(create_function))
+        .route("/admin/deployments", post(deploy))
+        .route("/admin/deployments/{deploymentId}/scale", post(scale))
+        .route("/admin/deployments/{deploymentId}/undeploy", post(undeploy))
+        .route("/admin/tasks", post(launch_task))
+        .route("/admin/queue/raw", post(publish_raw))
+}
+
+fn ok(value: impl Serialize) -> Answer {
+    Ok((StatusCode::OK, axum::Json(value)).into_response())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("admin body: {e}")))
+}
+
+// --- tokens, faults, reading back ---------------------------------------------------
+
+/// `POST /admin/tokens`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TokenRequest {
+    /// Defaults to every authority nvca needs.
+    pub authorities: Option<Vec<String>>,
+    /// Bind the token to one cluster, as SIS binds a cluster's credentials.
+    pub cluster_id: Option<String>,
+}
+
+/// A fresh token: `sim.` and 43 base64url characters (always 47 characters).
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "sim.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+async fn issue_token(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+    let request: TokenRequest = if body.is_empty() {
+        TokenRequest::default()
+    } else {
+        parse(&body)?
+    };
+    let token = new_token();
+    let record = TokenRecord {
+        authorities: request
+            .authorities
+            .unwrap_or_else(|| DEFAULT_AUTHORITIES.iter().map(|a| a.to_string()).collect()),
+        cluster_id: request.cluster_id,
+        revoked: false,
+    };
+    shared.update(|s| s.tokens.insert(token.clone(), record));
+    ok(json!({ "token": token }))
+}
+
+async fn revoke_token(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+    #[derive(Deserialize)]
+    struct Revoke {
+        token: String,
+    }
+    let request: Revoke = parse(&body)?;
+    let found = shared.update(|s| match s.tokens.get_mut(&request.token) {
+        Some(record) => {
+            record.revoked = true;
+            true
+        }
+        None => false,
+    });
+    if !found {
+        return Err(error(StatusCode::NOT_FOUND, "no such token"));
+    }
+    ok(json!({ "revoked": true }))
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Answer {
+    ok(shared.faults())
+}
+
+/// Merges the given keys into the current faults.
+async fn put_faults(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+    let patch: Value = parse(&body)?;
+    let Value::Object(patch) = patch else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "admin body: expected an object",
+        ));
+    };
+    let mut current = serde_json::to_value(shared.faults()).expect("faults serialise");
+    for (key, value) in patch {
+        current[key] = value;
+    }
+    let faults: Faults = serde_json::from_value(current)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("faults: {e}")))?;
+    for rate in [faults.error_rate, faults.malformed_rate, faults.drop_rate] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "fault rates must be between 0 and 1",
+            ));
+        }
+    }
+    shared.set_faults(faults.clone());
+    ok(faults)
+}
+
+async fn get_state(State(shared): State<Arc<Shared>>) -> Answer {
+    ok(shared.read(|s| s.clone()))
+}
+
+async fn get_calls(State(shared): State<Arc<Shared>>) -> Answer {
+    ok(shared.calls())
+}
+
+async fn clear_calls(State(shared): State<Arc<Shared>>) -> Answer {
+    shared
+        .calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    ok(json!({}))
+}
+
+async fn get_cluster(State(shared): State<Arc<Shared>>, Path(cluster_id): Path<String>) -> Answer {
+    match shared.read(|s| s.clusters.get(&cluster_id).cloned()) {
+        Some(cluster) => ok(cluster),
+        None => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no cluster {cluster_id}"),
+        )),
+    }
+}
+
+async fn set_heartbeat_answer(
+    State(shared): State<Arc<Shared>>,
+    Path(cluster_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Answer {
+    #[derive(Deserialize)]
+    struct Set {
+        action: HeartbeatAction,
+    }
+    let set: Set = parse(&body)?;
+    let found = shared.update(|s| match s.clusters.get_mut(&cluster_id) {
+        Some(cluster) => {
+            cluster.heartbeat_answer = set.action;
+            true
+        }
+        None => false,
+    });
+    if !found {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no cluster {cluster_id}"),
+        ));
+    }
+    ok(json!({ "action": set.action }))
+}
+
+// --- functions and deployments ------------------------------------------------------
+
+/// `POST /admin/functions`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionSpec {
+    pub nca_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub container_image: Option<String>,
+    #[serde(default)]
+    pub helm_chart: Option<String>,
+    /// `DEFAULT` unless given.
+    #[serde(default)]
+    pub function_type: Option<String>,
+}
+
+async fn create_function(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+    let spec: FunctionSpec = parse(&body)?;
+    if spec.container_image.is_none() && spec.helm_chart.is_none() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "a function needs containerImage or helmChart",
+        ));
+    }
+    let record = FunctionRecord {
+        function_id: uuid_v4(),
+        function_version_id: uuid_v4(),
+        nca_id: spec.nca_id,
+        name: spec.name,
+        container_image: spec.container_image,
+        helm_chart: spec.helm_chart,
+        function_type: spec.function_type.unwrap_or_else(|| "DEFAULT".into()),
+    };
+    shared.update(|s| {
+        s.functions
+            .insert(record.function_id.clone(), record.clone())
+    });
+    ok(json!({ "functionId": record.function_id, "functionVersionId": record.function_version_id }))
+}
+
+/// `POST /admin/deployments`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentSpec {
+    pub function_id: String,
+    pub cluster_id: String,
+    /// e.g. `H100`.
+    pub gpu: String,
+    /// The instance type's value, e.g. `NCP.GPU.H100`.
+    pub instance_type: String,
+    #[serde(default)]
+    pub instance_type_name: Option<String>,
+    pub instance_count: u32,
+    #[serde(default)]
+    pub gpu_count: Option<u32>,
+    /// The action to send; `RequestSpotInstances` unless given.
+    #[serde(default)]
+    pub action: Option<RequestAction>,
+}
+
+/// What a publication did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    pub request_id: String,
+    pub message_batch_id: Option<String>,
+    pub subject: String,
+    /// Stream sequences; two when the duplicate fault is on.
+    pub sequences: Vec<u64>,
+}
+
+async fn publish(shared: &Shared, subject: &str, message: &Value) -> Result<Vec<u64>, Response> {
+    let Some(publisher) = shared.publisher() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sis-sim runs without NATS: start it with --nats-url to publish queue messages",
+        ));
+    };
+    let payload = serde_json::to_vec(message).expect("JSON serialises");
+    let copies = if shared.faults().duplicate_messages {
+        2
+    } else {
+        1
+    };
+    let mut sequences = Vec::new();
+    for _ in 0..copies {
+        sequences.push(
+            publisher
+                .publish(subject, payload.clone())
+                .await
+                .map_err(|e| error(StatusCode::BAD_GATEWAY, e.to_string()))?,
+        );
+    }
+    Ok(sequences)
+}
+
+fn env_file(lines: &[(&str, &str)]) -> String {
+    let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Builds and publishes one function creation message for `count` instances of a
+/// deployment, registering the request.
+async fn publish_function_request(
+    shared: &Shared,
+    deployment: &DeploymentRecord,
+    function: &FunctionRecord,
+    count: u32,
+    action: RequestAction,
+) -> Result<Published, Response> {
+    let cluster = shared
+        .read(|s| s.clusters.get(&deployment.cluster_id).cloned())
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no cluster {}", deployment.cluster_id),
+            )
+        })?;
+    let request_id = uuid_v4();
+    let batch_id = uuid_v4();
+    let mut spec = json!({
+        "gpuName": deployment.gpu,
+        "cloudProvider": cluster.creation.cloud_provider.map(|p| p.as_str()).unwrap_or("ON-PREM"),
+        "spotEnvironment": "sim",
+        "icmsEnvironment": "sim",
+        "environment": env_file(&[
+            ("FUNCTION_ID", &function.function_id),
+            ("FUNCTION_VERSION_ID", &function.function_version_id),
+            ("FUNCTION_NAME", &function.name),
+            ("NCA_ID", &function.nca_id),
+            ("GPU_NAME", &deployment.gpu),
+            ("INSTANCE_TYPE", &deployment.instance_type),
+        ]),
+        "instanceTypeValue": deployment.instance_type,
+        "instanceTypeName": deployment.instance_type_name,
+        "instanceCount": count,
+        "requestedGPUCount": deployment.gpu_count,
+        "gpuType": deployment.gpu,
+        "deploymentId": deployment.deployment_id,
+        "gpuSpecificationId": deployment.deployment_id,
+        "instanceType": deployment.instance_type,
+    });
+    if let Some(image) = &function.container_image {
+        spec["containerImage"] = json!(image);
+    }
+    if let Some(chart) = &function.helm_chart {
+        spec["helmChart"] = json!(chart);
+    }
+    let message = json!({
+        "requestId": request_id,
+        "sub": "",
+        "ncaId": function.nca_id,
+        "clusterGroup": cluster.creation.cluster_group_name,
+        "action": action.as_str(),
+        "messageBatchId": batch_id,
+        "functionDetails": {
+            "functionType": function.function_type,
+            "functionId": function.function_id,
+            "functionVersionId": function.function_version_id,
+        },
+        "accountName": "sis-sim",
+        "launchSpecification": spec,
+        "functionId": function.function_id,
+        "functionVersionId": function.function_version_id,
+        "instanceCount": count,
+        "instanceType": deployment.instance_type,
+        "instanceTypeName": deployment.instance_type_name,
+        "instanceTypeValue": deployment.instance_type,
+        "requestedGPUCount": deployment.gpu_count,
+    });
+    let subject = QueueStream::creation_subject(
+        false,
+        &deployment.cluster_id,
+        &deployment.gpu,
+        &deployment.instance_type,
+    );
+    shared.update(|s| {
+        s.requests.insert(
+            request_id.clone(),
+            RequestRecord {
+                request_id: request_id.clone(),
+                deployment_id: Some(deployment.deployment_id.clone()),
+                cluster_id: deployment.cluster_id.clone(),
+                nca_id: function.nca_id.clone(),
+                action,
+                gpu: deployment.gpu.clone(),
+                instance_type: deployment.instance_type.clone(),
+                instance_count: count,
+                state: RequestState::Open,
+                status_code: RequestStatusCode::PendingEvaluation,
+                batches: vec![BatchRecord {
+                    message_batch_id: batch_id.clone(),
+                    acked_instances: None,
+                    status: None,
+                }],
+                instances: Default::default(),
+                message: message.clone(),
+            },
+        );
+        if let Some(d) = s.deployments.get_mut(&deployment.deployment_id) {
+            d.request_ids.push(request_id.clone());
+        }
+    });
+    let sequences = publish(shared, &subject, &message).await?;
+    Ok(Published {
+        request_id,
+        message_batch_id: Some(batch_id),
+        subject,
+        sequences,
+    })
+}
+
+async fn deploy(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+    let spec: DeploymentSpec = parse(&body)?;
+    let function = shared
+        .read(|s| s.functions.get(&spec.function_id).cloned())
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no function {}", spec.function_id),
+            )
+        })?;
+    if spec.instance_count == 0 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "instanceCount must be at least 1",
+        ));
+    }
+    let deployment = DeploymentRecord {
+        deployment_id: uuid_v4(),
+        function_id: function.function_id.clone(),
+        function_version_id: function.function_version_id.clone(),
+        cluster_id: spec.cluster_id.clone(),
+        gpu: spec.gpu.clone(),
+        instance_type: spec.instance_type.clone(),
+        instance_type_name: spec
+            .instance_type_name
+            .clone()
+            .unwrap_or_else(|| format!("{}_1x", spec.instance_type)),
+        gpu_count: spec.gpu_count.unwrap_or(1),
+        target: spec.instance_count,
+        request_ids: Vec::new(),
+        undeployed: false,
+    };
+    shared.update(|s| {
+        s.deployments
+            .insert(deployment.deployment_id.clone(), deployment.clone())
+    });
+    let action = spec.action.unwrap_or(RequestAction::RequestSpotInstances);
+    let published =
+        publish_function_request(&shared, &deployment, &function, spec.instance_count, action)
+            .await?;
+    ok(json!({ "deploymentId": deployment.deployment_id, "published": [published] }))
+}
+
+fn termination_message(
+    cluster_name: &str,
+    request: &RequestRecord,
+    instance_ids: Vec<String>,
+) -> Value {
+    json!({
+        "requestId": request.request_id,
+        "ncaId": request.nca_id,
+        "action": "TerminateInstances",
+        "instanceIds": instance_ids,
+        "availabilityZone": cluster_name,
+    })
+}
+
+/// Active instances of a deployment, newest request and highest index first.
+fn active_of(state: &SimState, deployment: &DeploymentRecord) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for request_id in deployment.request_ids.iter().rev() {
+        if let Some(request) = state.requests.get(request_id) {
+            for (instance_id, instance) in request.instances.iter().rev() {
+                if instance.instance_state != InstanceState::Terminated {
+                    out.push((request_id.clone(), instance_id.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn terminate(
+    shared: &Shared,
+    deployment: &DeploymentRecord,
+    victims: Vec<(String, String)>,
+) -> Result<Vec<Published>, Response> {
+    let cluster_name = shared
+        .read(|s| {
+            s.clusters
+                .get(&deployment.cluster_id)
+                .map(|c| c.creation.cluster_name.clone())
+        })
+        .unwrap_or_default();
+    let mut by_request: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (request_id, instance_id) in victims {
+        by_request.entry(request_id).or_default().push(instance_id);
+    }
+    let subject = QueueStream::termination_subject(&deployment.cluster_id);
+    let mut published = Vec::new();
+    for (request_id, instance_ids) in by_request {
+        let Some(request) = shared.read(|s| s.requests.get(&request_id).cloned()) else {
+            continue;
+        };
+        let message = termination_message(&cluster_name, &request, instance_ids);
+        let sequences = publish(shared, &subject, &message).await?;
+        published.push(Published {
+            request_id,
+            message_batch_id: None,
+            subject: subject.clone(),
+            sequences,
+        });
+    }
+    Ok(published)
+}
+
+async fn scale(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Answer {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Scale {
+        instance_count: u32,
+    }
+    let request: Scale = parse(&body)?;
+    let deployment = shared
+        .read(|s| s.deployments.get(&deployment_id).cloned())
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no deployment {deployment_id}"),
+            )
+        })?;
+    if deployment.undeployed {
+        return Err(error(StatusCode::CONFLICT, "the deployment was undeployed"));
+    }
+    let function = shared
+        .read(|s| s.functions.get(&deployment.function_id).cloned())
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "the deployment's function is gone"))?;
+    shared.update(|s| {
+        if let Some(d) = s.deployments.get_mut(&deployment_id) {
+            d.target = request.instance_count;
+        }
+    });
+    let mut published = Vec::new();
+    if request.instance_count > deployment.target {
+        let delta = request.instance_count - deployment.target;
+        let deployment = shared.read(|s| s.deployments[&deployment_id].clone());
+        published.push(
+            publish_function_request(
+                &shared,
+                &deployment,
+                &function,
+                delta,
+                RequestAction::RequestSpotInstances,
+            )
+            .await?,
+        );
+    } else if request.instance_count < deployment.target {
+        let excess = (deployment.target - request.instance_count) as usize;
+        let victims: Vec<_> = shared
+            .read(|s| active_of(s, &deployment))
+            .into_iter()
+            .take(excess)
+            .collect();
+        published = terminate(&shared, &deployment, victims).await?;
+    }
+    ok(json!({ "deploymentId": deployment_id, "published": published }))
+}
+
+async fn undeploy(State(shared): State<Arc<Shared>>, Path(deployment_id): Path<String>) -> Answer {
+    let deployment = shared
+        .read(|s| s.deployments.get(&deployment_id).cloned())
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no deployment {deployment_id}"),
+            )
+        })?;
+    let victims = shared.update(|s| {
+        if let Some(d) = s.deployments.get_mut(&deployment_id) {
+            d.undeployed = true;
+            d.target = 0;
+        }
+        let victims = active_of(s, &deployment);
+        for request_id in &deployment.request_ids {
+            if let Some(r) = s.requests.get_mut(request_id) {
+                r.state = RequestState::Closed;
+            }
+        }
+        victims
+    });
+    let published = terminate(&shared, &deployment, victims).await?;
+    ok(json!({ "deploymentId": deployment_id, "published": published }))
+}
+
+/// `POST /admin/tasks`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSpec {
+    pub nca_id: String,
+    pub cluster_id: String,
+    pub gpu: String,
+    pub instance_type: String,
+    pub container_image: String,
+    #[serde(default)]
+    pub instance_count: Option<u32>,
+    #[serde(default)]
+    pub max_runtime_duration: Option<String>,
+    #[serde(default)]
+    pub max_queued_duration: Option<String>,
+    #[serde(default)]
+    pub termination_grace_period_duration: Option<String>,
+    /// `NONE` or `UPLOAD`.
+    #[serde(default)]
+    pub result_handling_strategy: Option<String>,
+}
+
+async fn launch_task(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+    let spec: TaskSpec = parse(&body)?;
+    if !shared.read(|s| s.clusters.contains_key(&spec.cluster_id)) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no cluster {}", spec.cluster_id),
+        ));
+    }
+    let request_id = uuid_v4();
+    let batch_id = uuid_v4();
+    let task_id = uuid_v4();
+    let count = spec.instance_count.unwrap_or(1);
+    let launch = json!({
+        "cloudProvider": "ON-PREM",
+        "spotEnvironment": "sim",
+        "icmsEnvironment": "sim",
+        "environment": env_file(&[("TASK_ID", &task_id), ("NCA_ID", &spec.nca_id), ("GPU_NAME", &spec.gpu)]),
+        "instanceTypeValue": spec.instance_type,
+        "instanceTypeName": format!("{}_1x", spec.instance_type),
+        "instanceCount": count,
+        "gpuType": spec.gpu,
+        "requestedGPUCount": 1,
+        "containerImage": spec.container_image,
+        "instanceType": spec.instance_type,
+        "maxRuntimeDuration": spec.max_runtime_duration.clone().unwrap_or_else(|| "PT1H".into()),
+        "maxQueuedDuration": spec.max_queued_duration.clone().unwrap_or_else(|| "PT1H".into()),
+        "terminationGracePeriodDuration": spec.termination_grace_period_duration.clone().unwrap_or_else(|| "PT15M".into()),
+        "resultHandlingStrategy": spec.result_handling_strategy.clone().unwrap_or_else(|| "NONE".into()),
+    });
+    let message = json!({
+        "requestId": request_id,
+        "sub": "",
+        "ncaId": spec.nca_id,
+        "action": RequestAction::RequestSpotInstancesForTask.as_str(),
+        "instanceType": spec.instance_type,
+        "instanceCount": count,
+        "gpuType": spec.gpu,
+        "requestedGPUCount": 1,
+        "launchSpecification": launch,
+        "accountName": "sis-sim",
+        "taskDetails": { "taskId": task_id, "taskType": "CONTAINER" },
+        "messageBatchId": batch_id,
+    });
+    shared.update(|s| {
+        s.requests.insert(
+            request_id.clone(),
+            RequestRecord {
+                request_id: request_id.clone(),
+                deployment_id: None,
+                cluster_id: spec.cluster_id.clone(),
+                nca_id: spec.nca_id.clone(),
+                action: RequestAction::RequestSpotInstancesForTask,
+                gpu: spec.gpu.clone(),
+                instance_type: spec.instance_type.clone(),
+                instance_count: count,
+                state: RequestState::Open,
+                status_code: RequestStatusCode::PendingEvaluation,
+                batches: vec![BatchRecord {
+                    message_batch_id: batch_id.clone(),
+                    acked_instances: None,
+                    status: None,
+                }],
+                instances: Default::default(),
+                message: message.clone(),
+            },
+        )
+    });
+    let subject =
+        QueueStream::creation_subject(true, &spec.cluster_id, &spec.gpu, &spec.instance_type);
+    let sequences = publish(&shared, &subject, &message).await?;
+    ok(
+        json!({ "taskId": task_id, "published": [Published { request_id, message_batch_id: Some(batch_id), subject, sequences }] }),
+    )
+}
+
+/// `POST /admin/queue/raw {subject, payload}`: publishes any text, e.g. a malformed message.
+async fn publish_raw(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+    #[derive(Deserialize)]
+    struct Raw {
+        subject: String,
+        payload: String,
+    }
+    let raw: Raw = parse(&body)?;
+    let Some(publisher) = shared.publisher() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sis-sim runs without NATS",
+        ));
+    };
+    let sequence = publisher
+        .publish(&raw.subject, raw.payload.into_bytes())
+        .await
+        .map_err(|e| error(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    ok(json!({ "sequence": sequence }))
+}
+
+// --- the client -------------------------------------------------------------------------
+
+/// Calls the admin API of a running simulator.
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+/// An admin call failed.
+#[derive(Debug, thiserror::Error)]
+#[error("sis-sim admin {what}: {reason}")]
+pub struct AdminError {
+    pub what: String,
+    pub reason: String,
+}
+
+impl AdminError {
+    pub fn category(&self) -> &'static str {
+        "sim_admin"
+    }
+}
+
+impl AdminClient {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        AdminClient {
+            http: crate::tls::http_client(),
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+        }
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, AdminError> {
+        let fail = |reason: String| AdminError {
+            what: format!("{method} {path}"),
+            reason,
+        };
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base_url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| fail(e.to_string()))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| fail(e.to_string()))?;
+        if !status.is_success() {
+            return Err(fail(format!("{status}: {text}")));
+        }
+        serde_json::from_str(&text).map_err(|e| fail(format!("{e}: {text}")))
+    }
+
+    /// Issues a token with the default authorities, optionally bound to a cluster.
+    pub async fn issue_token(&self, cluster_id: Option<&str>) -> Result<String, AdminError> {
+        self.issue_token_with(TokenRequest {
+            authorities: None,
+            cluster_id: cluster_id.map(str::to_string),
+        })
+        .await
+    }
+
+    pub async fn issue_token_with(&self, request: TokenRequest) -> Result<String, AdminError> {
+        let answer: Value = self
+            .send(
+                reqwest::Method::POST,
+                "/admin/tokens",
+                Some(serde_json::to_value(request).expect("serialises")),
+            )
+            .await?;
+        Ok(answer["token"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub async fn revoke_token(&self, token: &str) -> Result<(), AdminError> {
+        let _: Value = self
+            .send(
+                reqwest::Method::POST,
+                "/admin/tokens/revoke",
+                Some(json!({ "token": token })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Merges `patch` (camelCase keys of [`Faults`]) into the faults; returns them all.
+    pub async fn set_faults(&self, patch: Value) -> Result<Faults, AdminError> {
+        self.send(reqwest::Method::PUT, "/admin/faults", Some(patch))
+            .await
+    }
+
+    pub async fn state(&self) -> Result<SimState, AdminError> {
+        self.send(reqwest::Method::GET, "/admin/state", None).await
+    }
+
+    pub async fn calls(&self) -> Result<Vec<CallRecord>, AdminError> {
+        self.send(reqwest::Method::GET, "/admin/calls", None).await
+    }
+
+    pub async fn clear_calls(&self) -> Result<(), AdminError> {
+        let _: Value = self
+            .send(reqwest::Method::DELETE, "/admin/calls", None)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn cluster(&self, cluster_id: &str) -> Result<ClusterRecord, AdminError> {
+        self.send(
+            reqwest::Method::GET,
+            &format!("/admin/clusters/{cluster_id}"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn set_heartbeat_answer(
+        &self,
+        cluster_id: &str,
+        action: HeartbeatAction,
+    ) -> Result<(), AdminError> {
+        let _: Value = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/admin/clusters/{cluster_id}/heartbeat-answer"),
+                Some(json!({ "action": action })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Creates a function; returns `(functionId, functionVersionId)`.
+    pub async fn create_function(
+        &self,
+        spec: &FunctionSpec,
+    ) -> Result<(String, String), AdminError> {
+        let answer: Value = self
+            .send(
+                reqwest::Method::POST,
+                "/admin/functions",
+                Some(serde_json::to_value(spec).expect("serialises")),
+            )
+            .await?;
+        Ok((
+            answer["functionId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            answer["functionVersionId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ))
+    }
+
+    /// Deploys a function; returns the deployment ID and what was published.
+    pub async fn deploy(
+        &self,
+        spec: &DeploymentSpec,
+    ) -> Result<(String, Vec<Published>), AdminError> {
+        let answer: Value = self
+            .send(
+                reqwest::Method::POST,
+                "/admin/deployments",
+                Some(serde_json::to_value(spec).expect("serialises")),
+            )
+            .await?;
+        Self::published(answer)
+    }
+
+    pub async fn scale(
+        &self,
+        deployment_id: &str,
+        instance_count: u32,
+    ) -> Result<Vec<Published>, AdminError> {
+        let answer: Value = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/admin/deployments/{deployment_id}/scale"),
+                Some(json!({ "instanceCount": instance_count })),
+            )
+            .await?;
+        Ok(Self::published(answer)?.1)
+    }
+
+    pub async fn undeploy(&self, deployment_id: &str) -> Result<Vec<Published>, AdminError> {
+        let answer: Value = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/admin/deployments/{deployment_id}/undeploy"),
+                None,
+            )
+            .await?;
+        Ok(Self::published(answer)?.1)
+    }
+
+    pub async fn launch_task(&self, spec: &TaskSpec) -> Result<Vec<Published>, AdminError> {
+        let answer: Value = self
+            .send(
+                reqwest::Method::POST,
+                "/admin/tasks",
+                Some(serde_json::to_value(spec).expect("serialises")),
+            )
+            .await?;
+        Ok(Self::published(answer)?.1)
+    }
+
+    pub async fn publish_raw(&self, subject: &str, payload: &str) -> Result<u64, AdminError> {
+        let answer: Value = self
+            .send(
+                reqwest::Method::POST,
+                "/admin/queue/raw",
+                Some(json!({ "subject": subject, "payload": payload })),
+            )
+            .await?;
+        Ok(answer["sequence"].as_u64().unwrap_or_default())
+    }
+
+    fn published(answer: Value) -> Result<(String, Vec<Published>), AdminError> {
+        let id = answer["deploymentId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let published =
+            serde_json::from_value(answer["published"].clone()).map_err(|e| AdminError {
+                what: "answer".into(),
+                reason: e.to_string(),
+            })?;
+        Ok((id, published))
+    }
+}
