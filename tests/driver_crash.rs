@@ -14,12 +14,12 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 
 use crash::world::World;
-use crash::{CrashHooks, Point, Run, Stop, cluster, open_store};
+use crash::{CrashHooks, Point, Run, Stop, backend, cluster, function, open_store};
 
 const CHILD: &str = "NVCA_CRASH_CHILD";
 
 /// The scenarios, by name.
-const SCENARIOS: &[&str] = &["cluster"];
+const SCENARIOS: &[&str] = &["cluster", "function", "backend"];
 
 /// What a run reached: the machine's end state and how many steps and effects it took.
 struct Reached {
@@ -36,12 +36,25 @@ async fn run_once(
     stop: Stop,
 ) -> Result<Reached, String> {
     let store = open_store(&dir.join("store")).await;
-    let world = World::at(&dir.join("world"));
+    let world_dir = dir.join("world");
+    let world = World::at(&world_dir);
     let hooks = Arc::new(CrashHooks::new(point, stop));
     let outcome = match scenario {
         "cluster" => {
             let run = Run::start(store, cluster::Sis(world), hooks.clone()).await;
             let state = cluster::drive(&run).await;
+            run.driver.shutdown().await;
+            state
+        }
+        "function" => {
+            let run = Run::start(store, function::Cluster(world), hooks.clone()).await;
+            let state = function::drive(&run, &World::at(&world_dir)).await;
+            run.driver.shutdown().await;
+            state
+        }
+        "backend" => {
+            let run = Run::start(store, backend::Kubernetes(world), hooks.clone()).await;
+            let state = backend::drive(&run, &World::at(&world_dir)).await;
             run.driver.shutdown().await;
             state
         }
@@ -57,6 +70,8 @@ async fn run_once(
 fn check(scenario: &str, world: &World) -> Result<(), String> {
     match scenario {
         "cluster" => cluster::check(world),
+        "function" => function::check(world),
+        "backend" => backend::check(world),
         other => Err(format!("unknown scenario {other}")),
     }
 }

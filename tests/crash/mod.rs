@@ -1,7 +1,9 @@
 //! The machinery of the crash tests: crash points, a run of one scenario, and waiting
 //! for a machine to settle.
 
+pub mod backend;
 pub mod cluster;
+pub mod function;
 pub mod world;
 
 use std::io::Write as _;
