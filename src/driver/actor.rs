@@ -1,7 +1,10 @@
 //! One machine's task: it owns the record, takes events and effect outcomes from its
 //! inbox one at a time, persists each step, and runs the pending effects in order.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -39,11 +42,7 @@ impl<M: Machine, X: Executor<M>> Actor<M, X> {
         let span = tracing::info_span!("machine", key = %self.record.key());
         let _entered = span.enter();
         loop {
-            let wake_at = match self.start_due_effect() {
-                Ok(wake_at) => wake_at,
-                Err(()) => return,
-            };
-            let message = match wake_at {
+            let message = match self.start_due_effect() {
                 Some(at) => {
                     let delay = at.since(Timestamp::now());
                     tokio::select! {
@@ -72,16 +71,14 @@ impl<M: Machine, X: Executor<M>> Actor<M, X> {
     }
 
     /// Start the first pending effect if nothing runs and it is due. Returns when to wake
-    /// up for a retry that is not due yet. `Err` means a hook halted the machine.
-    fn start_due_effect(&mut self) -> Result<Option<Timestamp>, ()> {
+    /// up for a retry that is not due yet.
+    fn start_due_effect(&mut self) -> Option<Timestamp> {
         if self.in_flight.is_some() {
-            return Ok(None);
+            return None;
         }
-        let Some((meta, effect)) = self.record.first_pending() else {
-            return Ok(None);
-        };
+        let (meta, effect) = self.record.first_pending()?;
         if let Some(at) = meta.next_attempt_at.filter(|at| *at > Timestamp::now()) {
-            return Ok(Some(at));
+            return Some(at);
         }
         let id = meta.id.clone();
         let effect = effect.clone();
@@ -91,17 +88,16 @@ impl<M: Machine, X: Executor<M>> Actor<M, X> {
         self.in_flight = Some(id.clone());
         tracing::debug!(effect = %id, "effect started");
         tokio::spawn(async move {
-            let run_id = id.clone();
-            let running =
-                tokio::spawn(async move { executor.execute(&name, &run_id, &effect).await });
-            let outcome = running.await.unwrap_or_else(|error| {
-                Err(EffectError::Transient(format!(
-                    "the effect's task failed: {error}"
-                )))
+            // A panicking executor must not leave the machine waiting for an outcome forever.
+            let running = AssertUnwindSafe(executor.execute(&name, &id, &effect)).catch_unwind();
+            let outcome = running.await.unwrap_or_else(|_| {
+                Err(EffectError::Transient(
+                    "the effect panicked; see the log".to_string(),
+                ))
             });
             let _ = inbox.send(Message::EffectDone { id, outcome });
         });
-        Ok(None)
+        None
     }
 
     async fn effect_done(&mut self, id: String, outcome: Result<M::Event, EffectError>) -> Flow {

@@ -127,6 +127,7 @@ pub(crate) struct World {
     ran: Mutex<Vec<(String, u64)>>,
     script: Mutex<VecDeque<EffectError>>,
     delay: Option<Duration>,
+    panics_left: Mutex<u32>,
 }
 
 impl World {
@@ -151,6 +152,14 @@ impl Executor<TallyMachine> for World {
     ) -> Result<TallyEvent, EffectError> {
         if let Some(delay) = self.delay {
             tokio::time::sleep(delay).await;
+        }
+        {
+            let mut panics_left = self.panics_left.lock().unwrap();
+            if *panics_left > 0 {
+                *panics_left -= 1;
+                drop(panics_left);
+                panic!("executor bug");
+            }
         }
         if let Some(error) = self.script.lock().unwrap().pop_front() {
             return Err(error);
@@ -376,4 +385,29 @@ async fn history_keeps_the_latest_transitions() {
     );
     assert_eq!(summary.history[0].event, "Closed");
     assert!(summary.is_final);
+}
+
+#[tokio::test]
+async fn a_panicking_executor_is_retried_like_a_transient_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let world = Arc::new(World {
+        panics_left: Mutex::new(1),
+        ..World::default()
+    });
+    let driver = start(&store, &world, Arc::new(NoHooks)).await;
+    driver.ensure("t", TallyMachine::new).await.unwrap();
+    let mut watch = driver.watch("t").unwrap();
+    driver.send("t", TallyEvent::AmountGiven(3)).await.unwrap();
+    let retrying = watch
+        .wait_for(|summary| summary.retries() == 1)
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(
+        retrying.pending[0].last_error.as_deref(),
+        Some("the effect panicked; see the log")
+    );
+    settle(&driver, "t").await;
+    assert_eq!(world.ran().len(), 1);
 }
