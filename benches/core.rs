@@ -139,14 +139,23 @@ impl Executor<ClusterMachine> for SilentSis {
 }
 
 fn main() {
-    let records = argument("--records", 10_000);
-    let machines = argument("--machines", 2_000);
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
+    // it, and then a small run only checks that the benchmark still works.
+    let measuring = std::env::args().any(|arg| arg == "--bench");
+    let (records, machines) = if measuring {
+        (10_000, 2_000)
+    } else {
+        (200, 50)
+    };
+    let records = argument("--records", records);
+    let machines = argument("--machines", machines);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
         let (steps, elapsed) = steps_per_second(machines).await;
+        assert_eq!(steps, 4 * machines as u64, "each registration is four durable steps");
         println!(
             "durable steps: {steps} steps of {machines} concurrent machines in {:.3} s = {:.0} steps/s",
             elapsed.as_secs_f64(),
@@ -172,6 +181,7 @@ fn main() {
             Driver::start(store.clone(), Arc::new(SilentSis), Arc::new(NoHooks), DriverConfig::default())
                 .expect("driver");
         let resume = started.elapsed();
+        assert_eq!((report.loaded, report.requeued), (records, records));
         println!(
             "resume: {} records loaded, {} effects re-queued in {:.3} s (opening the store {:.3} s, loading and re-queueing {:.3} s)",
             report.loaded,
@@ -185,6 +195,8 @@ fn main() {
         let snapshot = Snapshot::read(&store, None).expect("snapshot");
         let table = render_dump(&snapshot, Format::Table, Timestamp::now()).expect("render");
         let dump = started.elapsed();
+        assert_eq!(snapshot.machines.len(), records);
+        assert_eq!(table.lines().count(), records + 1, "a header and a line per machine");
         println!(
             "dump: {} machines read and printed as a table ({} bytes) in {:.3} s",
             snapshot.machines.len(),
