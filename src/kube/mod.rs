@@ -1,4 +1,6 @@
-//! The thin Kubernetes layer: custom resource types and, later, resource builders,
-//! watches, apply and finalizers.
+//! The thin Kubernetes layer: custom resource types, the agent's configuration file, and
+//! the builders of every object the operator applies for the agent.
 
+pub mod agent_config;
 pub mod crd;
+pub mod resources;

@@ -1,0 +1,218 @@
+{{/* Short name: nameOverride, else the chart name. */}}
+{{- define "nvca.name" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Object name: fullnameOverride; else <release>-<name>, or the release name when it already holds the name. */}}
+{{- define "nvca.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "nvca.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "nvca.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "nvca.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "nvca.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "nvca.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "nvca.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "nvca.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "nvca.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) -}}
+{{- end -}}
+
+{{/* A sibling image of the operator's: same registry and path, last element replaced. */}}
+{{- define "nvca.siblingRepository" -}}
+{{- if .repository -}}
+{{- .repository -}}
+{{- else -}}
+{{- $parts := splitList "/" .base -}}
+{{- if gt (len $parts) 1 -}}
+{{- printf "%s/%s" (initial $parts | join "/") .name -}}
+{{- else -}}
+{{- .name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A list as one-line JSON; [] when empty. */}}
+{{- define "nvca.jsonList" -}}
+{{- $items := . | default list | compact -}}
+{{- if $items -}}{{ toJson $items }}{{- else -}}[]{{- end -}}
+{{- end -}}
+
+{{/* The store volume: the operator's PVC when persistence is on, else an emptyDir. */}}
+{{- define "nvca.storeClaim" -}}
+{{- .Values.persistence.existingClaim | default (printf "%s-store" (include "nvca.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+The value at a dotted path of .root as JSON, or nothing when the path is absent.
+Usage: include "nvca.valueAt" (dict "root" .Values "path" "agent.customAnnotations")
+*/}}
+{{- define "nvca.valueAt" -}}
+{{- $current := .root -}}
+{{- $present := true -}}
+{{- range $key := splitList "." .path -}}
+{{- if and $present (kindIs "map" $current) (hasKey $current $key) -}}
+{{- $current = index $current $key -}}
+{{- else -}}
+{{- $present = false -}}
+{{- end -}}
+{{- end -}}
+{{- if $present -}}{{ toJson $current }}{{- end -}}
+{{- end -}}
+
+{{/*
+Keys of NVIDIA's chart that nvca accepts but does not act on yet, each with the value
+that means "not in use" (NVIDIA's default) and why it is not used. A values file that
+sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lists them.
+*/}}
+{{- define "nvca.unsupportedKeys" -}}
+- {path: replicaCount, inert: 1, why: "the operator runs one replica (single-writer store); 1 is used"}
+- {path: podDisruptionBudget.enabled, inert: false, why: "no PodDisruptionBudget is rendered"}
+- {path: k8sVersionOverride, inert: "", why: "the operator reports the API server's version"}
+- {path: nvcaHelmRepositoryPrefix, inert: "", why: "Helm repository restrictions are not implemented"}
+- {path: enableGXCache, inert: false, why: "GXCache is not supported"}
+- {path: ddcsIPAllowList, inert: "", why: "the DDCS allow-list is not applied"}
+- {path: agentConfig.mergeConfig, inert: "", why: "merging into the agent config is not supported"}
+- {path: operatorConfig.workload.transportTLS.trustBundle.secretKeyRef.name, inert: "", why: "workload transport trust bundles are not supported"}
+- {path: operatorConfig.workload.transportTLS.fingerprint, inert: "", why: "workload transport trust bundles are not supported"}
+- {path: operatorConfig.workload.transportTLS.installedBundleMountPath, inert: "", why: "workload transport trust bundles are not supported"}
+- {path: gracefulShutdown.cleanupTimeoutSeconds, inert: 540, why: "cleanup runs when the NVCFBackend is deleted, not at pod shutdown"}
+- {path: nvcaImage.pullPolicy, inert: IfNotPresent, why: "the agent image pull policy is the operator's default"}
+- {path: agent.cacheMountOptionsEnabled, inert: true, why: "model-cache mount options are not configurable yet"}
+- {path: agent.cacheMountOptions, inert: "ro,norecovery,nouuid", why: "model-cache mount options are not configurable yet"}
+- {path: agent.workerDegradationPeriod, inert: "", why: "NVIDIA's degradation timeout is used"}
+- {path: agent.secretMirrorLabelSelector, inert: "", why: "mirroring custom secrets into function namespaces is not supported"}
+- {path: agent.customAnnotations, inert: {}, why: "custom pod annotations are not applied"}
+- {path: agent.gpuProfiling.functionIds, inert: "", why: "Nsight GPU profiling labels are not applied"}
+- {path: agent.functionEnvOverrides, inert: {}, why: "function container overrides are not applied"}
+- {path: agent.taskEnvOverrides, inert: {}, why: "tasks are not supported"}
+- {path: agent.overrideEnvironmentVariables, inert: {}, why: "agent environment overrides are not applied"}
+- {path: agent.byooOtelCollector.imageRepository, inert: "", why: "the BYOO OpenTelemetry collector is not supported"}
+- {path: otelCollector.enabled, inert: false, why: "the OpenTelemetry collector sidecar is not supported"}
+- {path: otel.enabled, inert: false, why: "OpenTelemetry export is not supported; use the Prometheus metrics"}
+- {path: selfManaged.otelCollector.enabled, inert: false, why: "the OpenTelemetry collector sidecar is not supported"}
+- {path: clusterValidator.enabled, inert: false, why: "the cluster validator is not part of nvca"}
+- {path: networkPolicy.operator.enabled, inert: false, why: "the operator pod NetworkPolicy is not rendered yet"}
+- {path: vaultConfig.oAuthClientMountPathTemplate, inert: "", why: "helm-managed OAuth clients are not supported"}
+- {path: vaultConfig.oAuthClientMountPath, inert: "", why: "helm-managed OAuth clients are not supported"}
+- {path: helmManaged.cloudProvider, inert: "", why: "helm-managed clusters are not supported"}
+- {path: helmManaged.clusterRegion, inert: "", why: "helm-managed clusters are not supported"}
+- {path: helmManaged.clusterGroupID, inert: "", why: "helm-managed clusters are not supported"}
+- {path: helmManaged.clusterGroupName, inert: "", why: "helm-managed clusters are not supported"}
+- {path: helmManaged.nvcaVersion, inert: "", why: "helm-managed clusters are not supported"}
+- {path: helmManaged.oAuthClientID, inert: "", why: "helm-managed clusters are not supported"}
+{{- end -}}
+
+{{/* Top-level keys of NVIDIA's chart and of this one; anything else is reported as unknown. */}}
+{{- define "nvca.knownTopLevelKeys" -}}
+- image
+- nvcaImage
+- otelCollector
+- generateImagePullSecret
+- imagePullSecretName
+- imagePullSecrets
+- serviceAccount
+- replicaCount
+- podDisruptionBudget
+- systemNamespace
+- logLevel
+- ncaID
+- clusterID
+- clusterGroupID
+- clusterName
+- k8sVersionOverride
+- priorityClassName
+- tolerations
+- nvcaHelmRepositoryPrefix
+- enableGXCache
+- ddcsIPAllowList
+- agentConfig
+- operatorConfig
+- resources
+- agent
+- webhook
+- ngcConfig
+- vaultConfig
+- helmManaged
+- selfManaged
+- nodeSelector
+- otel
+- gracefulShutdown
+- networkPolicy
+- clusterValidator
+- workload
+- nameOverride
+- fullnameOverride
+- persistence
+- global
+{{- end -}}
+
+{{/* One line per value that is set but not acted on; empty when there is none. */}}
+{{- define "nvca.unsupportedReport" -}}
+{{- $root := .Values -}}
+{{- range $entry := include "nvca.unsupportedKeys" . | fromYamlArray -}}
+{{- $found := include "nvca.valueAt" (dict "root" $root "path" $entry.path) -}}
+{{- if and $found (ne $found (toJson $entry.inert)) }}
+  - {{ $entry.path }} = {{ $found }}: not used by nvca yet ({{ $entry.why }})
+{{- end -}}
+{{- end -}}
+{{- if and .Values.systemNamespace (ne .Values.systemNamespace .Release.Namespace) }}
+  - systemNamespace = {{ .Values.systemNamespace | toJson }}: not used; as in NVIDIA's chart, the NVCFBackend lives in the release namespace {{ .Release.Namespace }}
+{{- end -}}
+{{- $known := include "nvca.knownTopLevelKeys" . | fromYamlArray -}}
+{{- range $key := keys .Values | sortAlpha -}}
+{{- if not (has $key $known) }}
+  - {{ $key }}: unknown key, neither in NVIDIA's nvca-operator chart nor in this one; ignored
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment every nvca container of the operator pod gets. */}}
+{{- define "nvca.commonEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef: {fieldPath: metadata.name}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef: {fieldPath: metadata.namespace}
+- name: OPERATOR_NAMESPACE
+  valueFrom:
+    fieldRef: {fieldPath: metadata.namespace}
+- name: NVCA_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+{{- end -}}
+
+{{/* Every container: non-root, read-only root filesystem, no privilege escalation, no capabilities. */}}
+{{- define "nvca.containerSecurity" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1010
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+{{- end -}}

@@ -1,0 +1,484 @@
+//! Resource builders: pure functions from a [`BackendConfig`] to the Kubernetes objects
+//! the operator applies for NVCA's agent, one file per provisioning step of
+//! [`crate::machines::backend::ProvisionStep`], in the order of NVIDIA's
+//! `setupNVCAAgentInfra` (`N/pkg/operator/reconcile/nvcaagent_reconcile.go`, where `N/` is
+//! `src/compute-plane-services/nvca/` of github.com/NVIDIA/nvcf).
+//!
+//! Nothing here does I/O: the executor reads the NVCFBackend, builds a [`BackendConfig`]
+//! with [`BackendConfig::from_backend`], calls the builder of the step and applies what it
+//! returns. Names, labels, annotations and ports are NVIDIA's, so `kubectl` habits and
+//! NVIDIA's own tooling find the objects where they expect them. The one exception is key
+//! material: [`webhook_certs`] generates it at apply time, so keys never reach the store.
+
+pub mod agent_config;
+pub mod deployment;
+pub mod namespaces;
+pub mod network_policies;
+pub mod pull_secrets;
+pub mod rbac;
+pub mod service;
+pub mod webhook_certs;
+pub mod webhooks;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use thiserror::Error;
+
+use super::crd::NVCFBackend;
+
+/// The name of the agent's ServiceAccount, ClusterRole, ClusterRoleBinding, Service,
+/// Deployment and webhook configurations (NVIDIA's `NVCAModuleName`).
+pub const NVCA: &str = "nvca";
+/// NVIDIA's `NVCAOperatorName`: the `managed-by` value of what the operator creates.
+pub const OPERATOR: &str = "nvca-operator";
+/// Default system namespace (NVIDIA's `DefaultNVCASystemNamespace`).
+pub const SYSTEM_NAMESPACE: &str = "nvca-system";
+/// Default requests namespace, where function workloads run (`DefaultNVCARequestsNamespace`).
+pub const REQUESTS_NAMESPACE: &str = "nvcf-backend";
+/// The model-cache init namespace that clean-up removes with `nvca-system`.
+pub const MODELCACHE_INIT_NAMESPACE: &str = "nvca-modelcache-init";
+
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// NVIDIA's `WorkloadInstanceTypeLabel` (`N/pkg/types/common_labels.go`).
+pub const LABEL_WORKLOAD_INSTANCE_TYPE: &str = "nvca.nvcf.nvidia.io/workload-instance-type";
+/// `WorkloadInstanceTypeValuePodSpec`: container functions.
+pub const WORKLOAD_POD_SPEC: &str = "pod_spec";
+/// `WorkloadInstanceTypeValueMiniService`: helm functions.
+pub const WORKLOAD_MINISERVICE: &str = "miniservice";
+/// `ShaderCacheLabelKey`, set on the requests namespace when GXCache is on.
+pub const LABEL_GXCACHE: &str = "nvca.nvcf.nvidia.io/gxcache-client-inject";
+/// NVIDIA's `ClusterName` annotation (`getNBAnnotations`).
+pub const ANNOTATION_CLUSTER_NAME: &str = "nvcf.nvidia.io/cluster-name";
+/// NVIDIA's `ClusterGroupKey` annotation.
+pub const ANNOTATION_CLUSTER_GROUP: &str = "nvcf.nvidia.io/cluster-group";
+
+/// The agent's HTTP port (`DefaultNVCAListenPortHTTP`) and its container port name.
+pub const AGENT_PORT: i32 = 8000;
+pub const AGENT_PORT_NAME: &str = "http";
+/// The webhook server's port (`DefaultWebhooksListenPortHTTP` = service port) and name.
+pub const WEBHOOK_PORT: i32 = 8443;
+pub const WEBHOOK_PORT_NAME: &str = "webhook-https";
+
+/// Default agent image repository (NVIDIA's `--nvca-image-repo` default).
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "nvcr.io/nvidia/nvcf-byoc/nvca";
+/// The feature flag that turns the agent's dynamic GPU discovery on.
+pub const DYNAMIC_GPU_DISCOVERY: &str = "DynamicGPUDiscovery";
+
+/// Why a [`BackendConfig`] cannot be built from an NVCFBackend. Each message names the
+/// field and the fix.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "NVCFBackend {backend} has no {field}; it comes from {source_of} — set it there and the operator rebuilds the NVCFBackend"
+    )]
+    Missing {
+        backend: String,
+        field: &'static str,
+        source_of: &'static str,
+    },
+}
+
+impl ConfigError {
+    /// A short label for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ConfigError::Missing { .. } => "spec_field_missing",
+        }
+    }
+}
+
+/// What the operator itself knows, beside the NVCFBackend: its flags and environment, as
+/// NVIDIA's operator takes them from the chart (`--node-selector-key`, `--enable-gxcache`,
+/// `ADDITIONAL_IMAGE_PULL_SECRETS_B64`, …).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorSettings {
+    /// The operator's namespace, where the pull secrets to copy live.
+    pub operator_namespace: String,
+    /// `--nvca-image-repo`, used when the NVCFBackend names no repository.
+    pub image_repository: String,
+    /// Secrets in the operator's namespace that the agent pods pull with (the chart's
+    /// `imagePullSecrets`).
+    pub image_pull_secrets: Vec<String>,
+    /// `--node-selector-key` / `--node-selector-value`; used only when both are set.
+    pub node_selector: Option<(String, String)>,
+    /// `--priority-class-name`.
+    pub priority_class_name: Option<String>,
+    /// `--enable-gxcache`: label the requests namespace for GXCache injection.
+    pub gxcache: bool,
+    /// The cluster's internal networks, excluded from the workloads' internet egress.
+    pub cluster_network_cidrs: Vec<String>,
+    /// Put NVIDIA's vault agent annotations on the agent pod (the SIS token is rendered
+    /// by OpenBao's injected vault agent in self-managed mode).
+    pub vault: bool,
+    /// The agent's log level, written into its config.
+    pub log_level: String,
+}
+
+impl Default for OperatorSettings {
+    fn default() -> Self {
+        OperatorSettings {
+            operator_namespace: OPERATOR.to_string(),
+            image_repository: DEFAULT_IMAGE_REPOSITORY.to_string(),
+            image_pull_secrets: Vec::new(),
+            node_selector: None,
+            priority_class_name: None,
+            gxcache: true,
+            cluster_network_cidrs: [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/12",
+            ]
+            .map(String::from)
+            .to_vec(),
+            vault: true,
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// Everything the builders need, in plain data: the NVCFBackend's spec (overrides merged)
+/// and the operator's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// `<namespace>/<name>` of the NVCFBackend, for messages.
+    pub backend: String,
+    pub cluster_id: String,
+    pub cluster_group_id: String,
+    pub cluster_name: String,
+    pub cluster_group_name: String,
+    pub nca_id: String,
+    pub region: String,
+    pub cloud_provider: String,
+    pub attributes: Vec<String>,
+    /// The agent version: the image tag unless the NVCFBackend names one.
+    pub version: String,
+    pub image: String,
+    pub image_pull_policy: String,
+    /// The feature gates (`featureGate.values`), passed to the agent as feature flags.
+    pub feature_flags: Vec<String>,
+    /// SIS (ICMS) base URL.
+    pub icms_url: String,
+    pub icms_host_override: Option<String>,
+    pub nats_url: String,
+    pub nats_host_override: Option<String>,
+    pub system_namespace: String,
+    pub requests_namespace: String,
+    /// Dynamic GPU discovery (the agent labels nodes, so it may update them).
+    pub dynamic_gpu_discovery: bool,
+    pub settings: OperatorSettings,
+}
+
+impl BackendConfig {
+    /// Read the NVCFBackend's spec, with `spec.overrides` laid over it field by field as
+    /// NVIDIA's `mergeOverrides` does for the fields nvca uses.
+    pub fn from_backend(
+        backend: &NVCFBackend,
+        settings: &OperatorSettings,
+    ) -> Result<BackendConfig, ConfigError> {
+        let key = format!(
+            "{}/{}",
+            backend.metadata.namespace.as_deref().unwrap_or_default(),
+            backend.metadata.name.as_deref().unwrap_or_default()
+        );
+        let base = &backend.spec.fields;
+        let over = backend.spec.overrides.as_ref();
+        let missing = |field: &'static str, source_of: &'static str| ConfigError::Missing {
+            backend: key.clone(),
+            field,
+            source_of,
+        };
+        let pick = |get: &dyn Fn(&super::crd::BackendSpecFields) -> Option<String>| {
+            over.and_then(get)
+                .filter(|v| !v.is_empty())
+                .or_else(|| get(base).filter(|v| !v.is_empty()))
+        };
+        let cluster = |f: fn(&super::crd::ClusterConfig) -> &String| {
+            move |fields: &super::crd::BackendSpecFields| {
+                fields.cluster_config.as_ref().map(|c| f(c).clone())
+            }
+        };
+        let cluster_name = pick(&cluster(|c| &c.cluster_name)).ok_or_else(|| {
+            missing(
+                "spec.clusterConfig.clusterName",
+                "clusterName of cluster-dto.yaml (Helm value clusterName)",
+            )
+        })?;
+        let cluster_id = pick(&cluster(|c| &c.cluster_id)).ok_or_else(|| {
+            missing(
+                "spec.clusterConfig.clusterID",
+                "ConfigMap nvca-cluster-registration (run the bootstrap: nvca-self-managed bootstrap)",
+            )
+        })?;
+        let cluster_group_id = pick(&cluster(|c| &c.cluster_group_id)).unwrap_or_default();
+        let cluster_group_name =
+            pick(&cluster(|c| &c.cluster_group_name)).unwrap_or_else(|| cluster_name.clone());
+        let region = pick(&cluster(|c| &c.region)).unwrap_or_default();
+        let cloud_provider = pick(&cluster(|c| &c.cloud_provider)).unwrap_or_default();
+        let system_namespace =
+            pick(&cluster(|c| &c.system_namespace)).unwrap_or_else(|| SYSTEM_NAMESPACE.to_string());
+        let requests_namespace = pick(&cluster(|c| &c.requests_namespace))
+            .unwrap_or_else(|| REQUESTS_NAMESPACE.to_string());
+        let attributes = over
+            .and_then(|o| o.cluster_config.as_ref())
+            .map(|c| c.attributes.clone())
+            .filter(|a| !a.is_empty())
+            .or_else(|| base.cluster_config.as_ref().map(|c| c.attributes.clone()))
+            .unwrap_or_default();
+        let nca_id =
+            pick(&|f| f.account_config.as_ref().map(|a| a.nca_id.clone())).ok_or_else(|| {
+                missing(
+                    "spec.accountConfig.ncaID",
+                    "ncaID of cluster-dto.yaml (Helm value ncaID)",
+                )
+            })?;
+        let icms_url = pick(&|f| f.icms_config.as_ref().map(|i| i.icms_service_url.clone()))
+            .ok_or_else(|| {
+                missing(
+                    "spec.icmsConfig.icmsServiceURL",
+                    "Helm value selfManaged.icmsServiceURL",
+                )
+            })?;
+        let icms_host_override = pick(&|f| {
+            f.icms_config
+                .as_ref()
+                .map(|i| i.icms_service_host_header_override.clone())
+        });
+        let nats_url = pick(&|f| f.agent_config.as_ref().and_then(|a| a.nats_url.clone()))
+            .ok_or_else(|| missing("spec.agentConfig.natsURL", "Helm value selfManaged.natsURL"))?;
+        let nats_host_override = pick(&|f| {
+            f.agent_config
+                .as_ref()
+                .and_then(|a| a.nats_host_override.clone())
+        });
+        let repository = pick(&|f| f.nvca_image_config.as_ref().map(|i| i.repository.clone()))
+            .unwrap_or_else(|| settings.image_repository.clone());
+        let version = pick(&|f| Some(f.version.clone()));
+        let tag = pick(&|f| f.nvca_image_config.as_ref().map(|i| i.tag.clone()))
+            .or_else(|| version.clone())
+            .ok_or_else(|| {
+                missing(
+                    "spec.version",
+                    "nvcaVersion of cluster-dto.yaml (Helm value selfManaged.nvcaVersion)",
+                )
+            })?;
+        let image_pull_policy =
+            pick(&|f| f.nvca_image_config.as_ref().map(|i| i.pull_policy.clone()))
+                .unwrap_or_else(|| "IfNotPresent".to_string());
+        let mut feature_flags: Vec<String> = over
+            .and_then(|o| o.feature_gate.as_ref())
+            .map(|g| g.values.clone())
+            .filter(|v| !v.is_empty())
+            .or_else(|| base.feature_gate.as_ref().map(|g| g.values.clone()))
+            .unwrap_or_default();
+        feature_flags.retain(|flag| !flag.trim().is_empty());
+        let discovery = over
+            .and_then(|o| o.cluster_config.as_ref())
+            .and_then(|c| c.gpu_discovery.clone())
+            .or_else(|| {
+                base.cluster_config
+                    .as_ref()
+                    .and_then(|c| c.gpu_discovery.clone())
+            });
+        let dynamic_gpu_discovery = match discovery {
+            Some(value) => value.get("static").is_none_or(|s| s.is_null()),
+            None => true,
+        };
+        Ok(BackendConfig {
+            backend: key,
+            cluster_id,
+            cluster_group_id,
+            cluster_name,
+            cluster_group_name,
+            nca_id,
+            region,
+            cloud_provider,
+            attributes,
+            version: version.unwrap_or_else(|| tag.clone()),
+            image: format!("{repository}:{tag}"),
+            image_pull_policy,
+            feature_flags,
+            icms_url,
+            icms_host_override,
+            nats_url,
+            nats_host_override,
+            system_namespace,
+            requests_namespace,
+            dynamic_gpu_discovery,
+            settings: settings.clone(),
+        })
+    }
+
+    /// NVIDIA's `getAppLabels`: on every object in `nvca-system` and the agent's pods.
+    pub fn app_labels(&self) -> BTreeMap<String, String> {
+        app_labels()
+    }
+
+    /// NVIDIA's `getNBAnnotations`: the cluster's name and group.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                ANNOTATION_CLUSTER_NAME.to_string(),
+                self.cluster_name.clone(),
+            ),
+            (
+                ANNOTATION_CLUSTER_GROUP.to_string(),
+                self.cluster_group_name.clone(),
+            ),
+        ])
+    }
+
+    /// Metadata of an object named `name` in the system namespace, with NVIDIA's labels
+    /// and annotations.
+    pub fn system_meta(&self, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(self.system_namespace.clone()),
+            labels: Some(self.app_labels()),
+            annotations: Some(self.annotations()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// Metadata of a cluster-scoped object named `name`.
+    pub fn cluster_meta(&self, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(self.app_labels()),
+            annotations: Some(self.annotations()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// The DNS name the webhook server's certificate is for: `nvca.<system ns>.svc`.
+    pub fn service_dns_names(&self) -> Vec<String> {
+        let svc = format!("{NVCA}.{}.svc", self.system_namespace);
+        vec![svc.clone(), format!("{svc}.cluster.local")]
+    }
+
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.feature_flags.iter().any(|f| f == flag)
+    }
+}
+
+/// `app.kubernetes.io/{instance,name}=nvca`, `app.kubernetes.io/managed-by=nvca-operator`.
+pub fn app_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_INSTANCE.to_string(), NVCA.to_string()),
+        (LABEL_MANAGED_BY.to_string(), OPERATOR.to_string()),
+        (LABEL_NAME.to_string(), NVCA.to_string()),
+    ])
+}
+
+/// The label selector string of [`app_labels`], for lists and watches.
+pub fn app_selector() -> String {
+    app_labels()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::kube::crd::NVCFBackendSpec;
+
+    /// An NVCFBackend as `nvca-operator run` builds it from the chart's cluster-dto.yaml.
+    pub fn backend() -> NVCFBackend {
+        let spec: NVCFBackendSpec = serde_json::from_value(serde_json::json!({
+            "version": "2.52.1",
+            "accountConfig": {"ncaID": "nca-1"},
+            "clusterConfig": {"clusterID": "c-1", "clusterName": "ncp-local", "clusterGroupName": "nvcf-default",
+                              "clusterGroupID": "g-1", "cloudProvider": "NCP", "region": "us-west-1",
+                              "gpuDiscovery": {"dynamic": {}}},
+            "featureGate": {"values": ["DynamicGPUDiscovery", "SelfHosted", "KAIScheduler"]},
+            "icmsConfig": {"icmsServiceURL": "http://sis.sis.svc.cluster.local:8080"},
+            "agentConfig": {"natsURL": "nats://nats.nats-system.svc.cluster.local:4222"},
+            "clusterSource": "self-hosted"
+        }))
+        .expect("a valid spec");
+        let mut backend = NVCFBackend::new("ncp-local", spec);
+        backend.metadata.namespace = Some("nvca-operator".to_string());
+        backend
+    }
+
+    pub fn config() -> BackendConfig {
+        let settings = OperatorSettings {
+            image_pull_secrets: vec!["regcred".to_string()],
+            ..OperatorSettings::default()
+        };
+        BackendConfig::from_backend(&backend(), &settings).expect("a complete backend")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn reads_the_spec_and_fills_nvidias_defaults() {
+        let config = config();
+        assert_eq!(config.cluster_id, "c-1");
+        assert_eq!(config.system_namespace, "nvca-system");
+        assert_eq!(config.requests_namespace, "nvcf-backend");
+        assert_eq!(config.image, "nvcr.io/nvidia/nvcf-byoc/nvca:2.52.1");
+        assert!(config.dynamic_gpu_discovery);
+        assert_eq!(
+            config.annotations(),
+            BTreeMap::from([
+                (
+                    "nvcf.nvidia.io/cluster-name".to_string(),
+                    "ncp-local".to_string()
+                ),
+                (
+                    "nvcf.nvidia.io/cluster-group".to_string(),
+                    "nvcf-default".to_string()
+                ),
+            ])
+        );
+        assert_eq!(
+            app_selector(),
+            "app.kubernetes.io/instance=nvca,app.kubernetes.io/managed-by=nvca-operator,app.kubernetes.io/name=nvca"
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_the_spec() {
+        let mut backend = backend();
+        backend.spec.overrides = Some(
+            serde_json::from_value(serde_json::json!({
+                "featureGate": {"values": ["KAIScheduler"]},
+                "nvcaImageConfig": {"repository": "registry.local/nvca", "tag": "9.9.9"}
+            }))
+            .expect("overrides"),
+        );
+        let config = BackendConfig::from_backend(&backend, &OperatorSettings::default()).unwrap();
+        assert_eq!(config.feature_flags, ["KAIScheduler"]);
+        assert_eq!(config.image, "registry.local/nvca:9.9.9");
+        assert_eq!(config.version, "2.52.1");
+    }
+
+    #[test]
+    fn a_missing_id_names_the_configmap_and_the_fix() {
+        let mut backend = backend();
+        if let Some(cluster) = backend.spec.fields.cluster_config.as_mut() {
+            cluster.cluster_id.clear();
+        }
+        let error =
+            BackendConfig::from_backend(&backend, &OperatorSettings::default()).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("nvca-operator/ncp-local")
+                && message.contains("clusterID")
+                && message.contains("nvca-cluster-registration")
+                && message.contains("bootstrap"),
+            "{message}"
+        );
+        assert_eq!(error.category(), "spec_field_missing");
+    }
+}

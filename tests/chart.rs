@@ -1,0 +1,1566 @@
+//! The Helm chart `charts/nvca-operator`, checked with the real `helm` of
+//! `scripts/testenv`: lint, the rendered objects and their names, the schema's
+//! rejections and messages, values files written for NVIDIA's chart, RBAC, the CRD, and
+//! install / uninstall / reinstall into the local control plane.
+//!
+//! Nothing is skipped: without helm or the control plane these tests fail and say how
+//! to get them.
+//!
+//! `NVCA_BLESS_CHART_CRD=1 cargo test --test chart` rewrites the chart's CRD file from
+//! `nvca::kube::crd::all()[0]`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use support::helm::{Helm, arg, chart_dir, fixture};
+use support::testenv::{Endpoints, HOW_TO_START, eventually, testenv_with_namespace};
+
+const NS: &str = "nvca-operator";
+const CRD_FILE: &str = "crds/nvcfbackends.nvcf.nvidia.io.yaml";
+
+// ---------------------------------------------------------------------------------
+// Helpers over rendered objects.
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| {
+            let have: Vec<String> = objects
+                .iter()
+                .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+                .collect();
+            panic!("no {kind} {name} rendered; have {have:?}")
+        })
+}
+
+fn container<'a>(pod_spec: &'a Value, list: &str, name: &str) -> &'a Value {
+    pod_spec[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("pod spec has no {list}"))
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {list} entry named {name}"))
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| i["name"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn strings(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env_value(container: &Value, name: &str) -> Option<String> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
+fn guide_render() -> Vec<Value> {
+    Helm::offline().template(NS, NS, &["-f", arg(&fixture("guide-values.yaml"))])
+}
+
+fn render_with(sets: &[&str]) -> Vec<Value> {
+    let mut extra = vec!["-f", "fixtures/chart/guide-values.yaml"];
+    for set in sets {
+        extra.push("--set");
+        extra.push(set);
+    }
+    Helm::offline().template(NS, NS, &extra)
+}
+
+fn cluster_dto(objects: &[Value]) -> Value {
+    let cm = find(objects, "ConfigMap", "nvcfbackend-self-managed");
+    let text = cm["data"]["cluster-dto.yaml"]
+        .as_str()
+        .expect("cluster-dto.yaml is a string");
+    serde_yaml::from_str(text).expect("cluster-dto.yaml is YAML")
+}
+
+/// Renders with the guide's values plus `sets`, expecting the schema to refuse; returns
+/// helm's message.
+fn rejection(sets: &[&str]) -> String {
+    let chart = chart_dir();
+    let mut args = vec![
+        "template",
+        NS,
+        arg(&chart),
+        "-n",
+        NS,
+        "-f",
+        "fixtures/chart/guide-values.yaml",
+    ];
+    for set in sets {
+        args.push("--set");
+        args.push(set);
+    }
+    Helm::offline().run(&args).expect_failure()
+}
+
+fn assert_mentions(message: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "expected the message to mention {needle:?}; it was:\n{message}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Lint.
+
+#[test]
+fn lint_strict_passes_with_the_guides_values_and_with_the_defaults_plus_a_service_key() {
+    let helm = Helm::offline();
+    let chart = chart_dir();
+    let run = helm
+        .run([
+            "lint",
+            "--strict",
+            arg(&chart),
+            "-f",
+            "fixtures/chart/guide-values.yaml",
+        ])
+        .expect_success();
+    assert!(run.stdout.contains("0 chart(s) failed"), "{}", run.stdout);
+    helm.run([
+        "lint",
+        "--strict",
+        arg(&chart),
+        "--set",
+        "ngcConfig.serviceKey=not-used",
+    ])
+    .expect_success();
+}
+
+#[test]
+fn lint_strict_of_the_bare_defaults_fails_on_the_missing_service_key() {
+    let chart = chart_dir();
+    let run = Helm::offline().run(["lint", "--strict", arg(&chart)]);
+    assert!(!run.success, "lint passed without ngcConfig.serviceKey");
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert_mentions(&output, &["ngcConfig.serviceKey", "not-used"]);
+}
+
+// ---------------------------------------------------------------------------------
+// Rendered objects and names.
+
+#[test]
+fn renders_the_operator_deployment_with_nvidias_names() {
+    let objects = guide_render();
+    let deployment = find(&objects, "Deployment", "nvca-operator");
+    assert_eq!(deployment["metadata"]["namespace"], NS);
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    assert_eq!(selector["app.kubernetes.io/name"], "nvca-operator");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "nvca-operator");
+    assert_eq!(pod["automountServiceAccountToken"], true);
+
+    assert_eq!(
+        names(&pod["initContainers"]),
+        ["nvca-self-managed-bootstrap"]
+    );
+    assert_eq!(
+        names(&pod["containers"]),
+        ["nvca-operator", "nvca-mirror", "nvca-bootstrap-watch"]
+    );
+
+    let image = "<REGISTRY>/<REPOSITORY>/nvca-operator:2.52.1";
+    let bootstrap = container(pod, "initContainers", "nvca-self-managed-bootstrap");
+    assert_eq!(bootstrap["image"], image);
+    assert_eq!(
+        strings(&bootstrap["command"]),
+        ["/usr/bin/nvca-self-managed"]
+    );
+    assert_eq!(
+        strings(&bootstrap["args"]),
+        ["bootstrap", "--system-namespace", NS]
+    );
+
+    let operator = container(pod, "containers", "nvca-operator");
+    assert_eq!(operator["image"], image);
+    assert_eq!(strings(&operator["command"]), ["/usr/bin/nvca-operator"]);
+    let args = strings(&operator["args"]);
+    assert_eq!(args[0], "run");
+    let flag = |name: &str| -> String {
+        let at = args
+            .iter()
+            .position(|a| a == name)
+            .unwrap_or_else(|| panic!("operator args lack {name}: {args:?}"));
+        args[at + 1].clone()
+    };
+    assert_eq!(flag("--system-namespace"), NS);
+    assert_eq!(flag("--nca-id"), "");
+    assert_eq!(flag("--cluster-name"), "");
+    assert_eq!(flag("--cluster-id"), "");
+    assert_eq!(flag("--log-level"), "info");
+    assert_eq!(flag("--priority-class-name"), "");
+    assert_eq!(
+        flag("--node-selector-key"),
+        "node.kubernetes.io/instance-type"
+    );
+    assert_eq!(flag("--node-selector-value"), "");
+    assert!(pod["nodeSelector"].is_null(), "{}", pod["nodeSelector"]);
+    assert_eq!(flag("--store"), "/var/lib/nvca/operator");
+    assert_eq!(operator["ports"][0]["containerPort"], 8000);
+    assert_eq!(operator["ports"][0]["name"], "http");
+    assert_eq!(operator["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(operator["livenessProbe"]["httpGet"]["port"], 8000);
+    assert_eq!(operator["readinessProbe"]["httpGet"]["path"], "/version");
+    assert_eq!(operator["readinessProbe"]["httpGet"]["port"], 8000);
+    assert_eq!(
+        env_value(operator, "NVCA_CLUSTER_SOURCE").as_deref(),
+        Some("self-managed")
+    );
+    assert_eq!(
+        env_value(operator, "NVCA_IMAGE_REPO").as_deref(),
+        Some("<REGISTRY>/<REPOSITORY>/nvca")
+    );
+    assert_eq!(
+        env_value(operator, "DEPLOYMENT_NAME").as_deref(),
+        Some("nvca-operator")
+    );
+
+    let mirror = container(pod, "containers", "nvca-mirror");
+    assert_eq!(strings(&mirror["command"]), ["/usr/bin/nvca-operator"]);
+    assert_eq!(
+        strings(&mirror["args"]),
+        ["mirror", "--target-namespace", "nvca-system"]
+    );
+    let watch = container(pod, "containers", "nvca-bootstrap-watch");
+    assert_eq!(strings(&watch["command"]), ["/usr/bin/nvca-operator"]);
+    assert_eq!(strings(&watch["args"]), ["bootstrap-watch"]);
+}
+
+#[test]
+fn every_container_runs_non_root_read_only_without_privilege_or_capabilities() {
+    let objects = guide_render();
+    let pod = &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let mut seen = 0;
+    for list in ["initContainers", "containers"] {
+        for c in pod[list].as_array().expect("containers") {
+            let sc = &c["securityContext"];
+            let name = &c["name"];
+            assert_eq!(sc["runAsNonRoot"], true, "{name}");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(sc["privileged"], false, "{name}");
+            assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{name}");
+            assert!(
+                c["resources"]["limits"]["memory"].is_string(),
+                "{name} has no memory limit"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 4);
+}
+
+#[test]
+fn vault_agent_annotations_render_the_sis_token_file() {
+    let objects = guide_render();
+    let template = &find(&objects, "Deployment", "nvca-operator")["spec"]["template"];
+    let annotations = &template["metadata"]["annotations"];
+    for (key, value) in [
+        ("vault.hashicorp.com/agent-inject", "true"),
+        ("vault.hashicorp.com/agent-init-first", "true"),
+        ("vault.hashicorp.com/role", "nvca-operator"),
+        ("vault.hashicorp.com/auth-path", "auth/jwt"),
+        ("vault.hashicorp.com/secret-volume-path", "/home/app/vault"),
+        (
+            "vault.hashicorp.com/agent-inject-template-file-secrets.json",
+            "/vault/config/templates/secrets.json.tmpl",
+        ),
+        (
+            "vault.hashicorp.com/auth-config-token-path",
+            "/var/run/secrets/openbao/token",
+        ),
+        (
+            "vault.hashicorp.com/agent-copy-volume-mounts",
+            "nvca-operator",
+        ),
+    ] {
+        assert_eq!(annotations[key], value, "annotation {key}");
+    }
+    let pod = &template["spec"];
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let token = volumes
+        .iter()
+        .find(|v| v["name"] == "openbao-token")
+        .expect("projected OpenBao token volume");
+    let projected = &token["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(
+        projected["audience"],
+        "http://openbao-server.vault-system.svc.cluster.local:8200"
+    );
+    let templates = volumes
+        .iter()
+        .find(|v| v["name"] == "vault-templates")
+        .expect("vault template volume");
+    let cm_name = templates["configMap"]["name"].as_str().expect("name");
+    let template_text = find(&objects, "ConfigMap", cm_name)["data"]["secrets.json.tmpl"]
+        .as_str()
+        .expect("secrets.json.tmpl")
+        .to_owned();
+    assert_mentions(
+        &template_text,
+        &[
+            r#"{{- with secret "services/sis-api/jwt/sign/nvca-operator" }}"#,
+            r#""icms": "{{ .Data.token }}""#,
+            r#""tokens""#,
+            r#""kv""#,
+        ],
+    );
+
+    let custom = render_with(&[
+        "vaultConfig.role=my-role",
+        "vaultConfig.address=https://openbao.example.invalid:8200",
+        "vaultConfig.sisTokenPath=services/sis-api/jwt/sign/my-role",
+    ]);
+    let template = &find(&custom, "Deployment", "nvca-operator")["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["annotations"]["vault.hashicorp.com/role"],
+        "my-role"
+    );
+    assert_eq!(
+        template["metadata"]["annotations"]["vault.hashicorp.com/service"],
+        "https://openbao.example.invalid:8200"
+    );
+    let text =
+        find(&custom, "ConfigMap", "nvca-operator-vault-template")["data"]["secrets.json.tmpl"]
+            .as_str()
+            .expect("template")
+            .to_owned();
+    assert!(text.contains("services/sis-api/jwt/sign/my-role"), "{text}");
+
+    let off = render_with(&["vaultConfig.enabled=false"]);
+    let template = &find(&off, "Deployment", "nvca-operator")["spec"]["template"];
+    assert!(
+        template["metadata"]["annotations"]["vault.hashicorp.com/agent-inject"].is_null(),
+        "vault annotations rendered although vaultConfig.enabled is false"
+    );
+}
+
+#[test]
+fn cluster_dto_has_nvidias_shape_and_the_guides_values() {
+    let objects = guide_render();
+    let cm = find(&objects, "ConfigMap", "nvcfbackend-self-managed");
+    assert_eq!(cm["metadata"]["namespace"], NS);
+    let dto = cluster_dto(&objects);
+    let expected = json!({
+        "clusterId": "",
+        "clusterGroupId": "",
+        "clusterName": "nvcf-default",
+        "clusterDescription": "nvcf-default",
+        "clusterGroupName": "nvcf-default",
+        "ncaID": "nvcf-default",
+        "nvcaVersion": "2.52.1",
+        "oAuthClientId": "",
+        "cloudProvider": "NCP",
+        "region": "us-west-1",
+        "attributes": [],
+        "capabilities": ["DynamicGPUDiscovery", "SelfHosted", "KAIScheduler"],
+        "gpusB64": "",
+        "cacheCSIVolumeMountOptionsConfig": {"disabled": false, "mountOptions": "ro,norecovery,nouuid"},
+        "icmsConfig": {
+            "publicKeysetEndpoint": "",
+            "tokenURL": "",
+            "icmsServiceURL": "http://api.sis.svc.cluster.local:8080"
+        },
+        "miniService": {"helmReValServiceURL": "http://reval.nvcf.svc.cluster.local:8080"},
+        "imageCredentialHelper": {"imageConfig": {
+            "repository": "<REGISTRY>/<REPOSITORY>/nvcf-image-credential-helper",
+            "tag": "0.10.2"
+        }},
+        "sharedStorage": {"imageRepository": "<REGISTRY>/<REPOSITORY>/samba", "imageTag": "1.0.5"},
+        "otelCollector": {"enabled": false, "imageConfig": {
+            "repository": "<REGISTRY>/<REPOSITORY>/nvcf-otel-collector",
+            "tag": "0.157.9"
+        }},
+        "agent": {
+            "natsURL": "nats://nats.nats-system.svc.cluster.local:4222",
+            "helmReValStageOAuthTokenURL": "",
+            "helmReValStageOAuthPublicKeysetEndpoint": "",
+            "helmReValProdOAuthTokenURL": "",
+            "helmReValProdOAuthPublicKeysetEndpoint": "",
+            "functionDeploymentStagesStageOAuthTokenURL": "",
+            "functionDeploymentStagesStageOAuthPublicKeysetEndpoint": "",
+            "functionDeploymentStagesProdOAuthTokenURL": "",
+            "functionDeploymentStagesProdOAuthPublicKeysetEndpoint": ""
+        }
+    });
+    assert_eq!(dto, expected);
+
+    let custom = render_with(&[
+        "clusterName=ncp-local",
+        "ncaID=nca-1",
+        "clusterID=c-1",
+        "clusterGroupID=g-1",
+        "selfManaged.region=eu-1",
+        "selfManaged.clusterAttributes={NVLinkOptimized=true}",
+        "selfManaged.icmsServiceHostHeaderOverride=sis.local",
+        "selfManaged.natsHostOverride=nats.local",
+        "agent.llm.requestRouterAddress=router:9000",
+        "agent.tolerations[0].key=gpu",
+        "agent.tolerations[0].operator=Exists",
+    ]);
+    let dto = cluster_dto(&custom);
+    assert_eq!(dto["clusterName"], "ncp-local");
+    assert_eq!(dto["clusterDescription"], "ncp-local");
+    assert_eq!(dto["ncaID"], "nca-1");
+    assert_eq!(dto["clusterId"], "c-1");
+    assert_eq!(dto["clusterGroupId"], "g-1");
+    assert_eq!(dto["region"], "eu-1");
+    assert_eq!(dto["attributes"], json!(["NVLinkOptimized=true"]));
+    assert_eq!(
+        dto["icmsConfig"]["icmsServiceHostHeaderOverride"],
+        "sis.local"
+    );
+    assert_eq!(dto["agent"]["natsHostOverride"], "nats.local");
+    assert_eq!(dto["agent"]["llmRequestRouterAddress"], "router:9000");
+    assert_eq!(
+        dto["agent"]["tolerations"],
+        json!([{"key": "gpu", "operator": "Exists"}])
+    );
+}
+
+#[test]
+fn feature_gates_default_to_dynamic_gpu_discovery() {
+    let objects = Helm::offline().template(NS, NS, &["--set", "ngcConfig.serviceKey=x"]);
+    assert_eq!(
+        cluster_dto(&objects)["capabilities"],
+        json!(["DynamicGPUDiscovery"])
+    );
+}
+
+#[test]
+fn registration_configmap_is_kept_and_carries_no_ids_the_chart_could_overwrite() {
+    let objects = guide_render();
+    let cm = find(&objects, "ConfigMap", "nvca-cluster-registration");
+    assert_eq!(cm["metadata"]["namespace"], NS);
+    assert_eq!(
+        cm["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert!(
+        cm.get("data").is_none_or(Value::is_null),
+        "the chart must not render data the bootstrap writes: {cm}"
+    );
+}
+
+#[test]
+fn service_account_and_cluster_role_binding_use_the_full_name() {
+    let objects = guide_render();
+    let sa = find(&objects, "ServiceAccount", "nvca-operator");
+    assert_eq!(sa["metadata"]["namespace"], NS);
+    let binding = find(&objects, "ClusterRoleBinding", "nvca-operator");
+    assert_eq!(binding["roleRef"]["name"], "nvca-operator");
+    assert_eq!(binding["subjects"][0]["name"], "nvca-operator");
+    assert_eq!(binding["subjects"][0]["namespace"], NS);
+    find(&objects, "ClusterRole", "nvca-operator");
+
+    let kinds: BTreeSet<String> = objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let expected: BTreeSet<String> = [
+        "ServiceAccount/nvca-operator",
+        "ClusterRole/nvca-operator",
+        "ClusterRoleBinding/nvca-operator",
+        "ConfigMap/nvcfbackend-self-managed",
+        "ConfigMap/nvca-cluster-registration",
+        "ConfigMap/nvca-operator-vault-template",
+        "Deployment/nvca-operator",
+        "CustomResourceDefinition/nvcfbackends.nvcf.nvidia.io",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(kinds, expected);
+}
+
+#[test]
+fn pull_secrets_scheduling_and_resources_reach_the_pod() {
+    let objects = render_with(&[
+        "imagePullSecrets[1].name=second",
+        "priorityClassName=system-cluster-critical",
+        "tolerations[0].key=dedicated",
+        "tolerations[0].operator=Equal",
+        "tolerations[0].value=nvca",
+        "tolerations[0].effect=NoSchedule",
+        "resources.limits.memory=1Gi",
+        "logLevel=debug",
+        "nodeSelector.key=nvcf.nvidia.com/workload",
+        "nodeSelector.value=control-plane",
+    ]);
+    let pod = &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    assert_eq!(
+        names(&pod["imagePullSecrets"]),
+        ["nvcr-pull-secret", "second"]
+    );
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "dedicated", "operator": "Equal", "value": "nvca", "effect": "NoSchedule"}])
+    );
+    assert_eq!(
+        pod["nodeSelector"],
+        json!({"nvcf.nvidia.com/workload": "control-plane"})
+    );
+    let operator = container(pod, "containers", "nvca-operator");
+    assert_eq!(operator["resources"]["limits"]["memory"], "1Gi");
+    assert_eq!(operator["resources"]["requests"]["cpu"], "50m");
+    let args = strings(&operator["args"]);
+    let at = args
+        .iter()
+        .position(|a| a == "--priority-class-name")
+        .expect("flag");
+    assert_eq!(args[at + 1], "system-cluster-critical");
+    assert!(
+        args.windows(2).any(|w| w == ["--log-level", "debug"]),
+        "{args:?}"
+    );
+
+    let secrets_b64 = env_value(operator, "ADDITIONAL_IMAGE_PULL_SECRETS_B64").expect("env");
+    let mirror = container(pod, "containers", "nvca-mirror");
+    assert_eq!(
+        env_value(mirror, "NVCA_ADDITIONAL_IMAGE_PULL_SECRETS_JSON_BASE64").as_deref(),
+        Some(secrets_b64.as_str())
+    );
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(secrets_b64)
+        .expect("base64");
+    let secrets: Value = serde_json::from_slice(&decoded).expect("JSON");
+    assert_eq!(
+        secrets,
+        json!([{"name": "nvcr-pull-secret"}, {"name": "second"}])
+    );
+    assert_eq!(
+        env_value(operator, "GENERATE_IMAGE_PULL_SECRET").as_deref(),
+        Some("false")
+    );
+
+    // No value: no nodeSelector at all (NVIDIA's rule).
+    let plain = Helm::offline().template(NS, NS, &["--set", "ngcConfig.serviceKey=x"]);
+    let pod = &find(&plain, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    assert!(pod["nodeSelector"].is_null(), "{}", pod["nodeSelector"]);
+    assert!(pod["imagePullSecrets"].is_null());
+}
+
+#[test]
+fn store_is_an_empty_dir_by_default_and_a_claim_with_persistence() {
+    let objects = guide_render();
+    let pod = &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    let store = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "store")
+        .expect("store volume");
+    assert_eq!(store["emptyDir"], json!({}));
+    let operator = container(pod, "containers", "nvca-operator");
+    assert!(
+        operator["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| m["name"] == "store" && m["mountPath"] == "/var/lib/nvca"),
+        "store not mounted at /var/lib/nvca"
+    );
+
+    let persistent = render_with(&[
+        "persistence.enabled=true",
+        "persistence.storageClassName=fast",
+        "persistence.size=5Gi",
+    ]);
+    let pvc = find(&persistent, "PersistentVolumeClaim", "nvca-operator-store");
+    assert_eq!(pvc["spec"]["storageClassName"], "fast");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "5Gi");
+    let pod = &find(&persistent, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    let store = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "store")
+        .expect("store volume");
+    assert_eq!(
+        store["persistentVolumeClaim"]["claimName"],
+        "nvca-operator-store"
+    );
+
+    let existing = render_with(&["persistence.enabled=true", "persistence.existingClaim=mine"]);
+    assert!(
+        !existing
+            .iter()
+            .any(|o| o["kind"] == "PersistentVolumeClaim"),
+        "a claim was rendered although existingClaim is set"
+    );
+}
+
+#[test]
+fn custom_network_policies_become_nvidias_configmap() {
+    let objects = render_with(&[
+        "networkPolicy.customPolicies[0].apiVersion=networking.k8s.io/v1",
+        "networkPolicy.customPolicies[0].kind=NetworkPolicy",
+        "networkPolicy.customPolicies[0].metadata.name=allow-dns",
+        "networkPolicy.clusterNetworkCIDRs={10.0.0.0/8}",
+    ]);
+    let cm = find(&objects, "ConfigMap", "nvcf-custom-network-policies");
+    let policy: Value =
+        serde_yaml::from_str(cm["data"]["nvcf-custom-0"].as_str().expect("policy")).expect("YAML");
+    assert_eq!(policy["metadata"]["name"], "allow-dns");
+    let pod = &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    let operator = container(pod, "containers", "nvca-operator");
+    assert_eq!(
+        env_value(operator, "K8S_CLUSTER_NETWORK_CIDRS").as_deref(),
+        Some("10.0.0.0/8")
+    );
+    // None by default: no ConfigMap.
+    assert!(
+        !guide_render()
+            .iter()
+            .any(|o| o["metadata"]["name"] == "nvcf-custom-network-policies")
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Schema rejections: each names the key and the fix.
+
+#[test]
+fn schema_rejects_a_missing_or_empty_service_key() {
+    let expected = [
+        "ngcConfig.serviceKey is required and must be a non-empty string",
+        "set any value",
+        "serviceKey: not-used",
+    ];
+    assert_mentions(&rejection(&["ngcConfig.serviceKey="]), &expected);
+    assert_mentions(&rejection(&["ngcConfig.serviceKey=null"]), &expected);
+    // Any string is fine.
+    render_with(&["ngcConfig.serviceKey=x"]);
+}
+
+#[test]
+fn schema_rejects_generate_image_pull_secret_in_self_managed_mode() {
+    let message = rejection(&["generateImagePullSecret=true"]);
+    assert_mentions(
+        &message,
+        &[
+            "/generateImagePullSecret",
+            "generateImagePullSecret: true does not work with ngcConfig.clusterSource self-managed",
+            "set generateImagePullSecret: false",
+            "imagePullSecrets",
+        ],
+    );
+}
+
+#[test]
+fn schema_rejects_an_unknown_cluster_source_and_the_ones_nvca_does_not_run() {
+    let unknown = rejection(&["ngcConfig.clusterSource=self-hosted"]);
+    assert_mentions(
+        &unknown,
+        &[
+            "/ngcConfig/clusterSource",
+            "unknown value",
+            "set ngcConfig.clusterSource: self-managed",
+        ],
+    );
+    for other in ["ngc-managed", "helm-managed"] {
+        let message = rejection(&[&format!("ngcConfig.clusterSource={other}")]);
+        assert_mentions(
+            &message,
+            &[
+                "/ngcConfig/clusterSource",
+                "nvca runs self-managed clusters only",
+                "set ngcConfig.clusterSource: self-managed",
+            ],
+        );
+    }
+}
+
+#[test]
+fn schema_rejects_self_managed_without_each_control_plane_url() {
+    for (key, example) in [
+        ("icmsServiceURL", "http://api.sis.svc.cluster.local:8080"),
+        (
+            "revalServiceURL",
+            "http://reval.nvcf.svc.cluster.local:8080",
+        ),
+        ("natsURL", "nats://nats.nats-system.svc.cluster.local:4222"),
+    ] {
+        for value in ["", "null"] {
+            let message = rejection(&[&format!("selfManaged.{key}={value}")]);
+            assert_mentions(
+                &message,
+                &[
+                    &format!(
+                        "selfManaged.{key} is required with ngcConfig.clusterSource self-managed"
+                    ),
+                    &format!("set it, for example to {example}"),
+                ],
+            );
+        }
+    }
+    // All three missing: all three named in one message, as NVIDIA's lint expects.
+    let message = rejection(&[
+        "selfManaged.icmsServiceURL=",
+        "selfManaged.revalServiceURL=",
+        "selfManaged.natsURL=",
+    ]);
+    assert_mentions(
+        &message,
+        &[
+            "selfManaged.icmsServiceURL",
+            "selfManaged.revalServiceURL",
+            "selfManaged.natsURL",
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Values files written for NVIDIA's chart.
+
+/// `helm install --dry-run=client`: renders like install and prints NOTES, storing
+/// nothing. Helm still checks that a cluster answers, so this uses the local one.
+fn dry_run_install(values: &str) -> String {
+    let chart = chart_dir();
+    let endpoints = Endpoints::discover().unwrap_or_else(|e| panic!("{e}: {HOW_TO_START}"));
+    Helm::for_testenv(&endpoints)
+        .run([
+            "install",
+            NS,
+            arg(&chart),
+            "-n",
+            NS,
+            "--dry-run=client",
+            "-f",
+            values,
+        ])
+        .expect_success()
+        .stdout
+}
+
+#[test]
+fn the_guides_values_install_unchanged_and_notes_carry_the_verify_steps() {
+    let out = dry_run_install("fixtures/chart/guide-values.yaml");
+    assert_mentions(
+        &out,
+        &[
+            "kubectl get pods -n nvca-operator",
+            "kubectl logs -n nvca-operator -c nvca-self-managed-bootstrap -l app.kubernetes.io/name=nvca-operator --tail=5",
+            "kubectl get cm nvca-cluster-registration -n nvca-operator -o jsonpath='{.data}'",
+            "kubectl get nvcfbackends -n nvca-operator",
+            "kubectl get pods -n nvca-system",
+            "kubectl exec -n nvca-operator deploy/nvca-operator -c nvca-operator -- /usr/bin/nvca-self-managed bootstrap --system-namespace nvca-operator",
+            // The guide's file keeps its placeholders: say so.
+            "<REGISTRY>/<REPOSITORY> placeholders",
+            "image.repository",
+        ],
+    );
+    assert!(
+        !out.contains("nvca does not act on them"),
+        "the guide's values set nothing nvca ignores, yet a warning was printed:\n{out}"
+    );
+}
+
+#[test]
+fn keys_nvca_does_not_act_on_are_named_in_a_warning_never_dropped_silently() {
+    let out = dry_run_install("fixtures/chart/nvidia-release-values.yaml");
+    assert_mentions(
+        &out,
+        &[
+            "WARNING: these values are set but nvca does not act on them yet",
+            "enableGXCache = true",
+            "agentConfig.mergeConfig = ",
+            "podDisruptionBudget.enabled = true",
+            "clusterValidator.enabled = true",
+            "otel.enabled = true",
+            "agent.customAnnotations = {\"team\":\"gpu\"}",
+            "agent.workerDegradationPeriod = \"90m\"",
+            "helmManaged.cloudProvider = \"aws\"",
+            "replicaCount = 2",
+            "someTypoKey: unknown key",
+        ],
+    );
+    // Supported keys and keys left at NVIDIA's defaults are not reported.
+    for quiet in [
+        "systemNamespace",
+        "selfManaged.icmsServiceURL",
+        "ncaID",
+        "imagePullSecretName",
+    ] {
+        assert!(
+            !out.contains(&format!("  - {quiet}")),
+            "{quiet} reported although supported or at its default:\n{out}"
+        );
+    }
+    assert!(!out.contains("placeholders"), "{out}");
+    // The Deployment still has one replica.
+    let objects =
+        Helm::offline().template(NS, NS, &["-f", "fixtures/chart/nvidia-release-values.yaml"]);
+    assert_eq!(
+        find(&objects, "Deployment", "nvca-operator")["spec"]["replicas"],
+        1
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// RBAC.
+
+/// One permission: (apiGroup, resource, verb, resourceName or "").
+type Grant = (String, String, String, String);
+
+fn grants(rules: &[PolicyRule]) -> BTreeSet<Grant> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        let groups = rule.api_groups.clone().unwrap_or_default();
+        let resources = rule.resources.clone().unwrap_or_default();
+        let names = rule
+            .resource_names
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| vec![String::new()]);
+        for g in &groups {
+            for r in &resources {
+                for v in &rule.verbs {
+                    for n in &names {
+                        out.insert((g.clone(), r.clone(), v.clone(), n.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// True when `held` allows `wanted` (a rule without resource names allows every name).
+fn covered(held: &BTreeSet<Grant>, wanted: &Grant) -> bool {
+    let (g, r, v, n) = wanted;
+    held.contains(wanted)
+        || (!n.is_empty() && held.contains(&(g.clone(), r.clone(), v.clone(), String::new())))
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]) -> PolicyRule {
+    let own = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(own(groups)),
+        resources: Some(own(resources)),
+        verbs: own(verbs),
+        resource_names: if names.is_empty() {
+            None
+        } else {
+            Some(own(names))
+        },
+        non_resource_urls: None,
+    }
+}
+
+const CRUD: &[&str] = &[
+    "get", "list", "watch", "create", "update", "delete", "patch",
+];
+const CRUD_DC: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "delete",
+    "deletecollection",
+    "patch",
+];
+const READ: &[&str] = &["get", "list", "watch"];
+
+/// The rules NVIDIA's operator gives the agent ClusterRole `nvca`
+/// (`pkg/operator/reconcile/nvcaagent_reconcile.go`, dynamic GPU discovery, Kubernetes
+/// backend), and with `nvlink` the NVLinkOptimized extras.
+fn agent_role_rules(nvlink: bool) -> Vec<PolicyRule> {
+    let mut rules = vec![
+        rule(&[""], &["secrets", "configmaps"], CRUD, &[]),
+        rule(&[""], &["persistentvolumes"], CRUD_DC, &[]),
+        rule(&["nvca.nvcf.nvidia.io"], &["icmsrequests"], CRUD, &[]),
+        rule(
+            &["nvca.nvcf.nvidia.io"],
+            &["icmsrequests/status"],
+            &["get", "update", "patch"],
+            &[],
+        ),
+        rule(
+            &["nvca.nvcf.nvidia.io"],
+            &["storagerequests", "storagerequests/status"],
+            CRUD,
+            &[],
+        ),
+        rule(
+            &["storage.k8s.io"],
+            &["storageclasses", "volumeattachments"],
+            CRUD_DC,
+            &[],
+        ),
+        rule(&["storage.k8s.io"], &["csidrivers"], READ, &[]),
+        rule(
+            &["security.openshift.io"],
+            &["securitycontextconstraints"],
+            &["use"],
+            &["nonroot"],
+        ),
+        rule(
+            &["admissionregistration.k8s.io"],
+            &[
+                "mutatingwebhookconfigurations",
+                "validatingwebhookconfigurations",
+            ],
+            READ,
+            &["nvca"],
+        ),
+        rule(
+            &["nvsnap.nvcf.nvidia.io"],
+            &["nvsnapfunctionstates", "nvsnapfunctionstates/status"],
+            CRUD,
+            &[],
+        ),
+        rule(
+            &[""],
+            &["nodes"],
+            &["get", "list", "watch", "update", "patch"],
+            &[],
+        ),
+        rule(
+            &[""],
+            &[
+                "serviceaccounts",
+                "namespaces",
+                "pods",
+                "pods/log",
+                "pods/status",
+                "events",
+                "services",
+                "persistentvolumes",
+                "persistentvolumes/status",
+                "persistentvolumeclaims",
+                "persistentvolumeclaims/status",
+                "resourcequotas",
+            ],
+            CRUD,
+            &[],
+        ),
+        rule(&[""], &["serviceaccounts"], &["impersonate"], &[]),
+        rule(&["batch"], &["jobs", "cronjobs"], CRUD, &[]),
+        rule(
+            &["apps"],
+            &["replicasets", "deployments", "statefulsets"],
+            CRUD,
+            &[],
+        ),
+        rule(&["networking.k8s.io"], &["networkpolicies"], CRUD_DC, &[]),
+        rule(&["node.k8s.io"], &["runtimeclasses"], READ, &[]),
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &["roles", "rolebindings"],
+            CRUD,
+            &[],
+        ),
+        rule(&["coordination.k8s.io"], &["leases"], CRUD, &[]),
+        rule(&["scheduling.run.ai"], &["queues"], READ, &[]),
+        rule(
+            &["nvca.nvcf.nvidia.io"],
+            &["miniservices", "miniservices/status"],
+            CRUD,
+            &[],
+        ),
+        rule(&["run.ai"], &["kartas"], READ, &[]),
+    ];
+    if nvlink {
+        rules.extend([
+            rule(&["resource.nvidia.com"], &["computedomains"], CRUD_DC, &[]),
+            rule(
+                &["resource.k8s.io"],
+                &["resourceclaims", "resourceclaimtemplates"],
+                CRUD_DC,
+                &[],
+            ),
+            rule(
+                &["resource.k8s.io"],
+                &["deviceclasses", "resourceslices"],
+                READ,
+                &[],
+            ),
+            rule(&["apps"], &["daemonsets"], READ, &[]),
+        ]);
+    }
+    rules
+}
+
+/// NVIDIA's operator ClusterRole (`deployments/nvca-operator/templates/role.yaml`): the
+/// most ours may hold.
+fn nvidia_operator_rules() -> Vec<PolicyRule> {
+    let cud = &[
+        "get", "list", "watch", "patch", "create", "update", "delete",
+    ];
+    vec![
+        rule(
+            &["nvcf.nvidia.io"],
+            &[
+                "nvcfbackends",
+                "nvcfbackends/finalizers",
+                "nvcfbackends/status",
+            ],
+            cud,
+            &[],
+        ),
+        rule(
+            &[""],
+            &[
+                "configmaps",
+                "secrets",
+                "services",
+                "serviceaccounts",
+                "namespaces",
+                "pods",
+                "pods/log",
+                "pods/status",
+                "resourcequotas",
+                "events",
+                "configmaps/status",
+                "persistentvolumes",
+                "persistentvolumes/status",
+                "persistentvolumeclaims",
+                "persistentvolumeclaims/status",
+                "nodes",
+            ],
+            CRUD_DC,
+            &[],
+        ),
+        rule(&[""], &["serviceaccounts"], &["impersonate"], &[]),
+        rule(
+            &["apiextensions.k8s.io"],
+            &["customresourcedefinitions"],
+            cud,
+            &[],
+        ),
+        rule(
+            &["apps"],
+            &["deployments", "replicasets", "statefulsets"],
+            cud,
+            &[],
+        ),
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &[
+                "roles",
+                "rolebindings",
+                "clusterroles",
+                "clusterrolebindings",
+            ],
+            cud,
+            &[],
+        ),
+        rule(
+            &["nvca.nvcf.nvidia.io"],
+            &[
+                "icmsrequests",
+                "storagerequests",
+                "storagerequests/status",
+                "miniservices",
+                "miniservices/status",
+            ],
+            cud,
+            &[],
+        ),
+        rule(
+            &["nvca.nvcf.nvidia.io"],
+            &["icmsrequests/status"],
+            &["get", "update", "patch"],
+            &[],
+        ),
+        rule(&["batch"], &["jobs", "cronjobs"], cud, &[]),
+        rule(
+            &["admissionregistration.k8s.io"],
+            &[
+                "validatingwebhookconfigurations",
+                "mutatingwebhookconfigurations",
+            ],
+            cud,
+            &[],
+        ),
+        rule(&["networking.k8s.io"], &["networkpolicies"], CRUD_DC, &[]),
+        rule(&["coordination.k8s.io"], &["leases"], cud, &[]),
+        rule(
+            &["storage.k8s.io"],
+            &["csidrivers", "storageclasses", "volumeattachments"],
+            CRUD_DC,
+            &[],
+        ),
+        rule(&["node.k8s.io"], &["runtimeclasses"], READ, &[]),
+        rule(
+            &["security.openshift.io"],
+            &["securitycontextconstraints"],
+            &["use"],
+            &["nonroot"],
+        ),
+        rule(
+            &["nvsnap.nvcf.nvidia.io"],
+            &["nvsnapfunctionstates", "nvsnapfunctionstates/status"],
+            cud,
+            &[],
+        ),
+        rule(&["resource.nvidia.com"], &["computedomains"], CRUD_DC, &[]),
+        rule(
+            &["resource.k8s.io"],
+            &[
+                "resourceclaims",
+                "resourceclaimtemplates",
+                "deviceclasses",
+                "resourceslices",
+            ],
+            CRUD_DC,
+            &[],
+        ),
+        rule(&["apps"], &["daemonsets"], READ, &[]),
+        rule(&["scheduling.run.ai"], &["queues"], READ, &[]),
+        rule(&["run.ai"], &["kartas"], READ, &[]),
+    ]
+}
+
+fn rendered_operator_rules(sets: &[&str]) -> Vec<PolicyRule> {
+    let mut all = vec!["ngcConfig.serviceKey=x"];
+    all.extend_from_slice(sets);
+    let mut extra = Vec::new();
+    for set in &all {
+        extra.push("--set");
+        extra.push(set);
+    }
+    let objects = Helm::offline().template(NS, NS, &extra);
+    let role: ClusterRole =
+        serde_json::from_value(find(&objects, "ClusterRole", "nvca-operator").clone())
+            .expect("a ClusterRole");
+    role.rules.unwrap_or_default()
+}
+
+#[test]
+fn operator_role_holds_every_agent_grant_and_nothing_beyond_nvidias_role() {
+    for (nvlink, sets) in [
+        (false, vec![]),
+        (
+            true,
+            vec!["selfManaged.clusterAttributes={NVLinkOptimized=true}"],
+        ),
+    ] {
+        let held = grants(&rendered_operator_rules(&sets));
+        let missing: Vec<Grant> = grants(&agent_role_rules(nvlink))
+            .into_iter()
+            .filter(|g| !covered(&held, g))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "nvlink={nvlink}: operator cannot grant {missing:?}"
+        );
+
+        let ceiling = grants(&nvidia_operator_rules());
+        let beyond: Vec<&Grant> = held.iter().filter(|g| !covered(&ceiling, g)).collect();
+        assert!(
+            beyond.is_empty(),
+            "nvlink={nvlink}: beyond NVIDIA's role: {beyond:?}"
+        );
+    }
+}
+
+#[test]
+fn operator_role_is_narrower_than_nvidias_where_docs_chart_md_says() {
+    let held = grants(&rendered_operator_rules(&[]));
+    let g = |group: &str, resource: &str, verb: &str, name: &str| -> Grant {
+        (group.into(), resource.into(), verb.into(), name.into())
+    };
+    for dropped in [
+        g("", "nodes", "delete", ""),
+        g("", "nodes", "create", ""),
+        g("", "secrets", "deletecollection", ""),
+        g("", "namespaces", "deletecollection", ""),
+        g("", "configmaps/status", "get", ""),
+        g(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "delete",
+            "nvcfbackends.nvcf.nvidia.io",
+        ),
+        g(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "update",
+            "other.example.com",
+        ),
+        g(
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "update",
+            "cluster-admin",
+        ),
+        g(
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            "patch",
+            "some-binding",
+        ),
+        g(
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "delete",
+            "other",
+        ),
+        g("storage.k8s.io", "csidrivers", "create", ""),
+        g("resource.k8s.io", "resourceclaims", "create", ""),
+        g("resource.k8s.io", "deviceclasses", "create", ""),
+        g("apps", "daemonsets", "get", ""),
+    ] {
+        assert!(
+            !covered(&held, &dropped),
+            "operator role still allows {dropped:?}"
+        );
+    }
+    // Still there: what the operator needs for its own objects.
+    for kept in [
+        g("rbac.authorization.k8s.io", "clusterroles", "create", ""),
+        g("rbac.authorization.k8s.io", "clusterroles", "patch", "nvca"),
+        g(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "patch",
+            "icmsrequests.nvca.nvcf.nvidia.io",
+        ),
+        g(
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            "delete",
+            "nvca",
+        ),
+        g("nvcf.nvidia.io", "nvcfbackends/finalizers", "update", ""),
+    ] {
+        assert!(covered(&held, &kept), "operator role lacks {kept:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The CRD.
+
+fn chart_crd_path() -> std::path::PathBuf {
+    chart_dir().join(CRD_FILE)
+}
+
+#[test]
+fn chart_crd_is_the_operators_nvcfbackend_crd() {
+    let crd = nvca::kube::crd::all().remove(0);
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("nvcfbackends.nvcf.nvidia.io")
+    );
+    let path = chart_crd_path();
+    if std::env::var("NVCA_BLESS_CHART_CRD").is_ok_and(|v| v == "1") {
+        let mut text = String::from(
+            "# Generated from nvca::kube::crd (NVCFBackend::crd()); tests/chart.rs keeps it\n\
+             # identical. Regenerate: NVCA_BLESS_CHART_CRD=1 cargo test --test chart chart_crd\n",
+        );
+        text.push_str(&serde_yaml::to_string(&crd).expect("CRD as YAML"));
+        std::fs::write(&path, text).expect("write the chart CRD");
+    }
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let in_chart: Value = serde_yaml::from_str(&text).expect("the chart CRD is YAML");
+    let expected = serde_json::to_value(&crd).expect("CRD as JSON");
+    assert_eq!(
+        in_chart,
+        expected,
+        "{} differs from NVCFBackend::crd(); regenerate it with NVCA_BLESS_CHART_CRD=1",
+        path.display()
+    );
+    // And helm ships exactly that object.
+    let rendered = guide_render();
+    let shipped = find(
+        &rendered,
+        "CustomResourceDefinition",
+        "nvcfbackends.nvcf.nvidia.io",
+    );
+    assert_eq!(shipped, &expected);
+}
+
+// ---------------------------------------------------------------------------------
+// Install into the local control plane.
+
+/// A client acting as the operator's ServiceAccount.
+fn impersonating(config: &kube::Config, namespace: &str, account: &str) -> Client {
+    let mut config = config.clone();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{namespace}"),
+        "system:authenticated".into(),
+    ]);
+    Client::try_from(config).expect("impersonating client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_runs_uninstall_keeps_the_registration_and_reinstall_reuses_it() {
+    let (env, ns) = testenv_with_namespace("chart-install").await;
+    let helm = Helm::for_testenv(&env.endpoints);
+    // Cluster-scoped names (ClusterRole, ClusterRoleBinding) must not collide with other
+    // installs in the same control plane, so this release gets its own full name.
+    let fullname = format!("nvca-operator-{}", &ns.name[ns.name.len() - 8..]);
+    let chart = chart_dir();
+    let install = || {
+        let mut args: Vec<String> = [
+            "install",
+            "nvca-operator",
+            arg(&chart),
+            "-n",
+            &ns.name,
+            "-f",
+            "fixtures/chart/guide-values.yaml",
+            "--wait",
+            "--timeout",
+            "120s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend([
+            "--set".into(),
+            format!("fullnameOverride={fullname}"),
+            "--set".into(),
+            format!("serviceAccount.name={fullname}"),
+        ]);
+        helm.run(&args).expect_success()
+    };
+    let uninstall = || {
+        helm.run([
+            "uninstall",
+            "nvca-operator",
+            "-n",
+            &ns.name,
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .expect_success()
+    };
+
+    let first = install();
+    assert_mentions(&first.stdout, &["STATUS: deployed", "kubectl get pods -n"]);
+
+    // The Deployment is available and its pod Running (kwok marks it so; the operator
+    // itself runs out of the cluster in tests).
+    let deployments: Api<Deployment> = ns.api();
+    let deployment = deployments.get(&fullname).await.expect("Deployment");
+    assert_eq!(
+        deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas),
+        Some(1),
+        "{:?}",
+        deployment.status
+    );
+    let pods: Api<Pod> = ns.api();
+    let selector = "app.kubernetes.io/name=nvca-operator,app.kubernetes.io/instance=nvca-operator";
+    let pod = eventually(Duration::from_secs(60), "operator pod Running", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        }
+    })
+    .await;
+    let spec = pod.spec.expect("pod spec");
+    let containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        containers,
+        [fullname.as_str(), "nvca-mirror", "nvca-bootstrap-watch"]
+    );
+
+    // RBAC escalation is enforced by the API server: acting as the operator, creating
+    // the agent ClusterRole with every rule NVIDIA's operator gives it must pass, and
+    // one that grants more must be refused. Dry run: nothing is stored.
+    let as_operator = impersonating(&env.config, &ns.name, &fullname);
+    let roles: Api<ClusterRole> = Api::all(as_operator);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let agent = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some("nvca".into()),
+            ..Default::default()
+        },
+        rules: Some(agent_role_rules(false)),
+        ..Default::default()
+    };
+    match roles.create(&dry_run, &agent).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => panic!("the operator cannot grant the agent role: {e}"),
+    }
+    let greedy = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some("nvca".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![rule(&[""], &["nodes"], &["delete"], &[])]),
+        ..Default::default()
+    };
+    match roles.create(&dry_run, &greedy).await {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("the operator could grant node deletion it does not hold: {other:?}"),
+    }
+
+    // The bootstrap would write the IDs; write them as it does.
+    let configmaps: Api<ConfigMap> = ns.api();
+    let patch = json!({"data": {"clusterId": "c-0001", "clusterGroupId": "g-0001"}});
+    configmaps
+        .patch(
+            "nvca-cluster-registration",
+            &PatchParams::apply("nvca-self-managed").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "nvca-cluster-registration"},
+                "data": patch["data"],
+            })),
+        )
+        .await
+        .expect("write the registration IDs");
+    let uid = configmaps
+        .get("nvca-cluster-registration")
+        .await
+        .expect("registration ConfigMap")
+        .metadata
+        .uid
+        .expect("uid");
+
+    // An upgrade leaves the IDs alone.
+    let upgrade = helm
+        .run([
+            "upgrade",
+            "nvca-operator",
+            arg(&chart),
+            "-n",
+            &ns.name,
+            "--reuse-values",
+            "--set",
+            "logLevel=debug",
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .expect_success();
+    assert!(
+        upgrade.stdout.contains("STATUS: deployed"),
+        "{}",
+        upgrade.stdout
+    );
+    let data = configmaps
+        .get("nvca-cluster-registration")
+        .await
+        .expect("cm")
+        .data;
+    assert_eq!(
+        data.unwrap_or_default()
+            .get("clusterId")
+            .map(String::as_str),
+        Some("c-0001"),
+        "helm upgrade overwrote the registration"
+    );
+
+    // Uninstall keeps the registration (and says so), removes the rest.
+    let removed = uninstall();
+    let said = format!("{}{}", removed.stdout, removed.stderr);
+    assert!(
+        said.contains("nvca-cluster-registration"),
+        "helm did not report the kept ConfigMap:\n{said}"
+    );
+    let kept = configmaps
+        .get("nvca-cluster-registration")
+        .await
+        .expect("kept ConfigMap");
+    assert_eq!(kept.metadata.uid.as_deref(), Some(uid.as_str()));
+    assert!(
+        deployments.get_opt(&fullname).await.expect("get").is_none(),
+        "Deployment left after uninstall"
+    );
+    let all_roles: Api<ClusterRole> = Api::all(env.client.clone());
+    assert!(all_roles.get_opt(&fullname).await.expect("get").is_none());
+
+    // Reinstall adopts the kept ConfigMap with its IDs.
+    install();
+    let reused = configmaps
+        .get("nvca-cluster-registration")
+        .await
+        .expect("ConfigMap");
+    assert_eq!(
+        reused.metadata.uid.as_deref(),
+        Some(uid.as_str()),
+        "ConfigMap was recreated"
+    );
+    let data = reused.data.unwrap_or_default();
+    assert_eq!(data.get("clusterId").map(String::as_str), Some("c-0001"));
+    assert_eq!(
+        data.get("clusterGroupId").map(String::as_str),
+        Some("g-0001")
+    );
+    assert_eq!(
+        reused
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("meta.helm.sh/release-name")
+            .map(String::as_str),
+        Some("nvca-operator")
+    );
+
+    uninstall();
+    configmaps
+        .delete("nvca-cluster-registration", &Default::default())
+        .await
+        .expect("delete the kept ConfigMap");
+    ns.delete().await;
+}
