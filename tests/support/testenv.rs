@@ -25,7 +25,7 @@ use kube::{Api, Client, Config};
 
 /// What to tell someone whose environment is not up.
 pub const HOW_TO_START: &str = "run `scripts/testenv up` from the repository root \
-     (the first run builds the control plane from Go modules, about 10 minutes), \
+     (the first run builds the control plane from Go modules, 12–20 minutes), \
      then `scripts/testenv status` to check it";
 
 /// Label on every namespace made by [`TestEnv::namespace`], so leftovers can be found:
