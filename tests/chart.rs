@@ -894,9 +894,6 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]) -> 
     }
 }
 
-const CRUD: &[&str] = &[
-    "get", "list", "watch", "create", "update", "delete", "patch",
-];
 const CRUD_DC: &[&str] = &[
     "get",
     "list",
@@ -909,124 +906,42 @@ const CRUD_DC: &[&str] = &[
 ];
 const READ: &[&str] = &["get", "list", "watch"];
 
-/// The rules NVIDIA's operator gives the agent ClusterRole `nvca`
-/// (`pkg/operator/reconcile/nvcaagent_reconcile.go`, dynamic GPU discovery, Kubernetes
-/// backend), and with `nvlink` the NVLinkOptimized extras.
-fn agent_role_rules(nvlink: bool) -> Vec<PolicyRule> {
-    let mut rules = vec![
-        rule(&[""], &["secrets", "configmaps"], CRUD, &[]),
-        rule(&[""], &["persistentvolumes"], CRUD_DC, &[]),
-        rule(&["nvca.nvcf.nvidia.io"], &["icmsrequests"], CRUD, &[]),
-        rule(
-            &["nvca.nvcf.nvidia.io"],
-            &["icmsrequests/status"],
-            &["get", "update", "patch"],
-            &[],
-        ),
-        rule(
-            &["nvca.nvcf.nvidia.io"],
-            &["storagerequests", "storagerequests/status"],
-            CRUD,
-            &[],
-        ),
-        rule(
-            &["storage.k8s.io"],
-            &["storageclasses", "volumeattachments"],
-            CRUD_DC,
-            &[],
-        ),
-        rule(&["storage.k8s.io"], &["csidrivers"], READ, &[]),
-        rule(
-            &["security.openshift.io"],
-            &["securitycontextconstraints"],
-            &["use"],
-            &["nonroot"],
-        ),
-        rule(
-            &["admissionregistration.k8s.io"],
-            &[
-                "mutatingwebhookconfigurations",
-                "validatingwebhookconfigurations",
-            ],
-            READ,
-            &["nvca"],
-        ),
-        rule(
-            &["nvsnap.nvcf.nvidia.io"],
-            &["nvsnapfunctionstates", "nvsnapfunctionstates/status"],
-            CRUD,
-            &[],
-        ),
-        rule(
-            &[""],
-            &["nodes"],
-            &["get", "list", "watch", "update", "patch"],
-            &[],
-        ),
-        rule(
-            &[""],
-            &[
-                "serviceaccounts",
-                "namespaces",
-                "pods",
-                "pods/log",
-                "pods/status",
-                "events",
-                "services",
-                "persistentvolumes",
-                "persistentvolumes/status",
-                "persistentvolumeclaims",
-                "persistentvolumeclaims/status",
-                "resourcequotas",
-            ],
-            CRUD,
-            &[],
-        ),
-        rule(&[""], &["serviceaccounts"], &["impersonate"], &[]),
-        rule(&["batch"], &["jobs", "cronjobs"], CRUD, &[]),
-        rule(
-            &["apps"],
-            &["replicasets", "deployments", "statefulsets"],
-            CRUD,
-            &[],
-        ),
-        rule(&["networking.k8s.io"], &["networkpolicies"], CRUD_DC, &[]),
-        rule(&["node.k8s.io"], &["runtimeclasses"], READ, &[]),
-        rule(
-            &["rbac.authorization.k8s.io"],
-            &["roles", "rolebindings"],
-            CRUD,
-            &[],
-        ),
-        rule(&["coordination.k8s.io"], &["leases"], CRUD, &[]),
-        rule(&["scheduling.run.ai"], &["queues"], READ, &[]),
-        rule(
-            &["nvca.nvcf.nvidia.io"],
-            &["miniservices", "miniservices/status"],
-            CRUD,
-            &[],
-        ),
-        rule(&["run.ai"], &["kartas"], READ, &[]),
-    ];
-    if nvlink {
-        rules.extend([
-            rule(&["resource.nvidia.com"], &["computedomains"], CRUD_DC, &[]),
-            rule(
-                &["resource.k8s.io"],
-                &["resourceclaims", "resourceclaimtemplates"],
-                CRUD_DC,
-                &[],
-            ),
-            rule(
-                &["resource.k8s.io"],
-                &["deviceclasses", "resourceslices"],
-                READ,
-                &[],
-            ),
-            rule(&["apps"], &["daemonsets"], READ, &[]),
-        ]);
-    }
-    rules
+/// The rules nvca's operator gives the agent ClusterRole `nvca`
+/// (`nvca::kube::resources::rbac::rules`), for dynamic or static GPU discovery, with or
+/// without the `NVLinkOptimized=true` attribute.
+fn agent_role_rules(dynamic: bool, nvlink: bool) -> Vec<PolicyRule> {
+    use nvca::kube::crd::{NVCFBackend, NVCFBackendSpec};
+    use nvca::kube::resources::{BackendConfig, OperatorSettings, rbac};
+    let discovery = if dynamic {
+        json!({"dynamic": {}})
+    } else {
+        json!({"static": {}})
+    };
+    let attributes: Vec<&str> = if nvlink {
+        vec!["NVLinkOptimized=true"]
+    } else {
+        vec![]
+    };
+    let spec: NVCFBackendSpec = serde_json::from_value(json!({
+        "version": "0.1.0",
+        "accountConfig": {"ncaID": "nca-1"},
+        "clusterConfig": {
+            "clusterID": "c-1", "clusterName": "ncp-local", "clusterGroupName": "nvcf-default",
+            "clusterGroupID": "g-1", "cloudProvider": "NCP", "region": "us-west-1",
+            "gpuDiscovery": discovery, "attributes": attributes
+        },
+        "featureGate": {"values": ["DynamicGPUDiscovery"]},
+        "icmsConfig": {"icmsServiceURL": "http://api.sis.svc.cluster.local:8080"},
+        "agentConfig": {"natsURL": "nats://nats.nats-system.svc.cluster.local:4222"},
+        "clusterSource": "self-hosted"
+    }))
+    .expect("an NVCFBackend spec");
+    let mut backend = NVCFBackend::new("ncp-local", spec);
+    backend.metadata.namespace = Some(NS.to_string());
+    let config = BackendConfig::from_backend(&backend, &OperatorSettings::default())
+        .expect("a complete backend");
+    assert_eq!(config.dynamic_gpu_discovery, dynamic);
+    rbac::rules(&config)
 }
 
 /// NVIDIA's operator ClusterRole (`deployments/nvca-operator/templates/role.yaml`): the
@@ -1185,15 +1100,18 @@ fn operator_role_holds_every_agent_grant_and_nothing_beyond_nvidias_role() {
         ),
     ] {
         let held = grants(&rendered_operator_rules(&sets));
-        let missing: Vec<Grant> = grants(&agent_role_rules(nvlink))
-            .into_iter()
-            .filter(|g| !covered(&held, g))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "nvlink={nvlink}: operator cannot grant {missing:?}"
-        );
-
+        for dynamic in [true, false] {
+            let wanted = grants(&agent_role_rules(dynamic, nvlink));
+            assert!(
+                wanted.len() > 40,
+                "implausibly few agent grants: {wanted:?}"
+            );
+            let missing: Vec<Grant> = wanted.into_iter().filter(|g| !covered(&held, g)).collect();
+            assert!(
+                missing.is_empty(),
+                "nvlink={nvlink} dynamic={dynamic}: operator cannot grant {missing:?}"
+            );
+        }
         let ceiling = grants(&nvidia_operator_rules());
         let beyond: Vec<&Grant> = held.iter().filter(|g| !covered(&ceiling, g)).collect();
         assert!(
@@ -1249,6 +1167,9 @@ fn operator_role_is_narrower_than_nvidias_where_docs_chart_md_says() {
         g("resource.k8s.io", "resourceclaims", "create", ""),
         g("resource.k8s.io", "deviceclasses", "create", ""),
         g("apps", "daemonsets", "get", ""),
+        g("", "serviceaccounts", "impersonate", ""),
+        g("nvsnap.nvcf.nvidia.io", "nvsnapfunctionstates", "get", ""),
+        g("run.ai", "kartas", "list", ""),
     ] {
         assert!(
             !covered(&held, &dropped),
@@ -1419,7 +1340,7 @@ async fn install_runs_uninstall_keeps_the_registration_and_reinstall_reuses_it()
     );
 
     // RBAC escalation is enforced by the API server: acting as the operator, creating
-    // the agent ClusterRole with every rule NVIDIA's operator gives it must pass, and
+    // the agent ClusterRole with every rule nvca's operator gives it must pass, and
     // one that grants more must be refused. Dry run: nothing is stored.
     let as_operator = impersonating(&env.config, &ns.name, &fullname);
     let roles: Api<ClusterRole> = Api::all(as_operator);
@@ -1432,7 +1353,7 @@ async fn install_runs_uninstall_keeps_the_registration_and_reinstall_reuses_it()
             name: Some("nvca".into()),
             ..Default::default()
         },
-        rules: Some(agent_role_rules(false)),
+        rules: Some(agent_role_rules(true, false)),
         ..Default::default()
     };
     match roles.create(&dry_run, &agent).await {
