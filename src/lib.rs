@@ -7,6 +7,7 @@ pub mod driver;
 pub mod inspect;
 pub mod kube;
 pub mod machines;
+pub mod operator;
 pub mod sis;
 pub mod store;
 pub mod tls;

@@ -36,7 +36,8 @@ fn gpu_deployment(name: &str, replicas: i32, scheduler: Option<&str>) -> Deploym
     let mut pod_spec = json!({
         "containers": [{
             "name": "inference",
-            "image": "nvcr.io/nvidia/cuda:12.8.0-base-ubuntu24.04",
+            // kwok never pulls images: any name will do.
+            "image": "nvca-testenv/inference:smoke",
             "resources": {
                 "requests": { "nvidia.com/gpu": "1", "cpu": "100m", "memory": "128Mi" },
                 "limits": { "nvidia.com/gpu": "1" },

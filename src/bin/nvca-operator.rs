@@ -1,0 +1,43 @@
+//! `nvca-operator`: the operator's binary. Subcommands so far: `bootstrap` (register the
+//! cluster with SIS; the init container `nvca-self-managed-bootstrap`) and `crds` (print
+//! the CRDs). The NVCFBackend loop (`run`), `mirror` and `bootstrap-watch` come next.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nvca::operator::bootstrap::{self, BootstrapArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "nvca-operator",
+    version,
+    about = "The nvca operator for self-managed NVCF GPU clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register the cluster with SIS and write its IDs into ConfigMap nvca-cluster-registration.
+    Bootstrap(BootstrapArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Bootstrap(args) => bootstrap::main(args, "nvca-operator"),
+        Command::Crds => match nvca::kube::crd::to_yaml(&nvca::kube::crd::all()) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("nvca-operator crds: cannot render the CRDs as YAML: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
