@@ -6,7 +6,6 @@
 //! - [`cluster_executor`]: the cluster machine's effects against SIS and Kubernetes.
 //! - [`bootstrap`]: the command.
 
-pub mod backend_executor;
 pub mod bootstrap;
 pub mod cluster_dto;
 pub mod cluster_executor;

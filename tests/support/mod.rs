@@ -3,5 +3,6 @@
 //! Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod helm;
 pub mod kubeproxy;
 pub mod testenv;
