@@ -4,6 +4,7 @@
 //! machines against the world. The binaries in `src/bin/` only parse flags and call these.
 
 pub mod driver;
+pub mod gpu;
 pub mod inspect;
 pub mod kube;
 pub mod machines;
