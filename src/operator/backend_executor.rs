@@ -1,0 +1,896 @@
+//! The backend machine's effects against Kubernetes ([`BackendExecutor`]).
+//!
+//! Guarantees, each effect being run again after any crash:
+//! - every object is applied with server-side apply, field manager `nvca-operator`,
+//!   forced: applying twice is applying once, and a field someone else changed is taken
+//!   back;
+//! - every delete treats 404 as done; a namespace answers `StepCleaned` only once it is
+//!   gone (while it is Terminating the effect fails as transient and is retried);
+//! - finalizers are added and removed with the object's `resourceVersion`, so a
+//!   concurrent writer makes the effect retry instead of losing an update;
+//! - webhook keys are generated only when the Secrets are missing or do not belong
+//!   together, and never leave this process except into the Secrets.
+//!
+//! Assumes the operator's own RBAC holds every right it grants to ClusterRole `nvca`
+//! (Kubernetes refuses to let anyone grant rights they lack).
+//!
+//! Errors: 400/422 (an object Kubernetes will never accept as built) and an NVCFBackend
+//! whose spec lacks a field are permanent: the machine parks in `failed` with the reason
+//! until the spec changes. Everything else (conflicts, 5xx, timeouts, 403s that a Helm
+//! upgrade fixes, missing source Secrets, Terminating namespaces) is transient and backs
+//! off.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, ObjectReference, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::FIELD_MANAGER;
+use crate::driver::{EffectError, Executor};
+use crate::kube::agent_config::{self, AgentConfigFile};
+use crate::kube::crd::{ICMSRequest, NVCFBackend};
+use crate::kube::resources::{
+    self, BackendConfig, LABEL_WORKLOAD_INSTANCE_TYPE, MODELCACHE_INIT_NAMESPACE, NVCA,
+    OperatorSettings, REQUESTS_NAMESPACE, SYSTEM_NAMESPACE, deployment, namespaces,
+    network_policies, pull_secrets, rbac, service, webhook_certs, webhooks,
+};
+use crate::machines::backend::{
+    BackendMachine, CleanupStep, ConditionKind, Effect, Event, FINALIZER, ProvisionStep,
+    StatusProjection,
+};
+
+/// How long a clean-up step waits for a namespace to go before it answers transient and
+/// lets the driver retry.
+const NAMESPACE_WAIT: Duration = Duration::from_secs(20);
+/// The annotation that pairs the two webhook Secrets: both carry the same value, so a
+/// crash between writing one and the other is noticed and both are generated again.
+pub const CERT_PAIR_ANNOTATION: &str = "nvca.nvcf.nvidia.io/webhook-cert-pair";
+
+/// Runs [`Effect`]s of backend machines against the cluster. Machine names are
+/// `<namespace>/<name>` of the NVCFBackend.
+pub struct BackendExecutor {
+    client: Client,
+    settings: OperatorSettings,
+    recorder: Recorder,
+}
+
+impl BackendExecutor {
+    pub fn new(client: Client, settings: OperatorSettings) -> Arc<BackendExecutor> {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(BackendExecutor {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+        })
+    }
+
+    /// Publish an Event about `backend`; failures are logged only (Events are best effort).
+    pub async fn event(
+        &self,
+        reference: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let event = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(truncate(note, 1000)),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(%error, reason, "cannot publish an Event");
+        }
+    }
+
+    fn backends(&self, namespace: &str) -> Api<NVCFBackend> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    async fn backend(&self, key: &str) -> Result<Option<NVCFBackend>, EffectError> {
+        let (namespace, name) = split_key(key)?;
+        self.backends(namespace)
+            .get_opt(name)
+            .await
+            .map_err(|error| classify(&format!("reading NVCFBackend {key}"), error))
+    }
+
+    /// The NVCFBackend and the config built from it; a missing backend or an incomplete
+    /// spec is permanent.
+    async fn config(&self, key: &str) -> Result<(NVCFBackend, BackendConfig), EffectError> {
+        let backend = self.backend(key).await?.ok_or_else(|| {
+            EffectError::Permanent(format!(
+                "NVCFBackend {key} does not exist any more; nothing to provision"
+            ))
+        })?;
+        let config = BackendConfig::from_backend(&backend, &self.settings)
+            .map_err(|error| EffectError::Permanent(error.to_string()))?;
+        Ok((backend, config))
+    }
+
+    /// The namespaces the backend uses, even when its spec is incomplete (clean-up must
+    /// work on any NVCFBackend).
+    async fn namespaces_of(&self, key: &str) -> Result<(String, String), EffectError> {
+        let backend = self.backend(key).await?;
+        let cluster = backend
+            .as_ref()
+            .and_then(|b| b.spec.fields.cluster_config.clone())
+            .unwrap_or_default();
+        let or = |value: String, default: &str| {
+            if value.is_empty() {
+                default.to_string()
+            } else {
+                value
+            }
+        };
+        Ok((
+            or(cluster.system_namespace, SYSTEM_NAMESPACE),
+            or(cluster.requests_namespace, REQUESTS_NAMESPACE),
+        ))
+    }
+
+    async fn apply<K>(&self, api: &Api<K>, object: &K) -> Result<(), EffectError>
+    where
+        K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let name = object.meta().name.clone().unwrap_or_default();
+        let what = describe::<K>(object.meta().namespace.as_deref(), &name);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&name, &params, &Patch::Apply(object))
+            .await
+            .map_err(|error| classify(&format!("applying {what}"), error))?;
+        tracing::debug!(object = %what, "applied");
+        Ok(())
+    }
+
+    fn cluster_api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::ClusterResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::all(self.client.clone())
+    }
+
+    fn namespaced<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Refuse to fill a namespace that is being deleted (a drift repair right after
+    /// someone deleted `nvca-system`): wait until it is gone, then create it anew.
+    async fn not_terminating(&self, namespace: &str) -> Result<(), EffectError> {
+        let current = self
+            .cluster_api::<Namespace>()
+            .get_opt(namespace)
+            .await
+            .map_err(|error| classify(&format!("reading namespace {namespace}"), error))?;
+        if current.is_some_and(|ns| ns.metadata.deletion_timestamp.is_some()) {
+            return Err(EffectError::Transient(format!(
+                "namespace {namespace} is Terminating; it is created again once Kubernetes has removed it"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn provision(&self, key: &str, step: ProvisionStep) -> Result<(), EffectError> {
+        let (_, config) = self.config(key).await?;
+        let system = config.system_namespace.clone();
+        match step {
+            ProvisionStep::SystemNamespace => {
+                self.not_terminating(&system).await?;
+                self.apply(&self.cluster_api(), &namespaces::system_namespace(&config))
+                    .await?;
+                self.apply(
+                    &self.namespaced::<ResourceQuota>(&system),
+                    &namespaces::system_quota(&config),
+                )
+                .await
+            }
+            ProvisionStep::RequestsNamespace => {
+                self.not_terminating(&config.requests_namespace).await?;
+                self.apply(
+                    &self.cluster_api(),
+                    &namespaces::requests_namespace(&config),
+                )
+                .await?;
+                self.apply(
+                    &self.namespaced::<ServiceAccount>(&config.requests_namespace),
+                    &namespaces::requests_default_service_account(&config),
+                )
+                .await
+            }
+            ProvisionStep::PullSecrets => self.pull_secrets(&config).await,
+            ProvisionStep::WebhookCerts => self.webhook_certs(&config).await,
+            ProvisionStep::NetworkPolicies => {
+                self.apply(
+                    &self.namespaced::<ConfigMap>(&system),
+                    &network_policies::configmap(&config),
+                )
+                .await
+            }
+            ProvisionStep::Rbac => {
+                self.apply(
+                    &self.namespaced::<ServiceAccount>(&system),
+                    &rbac::service_account(&config),
+                )
+                .await?;
+                self.apply(&self.cluster_api(), &rbac::cluster_role(&config))
+                    .await?;
+                self.apply(&self.cluster_api(), &rbac::cluster_role_binding(&config))
+                    .await
+            }
+            ProvisionStep::Service => {
+                self.apply(
+                    &self.namespaced::<Service>(&system),
+                    &service::service(&config),
+                )
+                .await
+            }
+            ProvisionStep::WebhookConfigurations => {
+                let ca = self
+                    .namespaced::<Secret>(&system)
+                    .get_opt(webhook_certs::CA_SECRET)
+                    .await
+                    .map_err(|error| classify("reading the webhook CA Secret", error))?;
+                let bundle = ca.as_ref().and_then(webhook_certs::ca_bundle).ok_or_else(|| {
+                    EffectError::Transient(format!(
+                        "Secret {system}/{} has no CA certificate in {}; the WebhookCerts step writes it and runs again when drift is seen",
+                        webhook_certs::CA_SECRET,
+                        webhook_certs::KEY_CA
+                    ))
+                })?;
+                self.apply(
+                    &self.cluster_api::<ValidatingWebhookConfiguration>(),
+                    &webhooks::validating(&config, &bundle),
+                )
+                .await?;
+                self.apply(
+                    &self.cluster_api::<MutatingWebhookConfiguration>(),
+                    &webhooks::mutating_configuration(&config, &bundle),
+                )
+                .await
+            }
+            ProvisionStep::AgentConfig => {
+                let file = resources::agent_config::file(&config);
+                let configmap =
+                    resources::agent_config::configmap(&config, &file).map_err(|error| {
+                        EffectError::Permanent(format!(
+                            "cannot write the agent's config.yaml: {error}"
+                        ))
+                    })?;
+                self.apply(&self.namespaced::<ConfigMap>(&system), &configmap)
+                    .await
+            }
+            ProvisionStep::AgentDeployment => {
+                self.apply(
+                    &self.namespaced::<Deployment>(&system),
+                    &deployment::deployment(&config),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Copy each Secret named in `imagePullSecrets` into the system namespace, and delete
+    /// copies of Secrets no longer named.
+    async fn pull_secrets(&self, config: &BackendConfig) -> Result<(), EffectError> {
+        let source_ns = &config.settings.operator_namespace;
+        let sources = self.namespaced::<Secret>(source_ns);
+        let targets = self.namespaced::<Secret>(&config.system_namespace);
+        for name in &config.settings.image_pull_secrets {
+            let source = sources
+                .get_opt(name)
+                .await
+                .map_err(|error| classify(&format!("reading Secret {source_ns}/{name}"), error))?
+                .ok_or_else(|| {
+                    EffectError::Transient(format!(
+                        "Secret {source_ns}/{name}, named in imagePullSecrets, does not exist: create it \
+                         (kubectl create secret docker-registry {name} -n {source_ns} …) or remove it from imagePullSecrets"
+                    ))
+                })?;
+            self.apply(&targets, &pull_secrets::copy(config, &source))
+                .await?;
+        }
+        let copies = targets
+            .list(&ListParams::default().labels(&pull_secrets::copies_selector()))
+            .await
+            .map_err(|error| classify("listing pull-secret copies", error))?;
+        for copy in copies {
+            let name = copy.name_any();
+            if !config.settings.image_pull_secrets.contains(&name) {
+                delete(
+                    &targets,
+                    &name,
+                    &describe::<Secret>(Some(&config.system_namespace), &name),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn webhook_certs(&self, config: &BackendConfig) -> Result<(), EffectError> {
+        let secrets = self.namespaced::<Secret>(&config.system_namespace);
+        let read = |name: &'static str| {
+            let secrets = secrets.clone();
+            async move {
+                secrets
+                    .get_opt(name)
+                    .await
+                    .map_err(|error| classify(&format!("reading Secret {name}"), error))
+            }
+        };
+        let server = read(webhook_certs::SERVER_SECRET).await?;
+        let ca = read(webhook_certs::CA_SECRET).await?;
+        let pair = |secret: &Option<Secret>| {
+            secret
+                .as_ref()
+                .and_then(|s| s.annotations().get(CERT_PAIR_ANNOTATION).cloned())
+        };
+        let paired = pair(&server).is_some() && pair(&server) == pair(&ca);
+        if paired && webhook_certs::usable(server.as_ref(), ca.as_ref()) {
+            return Ok(());
+        }
+        tracing::info!(namespace = %config.system_namespace, "generating the webhook CA and serving certificate");
+        let cert = webhook_certs::generate(config, std::time::SystemTime::now())
+            .map_err(|error| EffectError::Transient(error.to_string()))?;
+        let id = format!("{:016x}", rand::random::<u64>());
+        let mut server = webhook_certs::server_secret(config, &cert);
+        let mut ca = webhook_certs::ca_secret(config, &cert);
+        for secret in [&mut server, &mut ca] {
+            secret
+                .annotations_mut()
+                .insert(CERT_PAIR_ANNOTATION.to_string(), id.clone());
+        }
+        self.apply(&secrets, &ca).await?;
+        self.apply(&secrets, &server).await
+    }
+
+    async fn set_maintenance(&self, key: &str, mode: &str) -> Result<(), EffectError> {
+        let (system, _) = self.namespaces_of(key).await?;
+        let configmaps = self.namespaced::<ConfigMap>(&system);
+        let Some(current) = configmaps
+            .get_opt(agent_config::CONFIGMAP)
+            .await
+            .map_err(|error| classify("reading ConfigMap agent-config", error))?
+        else {
+            tracing::info!(namespace = %system, "no agent-config: no agent to drain");
+            return Ok(());
+        };
+        let text = current
+            .data
+            .as_ref()
+            .and_then(|data| data.get(agent_config::KEY))
+            .cloned()
+            .unwrap_or_default();
+        let mut file = AgentConfigFile::parse(&text).map_err(|error| {
+            EffectError::Permanent(format!(
+                "ConfigMap {system}/agent-config key config.yaml is not the agent's config ({error}); \
+                 delete the ConfigMap to let the operator write it again"
+            ))
+        })?;
+        file.set_maintenance(mode);
+        let yaml = file.to_yaml().map_err(|error| {
+            EffectError::Permanent(format!("cannot write the agent's config.yaml: {error}"))
+        })?;
+        let patch = ConfigMap {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(agent_config::CONFIGMAP.to_string()),
+                namespace: Some(system.clone()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(agent_config::KEY.to_string(), yaml)])),
+            ..ConfigMap::default()
+        };
+        self.apply(&configmaps, &patch).await
+    }
+
+    async fn cleanup(&self, key: &str, step: CleanupStep) -> Result<(), EffectError> {
+        let (system, requests) = self.namespaces_of(key).await?;
+        match step {
+            CleanupStep::IcmsRequests => self.icms_requests().await,
+            CleanupStep::WorkloadNamespaces => {
+                let all = self
+                    .cluster_api::<Namespace>()
+                    .list(&ListParams::default().labels(LABEL_WORKLOAD_INSTANCE_TYPE))
+                    .await
+                    .map_err(|error| classify("listing workload namespaces", error))?;
+                let names: Vec<String> = all
+                    .iter()
+                    .map(|ns| ns.name_any())
+                    .filter(|name| *name != requests && *name != system)
+                    .collect();
+                self.delete_namespaces(&names).await
+            }
+            CleanupStep::SystemNamespace => {
+                self.delete_namespaces(&[system, MODELCACHE_INIT_NAMESPACE.to_string()])
+                    .await
+            }
+            CleanupStep::RequestsNamespace => self.delete_namespaces(&[requests]).await,
+            CleanupStep::WebhookConfigurations => {
+                delete(
+                    &self.cluster_api::<ValidatingWebhookConfiguration>(),
+                    NVCA,
+                    "ValidatingWebhookConfiguration nvca",
+                )
+                .await?;
+                delete(
+                    &self.cluster_api::<MutatingWebhookConfiguration>(),
+                    NVCA,
+                    "MutatingWebhookConfiguration nvca",
+                )
+                .await
+            }
+            CleanupStep::ClusterRbac => {
+                delete(
+                    &self.cluster_api::<ClusterRoleBinding>(),
+                    NVCA,
+                    "ClusterRoleBinding nvca",
+                )
+                .await?;
+                delete(&self.cluster_api::<ClusterRole>(), NVCA, "ClusterRole nvca").await
+            }
+            CleanupStep::MirroredSecrets => {
+                let all: Api<Secret> = Api::all(self.client.clone());
+                let copies = all
+                    .list(&ListParams::default().labels(&pull_secrets::copies_selector()))
+                    .await
+                    .map_err(|error| classify("listing pull-secret copies", error))?;
+                for copy in copies {
+                    let namespace = copy.namespace().unwrap_or_default();
+                    let name = copy.name_any();
+                    delete(
+                        &self.namespaced::<Secret>(&namespace),
+                        &name,
+                        &describe::<Secret>(Some(&namespace), &name),
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Strip the finalizers of every ICMSRequest and delete it; done when none is left.
+    async fn icms_requests(&self) -> Result<(), EffectError> {
+        let all: Api<ICMSRequest> = Api::all(self.client.clone());
+        let list = match all.list(&ListParams::default()).await {
+            Ok(list) => list,
+            // No ICMSRequest CRD: nothing to delete.
+            Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
+            Err(error) => return Err(classify("listing ICMSRequests", error)),
+        };
+        for request in &list {
+            let namespace = request.namespace().unwrap_or_default();
+            let name = request.name_any();
+            let api: Api<ICMSRequest> = Api::namespaced(self.client.clone(), &namespace);
+            let what = format!("ICMSRequest {namespace}/{name}");
+            if !request.finalizers().is_empty() {
+                let strip = json!({"metadata": {"finalizers": null}});
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.is_not_found() => continue,
+                    Err(error) => {
+                        return Err(classify(
+                            &format!("removing the finalizers of {what}"),
+                            error,
+                        ));
+                    }
+                }
+            }
+            delete(&api, &name, &what).await?;
+        }
+        let left = all
+            .list(&ListParams::default())
+            .await
+            .map_err(|error| classify("listing ICMSRequests", error))?;
+        if left.items.is_empty() {
+            Ok(())
+        } else {
+            Err(EffectError::Transient(format!(
+                "{} ICMSRequest(s) still being deleted",
+                left.items.len()
+            )))
+        }
+    }
+
+    /// Delete `names` and wait, up to [`NAMESPACE_WAIT`], until all are gone.
+    async fn delete_namespaces(&self, names: &[String]) -> Result<(), EffectError> {
+        let api = self.cluster_api::<Namespace>();
+        for name in names {
+            delete(&api, name, &format!("namespace {name}")).await?;
+        }
+        let deadline = tokio::time::Instant::now() + NAMESPACE_WAIT;
+        loop {
+            let mut left = Vec::new();
+            for name in names {
+                let present = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|error| classify(&format!("reading namespace {name}"), error))?;
+                if present.is_some() {
+                    left.push(name.clone());
+                }
+            }
+            if left.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EffectError::Transient(format!(
+                    "namespace(s) {} still Terminating; Kubernetes is deleting their contents. If one stays \
+                     Terminating, `kubectl get namespace <name> -o yaml` shows what blocks it, and \
+                     `nvca-state force-cleanup` finalizes it",
+                    left.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn add_finalizer(&self, key: &str) -> Result<(), EffectError> {
+        let Some(backend) = self.backend(key).await? else {
+            return Err(EffectError::Permanent(format!(
+                "NVCFBackend {key} does not exist any more"
+            )));
+        };
+        if backend.metadata.deletion_timestamp.is_some()
+            || backend.finalizers().iter().any(|f| f == FINALIZER)
+        {
+            // Kubernetes refuses new finalizers on an object being deleted; the deletion
+            // is seen by the watch and takes over.
+            return Ok(());
+        }
+        let mut finalizers = backend.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        self.patch_finalizers(key, &backend, finalizers).await
+    }
+
+    async fn remove_finalizer(&self, key: &str) -> Result<(), EffectError> {
+        let Some(backend) = self.backend(key).await? else {
+            return Ok(());
+        };
+        if !backend.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        let finalizers: Vec<String> = backend
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        self.patch_finalizers(key, &backend, finalizers).await
+    }
+
+    async fn patch_finalizers(
+        &self,
+        key: &str,
+        backend: &NVCFBackend,
+        finalizers: Vec<String>,
+    ) -> Result<(), EffectError> {
+        let (namespace, name) = split_key(key)?;
+        let patch = json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": backend.resource_version(),
+        }});
+        match self
+            .backends(namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            Err(error) => Err(classify(
+                &format!("updating the finalizers of NVCFBackend {key}"),
+                error,
+            )),
+        }
+    }
+
+    /// Write the status and publish an Event when the step's condition changed.
+    async fn project_status(
+        &self,
+        key: &str,
+        projection: &StatusProjection,
+    ) -> Result<(), EffectError> {
+        let Some(backend) = self.backend(key).await? else {
+            return Ok(());
+        };
+        let (namespace, name) = split_key(key)?;
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let old_conditions: Vec<Condition> = backend
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let generation = projection
+            .observed_generation
+            .and_then(|g| i64::try_from(g).ok());
+        let conditions: Vec<Condition> = projection
+            .conditions
+            .iter()
+            .map(|condition| {
+                let type_ = <&str>::from(condition.kind).to_string();
+                let status = <&str>::from(condition.status).to_string();
+                let kept = old_conditions
+                    .iter()
+                    .find(|old| old.type_ == type_ && old.status == status)
+                    .map(|old| old.last_transition_time.clone());
+                Condition {
+                    type_,
+                    status,
+                    reason: condition.reason.clone(),
+                    message: condition.message.clone(),
+                    observed_generation: generation,
+                    last_transition_time: kept.unwrap_or_else(|| now.clone()),
+                }
+            })
+            .collect();
+        let version = BackendConfig::from_backend(&backend, &self.settings)
+            .map(|config| config.version)
+            .unwrap_or_else(|_| backend.spec.fields.version.clone());
+        let agent = &projection.agent;
+        let gpu_usage: BTreeMap<String, serde_json::Value> = agent
+            .gpu_usage
+            .iter()
+            .map(|(gpu, usage)| {
+                (
+                    gpu.clone(),
+                    json!({"available": usage.available, "capacity": usage.capacity, "allocated": usage.allocated}),
+                )
+            })
+            .collect();
+        let old_agent = backend
+            .status
+            .as_ref()
+            .map(|s| s.agent_status.clone())
+            .unwrap_or_default();
+        let agent_status = <&str>::from(agent.status);
+        let mut status = json!({
+            "version": version,
+            "agentStatus": agent_status,
+            "gpuUsage": gpu_usage,
+            "lastUpdated": now,
+            "conditions": conditions,
+            "observedGeneration": generation,
+            "phase": <&str>::from(projection.phase),
+            "step": projection.step,
+        });
+        if !agent.k8s_version.is_empty() {
+            status["kubernetesVersion"] = json!(agent.k8s_version);
+        }
+        if old_agent != agent_status {
+            status["lastUpdatedAgentStatus"] = json!(now);
+        }
+        self.backends(namespace)
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": status })),
+            )
+            .await
+            .map_err(|error| {
+                classify(&format!("writing the status of NVCFBackend {key}"), error)
+            })?;
+
+        // One Event per step: when the condition that tells the step (Deleting while
+        // deleting, else Ready) says something new.
+        let telling = projection
+            .conditions
+            .iter()
+            .find(|c| c.kind == ConditionKind::Deleting)
+            .or_else(|| {
+                projection
+                    .conditions
+                    .iter()
+                    .find(|c| c.kind == ConditionKind::Ready)
+            });
+        let reference = backend.object_ref(&());
+        if let Some(condition) = telling {
+            let type_ = <&str>::from(condition.kind);
+            let unchanged = old_conditions.iter().any(|old| {
+                old.type_ == type_
+                    && old.reason == condition.reason
+                    && old.message == condition.message
+            });
+            if !unchanged {
+                let warning = condition.reason.ends_with("Failed");
+                self.event(
+                    &reference,
+                    warning,
+                    &condition.reason,
+                    condition.message.clone(),
+                )
+                .await;
+            }
+        }
+        if !old_agent.is_empty() && old_agent != agent_status {
+            self.event(
+                &reference,
+                agent_status != "healthy",
+                "Health",
+                format!("the agent's /healthz says {agent_status} (was {old_agent})"),
+            )
+            .await;
+        }
+        Ok(())
+    }
+}
+
+impl Executor<BackendMachine> for BackendExecutor {
+    async fn execute(&self, name: &str, id: &str, effect: &Effect) -> Result<Event, EffectError> {
+        tracing::debug!(backend = name, effect = id, "running");
+        match effect {
+            Effect::AddFinalizer => {
+                self.add_finalizer(name).await?;
+                Ok(Event::FinalizerAdded)
+            }
+            Effect::Provision(step) => {
+                self.provision(name, *step).await?;
+                Ok(Event::StepApplied(*step))
+            }
+            Effect::ProjectStatus(projection) => {
+                self.project_status(name, projection).await?;
+                Ok(Event::StatusProjected)
+            }
+            Effect::SetMaintenance(mode) => {
+                self.set_maintenance(name, <&str>::from(mode)).await?;
+                Ok(Event::MaintenanceSet)
+            }
+            Effect::Cleanup(step) => {
+                self.cleanup(name, *step).await?;
+                Ok(Event::StepCleaned(*step))
+            }
+            Effect::RemoveFinalizer => {
+                self.remove_finalizer(name).await?;
+                Ok(Event::FinalizerRemoved)
+            }
+        }
+    }
+}
+
+/// `<namespace>/<name>` of a backend machine.
+pub fn split_key(key: &str) -> Result<(&str, &str), EffectError> {
+    key.split_once('/')
+        .filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty())
+        .ok_or_else(|| {
+            EffectError::Permanent(format!(
+                "backend machine key {key:?} is not <namespace>/<name>; remove the record with nvca-state"
+            ))
+        })
+}
+
+async fn delete<K>(api: &Api<K>, name: &str, what: &str) -> Result<(), EffectError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(error) => Err(classify(&format!("deleting {what}"), error)),
+    }
+}
+
+fn describe<K: Resource>(namespace: Option<&str>, name: &str) -> String
+where
+    <K as Resource>::DynamicType: Default,
+{
+    let dynamic = Default::default();
+    let kind = K::kind(&dynamic).to_string();
+    match namespace {
+        Some(namespace) => format!("{kind} {namespace}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// Transient unless Kubernetes says the request can never succeed as built.
+fn classify(doing: &str, error: kube::Error) -> EffectError {
+    match &error {
+        kube::Error::Api(status) if matches!(status.code, 400 | 422) => {
+            EffectError::Permanent(format!("{doing}: {} ({})", status.message, status.code))
+        }
+        kube::Error::Api(status) if status.code == 403 => EffectError::Transient(format!(
+            "{doing}: forbidden ({}); give the operator's ServiceAccount this right (the chart's ClusterRole) \
+             — retrying",
+            status.message
+        )),
+        kube::Error::Api(status) => {
+            EffectError::Transient(format!("{doing}: {} ({})", status.message, status.code))
+        }
+        other => EffectError::Transient(format!("{doing}: {other}")),
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_into_namespace_and_name() {
+        assert_eq!(
+            split_key("nvca-operator/ncp-local").unwrap(),
+            ("nvca-operator", "ncp-local")
+        );
+        for bad in ["ncp-local", "/x", "x/"] {
+            match split_key(bad) {
+                Err(EffectError::Permanent(message)) => assert!(message.contains("nvca-state")),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_unacceptable_objects_are_permanent() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "m".to_string(),
+                ..kube::core::Status::default()
+            }))
+        };
+        assert!(matches!(classify("x", api(422)), EffectError::Permanent(_)));
+        assert!(matches!(classify("x", api(400)), EffectError::Permanent(_)));
+        for code in [403, 404, 409, 429, 500, 503] {
+            assert!(
+                matches!(classify("x", api(code)), EffectError::Transient(_)),
+                "{code}"
+            );
+        }
+        match classify("applying Deployment nvca-system/nvca", api(403)) {
+            EffectError::Transient(message) => {
+                assert!(
+                    message.contains("Deployment nvca-system/nvca")
+                        && message.contains("ClusterRole")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_event_notes_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(800);
+        let cut = truncate(text, 1001);
+        assert!(cut.len() <= 1001 && cut.chars().all(|c| c == 'é'));
+    }
+}
