@@ -6,9 +6,12 @@
 //! - [`cluster_executor`]: the cluster machine's effects against SIS and Kubernetes.
 //! - [`bootstrap`]: the command.
 
+pub mod backend_executor;
 pub mod bootstrap;
 pub mod cluster_dto;
 pub mod cluster_executor;
+pub mod health;
+pub mod run;
 
 /// The chart's ConfigMap with the cluster's description (`self-managed-nvcfbackend-cm.yaml`).
 pub const CLUSTER_DTO_CONFIGMAP: &str = "nvcfbackend-self-managed";

@@ -1,0 +1,1200 @@
+//! `nvca-operator run`: the NVCFBackend loop.
+//!
+//! What it does, in one process:
+//! - keeps NVCFBackend `<clusterName>` in the operator's namespace built from ConfigMap
+//!   `nvcfbackend-self-managed` (key `cluster-dto.yaml`), the IDs of ConfigMap
+//!   `nvca-cluster-registration` taking precedence (a manual re-registration reaches the
+//!   spec, and so the agent, without a restart). It writes the spec with server-side
+//!   apply, so fields others own (`spec.overrides`) stay. It does so at start and when
+//!   either ConfigMap changes, never because the NVCFBackend was deleted: deleting it is
+//!   how users uninstall;
+//! - feeds one persistent backend machine per NVCFBackend ([`BackendMachine`], store at
+//!   `--store`) from watches: the NVCFBackend (spec generation, deletion), the objects it
+//!   owns (a deleted one is drift: the machine applies its steps again, and an Event says
+//!   so), ICMSRequests (while draining), and the agent's `/healthz` every 15 s;
+//! - serves `/healthz` and `/version` on `--listen` (`:8000`), and the machines' snapshot
+//!   for `nvca-state` on `--listen-admin` (`127.0.0.1:8001`).
+//!
+//! Not yet: leader election (NVIDIA's operator has none either; run one replica),
+//! `/metrics`, drift of a modified (rather than deleted) object, which is repaired at the
+//! next spec change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Deserialize;
+use serde_json::json;
+use thiserror::Error;
+
+use super::backend_executor::BackendExecutor;
+use super::cluster_dto::ClusterDto;
+use super::cluster_executor::{KEY_CLUSTER_GROUP_ID, KEY_CLUSTER_ID};
+use super::health;
+use super::{CLUSTER_DTO_CONFIGMAP, CLUSTER_DTO_KEY, FIELD_MANAGER, REGISTRATION_CONFIGMAP};
+use crate::driver::{Driver, DriverConfig, NoHooks};
+use crate::kube::agent_config;
+use crate::kube::crd::{ICMSRequest, NVCFBackend};
+use crate::kube::resources::{
+    DEFAULT_IMAGE_REPOSITORY, NVCA, OperatorSettings, REQUESTS_NAMESPACE, SYSTEM_NAMESPACE,
+    network_policies, pull_secrets, webhook_certs,
+};
+use crate::machines::Kind;
+use crate::machines::backend::{BackendMachine, Event, ProvisionStep};
+use crate::store::{Store, Write, store_key};
+
+/// Default store directory of the operator's machines (its pod mounts a volume there).
+pub const DEFAULT_STORE: &str = "/var/lib/nvca/operator/store";
+/// A machine parked in `cleanup_failed` is nudged again at most this often.
+const CLEANUP_RETRY: Duration = Duration::from_secs(30);
+/// How often a draining backend recounts the ICMSRequests, beside the watch.
+const DRAIN_RECOUNT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The flags of `run`; NVIDIA's names where its operator has the flag.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// The operator's namespace: where the chart's ConfigMaps are read and the NVCFBackend
+    /// lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "nvca-operator")]
+    pub system_namespace: String,
+    /// The NVCF account; used when cluster-dto.yaml has none.
+    #[arg(long, default_value = "")]
+    pub nca_id: String,
+    /// The cluster ID; nvca-cluster-registration's takes precedence, cluster-dto.yaml's
+    /// is the fallback.
+    #[arg(long, default_value = "")]
+    pub cluster_id: String,
+    /// The cluster name (and the NVCFBackend's); cluster-dto.yaml's when empty.
+    #[arg(long, default_value = "")]
+    pub cluster_name: String,
+    /// error, warn, info, debug or trace; RUST_LOG refines it.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// A kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The store directory of the backend machines.
+    #[arg(long, env = "NVCA_OPERATOR_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    /// Health (`/healthz`) and version (`/version`), e.g. `:8000` or `127.0.0.1:0`.
+    #[arg(long, default_value = ":8000")]
+    pub listen: String,
+    /// The machines' snapshot for `nvca-state`; loopback by default.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub listen_admin: String,
+    /// Where the agent answers health; override to reach an agent outside the cluster.
+    #[arg(long, default_value = health::DEFAULT_URL)]
+    pub agent_health_url: String,
+    /// How often the agent's health is read, e.g. 15s.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub agent_health_interval: Duration,
+    /// The agent's image repository when the NVCFBackend names none.
+    #[arg(long, env = "NVCA_IMAGE_REPO", default_value = DEFAULT_IMAGE_REPOSITORY)]
+    pub nvca_image_repo: String,
+    /// Secrets in the operator's namespace the agent pulls its image with
+    /// (comma-separated; the chart's imagePullSecrets).
+    #[arg(
+        long,
+        env = "NVCA_IMAGE_PULL_SECRETS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub image_pull_secrets: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub node_selector_key: String,
+    #[arg(long, default_value = "")]
+    pub node_selector_value: String,
+    #[arg(long, default_value = "")]
+    pub priority_class_name: String,
+    /// Label nvcf-backend for GXCache injection.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_gxcache: bool,
+    /// Put the vault agent's injection annotations on the agent's pod.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub agent_vault_inject: bool,
+    /// The cluster's internal networks, which workloads may not reach (comma-separated).
+    #[arg(
+        long,
+        env = "K8S_CLUSTER_NETWORK_CIDRS",
+        value_delimiter = ',',
+        default_value = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/12"
+    )]
+    pub cluster_network_cidrs: Vec<String>,
+}
+
+/// Why the operator stopped. Each message names the thing and the fix.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("cannot use Kubernetes: {0}")]
+    Kubernetes(String),
+    #[error("{0}")]
+    Store(String),
+    #[error("cannot listen on {what} {address}: {reason}; pass a free address to --{flag}")]
+    Listen {
+        what: &'static str,
+        address: String,
+        reason: String,
+        flag: &'static str,
+    },
+}
+
+impl RunError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            RunError::Kubernetes(_) => "kubernetes",
+            RunError::Store(_) => "store",
+            RunError::Listen { .. } => "listen",
+        }
+    }
+}
+
+/// Why the NVCFBackend cannot be built from the chart's ConfigMaps (reported, retried).
+#[derive(Debug, Error)]
+pub enum SpecError {
+    #[error(
+        "ConfigMap {namespace}/{CLUSTER_DTO_CONFIGMAP} not found: install the chart with ngcConfig.clusterSource=self-managed in namespace {namespace}, or pass the chart's namespace as --system-namespace"
+    )]
+    DtoMissing { namespace: String },
+    #[error(
+        "ConfigMap {namespace}/{CLUSTER_DTO_CONFIGMAP} has no key {CLUSTER_DTO_KEY}: the chart renders it only with ngcConfig.clusterSource=self-managed"
+    )]
+    KeyMissing { namespace: String },
+    #[error("ConfigMap {namespace}/{CLUSTER_DTO_CONFIGMAP} key {CLUSTER_DTO_KEY} {reason}")]
+    Dto { namespace: String, reason: String },
+    #[error(
+        "cluster name {0:?} cannot name an NVCFBackend: use lowercase letters, digits and '-' (Helm value clusterName)"
+    )]
+    Name(String),
+}
+
+/// Set up logging on stderr: `--log-level`, refined by `RUST_LOG`.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The whole command, for the binary.
+pub fn main(args: RunArgs) -> ExitCode {
+    init_logging(&args.log_level, args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("nvca-operator run: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(category = error.category(), "{error}");
+            eprintln!("nvca-operator run: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BackendDriver = Driver<BackendMachine, BackendExecutor>;
+
+/// What every task of the loop shares.
+struct Context {
+    client: Client,
+    driver: BackendDriver,
+    executor: Arc<BackendExecutor>,
+    args: RunArgs,
+    /// When each machine parked in `cleanup_failed` was last nudged.
+    nudged: Mutex<HashMap<String, Instant>>,
+}
+
+/// Run until SIGTERM or Ctrl-C.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let store = Store::open(&args.store).map_err(|error| RunError::Store(error.to_string()))?;
+    forget_released(&store).await?;
+    let settings = settings(&args);
+    let executor = BackendExecutor::new(client.clone(), settings);
+    let (driver, report) = Driver::start(
+        store.clone(),
+        Arc::clone(&executor),
+        Arc::new(NoHooks),
+        DriverConfig::default(),
+    )
+    .map_err(|error| RunError::Store(error.to_string()))?;
+    for quarantined in &report.quarantined {
+        tracing::warn!(key = %quarantined.key, reason = %quarantined.reason, "record set aside; its machine is rebuilt from Kubernetes");
+    }
+    let admin = parse_listen(&args.listen_admin, "admin endpoint", "listen-admin")?;
+    crate::driver::admin::serve(store, admin)
+        .await
+        .map_err(|error| RunError::Listen {
+            what: "admin endpoint",
+            address: admin.to_string(),
+            reason: error.to_string(),
+            flag: "listen-admin",
+        })?;
+    let listen = parse_listen(&args.listen, "health endpoint", "listen")?;
+    serve_health(listen).await?;
+
+    let context = Arc::new(Context {
+        client,
+        driver: driver.clone(),
+        executor,
+        args,
+        nudged: Mutex::new(HashMap::new()),
+    });
+    let tasks = vec![
+        tokio::spawn(sync_backend_spec(Arc::clone(&context))),
+        tokio::spawn(watch_backends(Arc::clone(&context))),
+        tokio::spawn(watch_icms_requests(Arc::clone(&context))),
+        tokio::spawn(recount_drains(Arc::clone(&context))),
+        tokio::spawn(poll_health(Arc::clone(&context))),
+    ];
+    let mut tasks = tasks;
+    tasks.extend(watch_owned_objects(&context));
+    tracing::info!(namespace = %context.args.system_namespace, "nvca-operator running");
+
+    wait_for_signal().await;
+    tracing::info!("stopping: machines finish the step they are in and resume at the next start");
+    for task in &tasks {
+        task.abort();
+    }
+    driver.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn settings(args: &RunArgs) -> OperatorSettings {
+    let present = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_string());
+    OperatorSettings {
+        operator_namespace: args.system_namespace.clone(),
+        image_repository: args.nvca_image_repo.clone(),
+        image_pull_secrets: args
+            .image_pull_secrets
+            .iter()
+            .filter_map(|name| present(name))
+            .collect(),
+        node_selector: present(&args.node_selector_key).zip(present(&args.node_selector_value)),
+        priority_class_name: present(&args.priority_class_name),
+        gxcache: args.enable_gxcache,
+        cluster_network_cidrs: args
+            .cluster_network_cidrs
+            .iter()
+            .filter_map(|cidr| present(cidr))
+            .collect(),
+        vault: args.agent_vault_inject,
+        log_level: args.log_level.clone(),
+    }
+}
+
+/// `:8000` (every interface) or `host:port`.
+fn parse_listen(
+    text: &str,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<SocketAddr, RunError> {
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    };
+    full.parse().map_err(|error| RunError::Listen {
+        what,
+        address: text.to_string(),
+        reason: format!("not host:port ({error})"),
+        flag,
+    })
+}
+
+async fn serve_health(address: SocketAddr) -> Result<SocketAddr, RunError> {
+    use axum::Router;
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| RunError::Listen {
+            what: "health endpoint",
+            address: address.to_string(),
+            reason: error.to_string(),
+            flag: "listen",
+        })?;
+    let bound = listener.local_addr().map_err(|error| RunError::Listen {
+        what: "health endpoint",
+        address: address.to_string(),
+        reason: error.to_string(),
+        flag: "listen",
+    })?;
+    let app = Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route(
+            "/version",
+            get(|| async { axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})) }),
+        );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "health endpoint stopped");
+        }
+    });
+    tracing::info!(address = %bound, "health endpoint listening");
+    Ok(bound)
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
+    crate::tls::ensure_crypto_provider();
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|error| {
+                RunError::Kubernetes(format!(
+                    "cannot read kubeconfig {}: {error}; pass a readable file to --kubeconfig",
+                    path.display()
+                ))
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|error| {
+                    RunError::Kubernetes(format!(
+                        "kubeconfig {} is not usable: {error}; fix it or pass another to --kubeconfig",
+                        path.display()
+                    ))
+                })?
+        }
+        None => kube::Config::infer().await.map_err(|error| {
+            RunError::Kubernetes(format!(
+                "no in-cluster service account and no usable $KUBECONFIG ({error}); run inside the operator pod or pass --kubeconfig"
+            ))
+        })?,
+    };
+    Client::try_from(config).map_err(|error| {
+        RunError::Kubernetes(format!("cannot build the Kubernetes client: {error}"))
+    })
+}
+
+/// A released backend machine has done everything; its record is history. Dropping it
+/// before the driver starts lets an NVCFBackend of the same name, created again later
+/// (a reinstall), start from the beginning.
+async fn forget_released(store: &Store) -> Result<(), RunError> {
+    let (summaries, _) = store
+        .summaries(Some(Kind::Backend))
+        .map_err(|error| RunError::Store(error.to_string()))?;
+    let writes: Vec<Write> = summaries
+        .iter()
+        .filter(|summary| summary.is_final && summary.pending.is_empty())
+        .map(|summary| {
+            tracing::info!(backend = %summary.name, "forgetting a released backend machine");
+            Write::Delete {
+                key: store_key(Kind::Backend, &summary.name),
+            }
+        })
+        .collect();
+    if !writes.is_empty() {
+        store
+            .commit(writes)
+            .await
+            .map_err(|error| RunError::Store(error.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The parts of `cluster-dto.yaml` the NVCFBackend needs beyond [`ClusterDto`].
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct DtoExtras {
+    agent: DtoAgent,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DtoAgent {
+    #[serde(rename = "natsURL")]
+    nats_url: Option<String>,
+    #[serde(rename = "natsHostOverride")]
+    nats_host_override: Option<String>,
+}
+
+/// The cluster's IDs as `nvca-cluster-registration` holds them (empty when absent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegisteredIds {
+    pub cluster_id: String,
+    pub cluster_group_id: String,
+}
+
+/// The NVCFBackend's name and the spec nvca writes, from the chart's ConfigMaps. IDs:
+/// `nvca-cluster-registration` first, then `--cluster-id`, then cluster-dto.yaml.
+pub fn desired_spec(
+    namespace: &str,
+    dto_text: &str,
+    registered: &RegisteredIds,
+    args: &RunArgs,
+) -> Result<(String, serde_json::Value), SpecError> {
+    let dto = ClusterDto::parse(dto_text).map_err(|error| SpecError::Dto {
+        namespace: namespace.to_string(),
+        reason: error.to_string(),
+    })?;
+    let extras: DtoExtras = serde_yaml::from_str(dto_text).unwrap_or_default();
+    let first = |values: &[&str]| {
+        values
+            .iter()
+            .map(|v| v.trim())
+            .find(|v| !v.is_empty())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let cluster_name = first(&[&args.cluster_name, &dto.cluster_name]);
+    let name = cluster_name.clone();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(SpecError::Name(name));
+    }
+    let cluster_id = first(&[
+        &registered.cluster_id,
+        &args.cluster_id,
+        dto.cluster_id.as_deref().unwrap_or_default(),
+    ]);
+    let cluster_group_id = first(&[
+        &registered.cluster_group_id,
+        dto.cluster_group_id.as_deref().unwrap_or_default(),
+    ]);
+    let nca_id = first(&[&dto.nca_id, &args.nca_id]);
+    let mut icms = json!({"icmsServiceURL": dto.icms_service_url});
+    if let Some(host) = &dto.icms_host_override {
+        icms["icmsServiceHostHeaderOverride"] = json!(host);
+    }
+    let mut agent = serde_json::Map::new();
+    if let Some(url) = extras.agent.nats_url.filter(|u| !u.trim().is_empty()) {
+        agent.insert("natsURL".to_string(), json!(url));
+    }
+    if let Some(host) = extras
+        .agent
+        .nats_host_override
+        .filter(|h| !h.trim().is_empty())
+    {
+        agent.insert("natsHostOverride".to_string(), json!(host));
+    }
+    let mut cluster = json!({
+        "clusterName": cluster_name,
+        "clusterGroupName": dto.cluster_group_name,
+        "cloudProvider": dto.cloud_provider.as_str(),
+        "region": dto.region,
+        "gpuDiscovery": {"dynamic": {}},
+        "attributes": dto.attributes,
+    });
+    if !cluster_id.is_empty() {
+        cluster["clusterID"] = json!(cluster_id);
+    }
+    if !cluster_group_id.is_empty() {
+        cluster["clusterGroupID"] = json!(cluster_group_id);
+    }
+    let spec = json!({
+        "version": dto.nvca_version,
+        "accountConfig": {"ncaID": nca_id},
+        "clusterConfig": cluster,
+        "featureGate": {"values": dto.capabilities},
+        "icmsConfig": icms,
+        "agentConfig": agent,
+        "clusterSource": "self-hosted",
+    });
+    Ok((name, spec))
+}
+
+/// Build the NVCFBackend from the ConfigMaps now, and again whenever one of them changes.
+async fn sync_backend_spec(context: Arc<Context>) {
+    let namespace = context.args.system_namespace.clone();
+    let configmaps: Api<ConfigMap> = Api::namespaced(context.client.clone(), &namespace);
+    let mut synced: Option<(String, String)> = None;
+    let mut events = watcher(configmaps.clone(), watcher::Config::default()).boxed();
+    let mut retry = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(WatchEvent::Apply(cm) | WatchEvent::InitApply(cm) | WatchEvent::Delete(cm)))
+                    if matches!(cm.name_any().as_str(), CLUSTER_DTO_CONFIGMAP | REGISTRATION_CONFIGMAP) => {}
+                Some(Ok(WatchEvent::InitDone)) => {}
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "watching the chart's ConfigMaps; retrying");
+                    continue;
+                }
+                None => return,
+            },
+            _ = retry.tick() => {}
+        }
+        let versions = match (
+            configmaps.get_opt(CLUSTER_DTO_CONFIGMAP).await,
+            configmaps.get_opt(REGISTRATION_CONFIGMAP).await,
+        ) {
+            (Ok(dto), Ok(registration)) => (
+                dto.as_ref()
+                    .map(|c| c.resource_version().unwrap_or_default())
+                    .unwrap_or_default(),
+                registration
+                    .as_ref()
+                    .map(|c| c.resource_version().unwrap_or_default())
+                    .unwrap_or_default(),
+            ),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "reading the chart's ConfigMaps; retrying");
+                continue;
+            }
+        };
+        if synced.as_ref() == Some(&versions) {
+            continue;
+        }
+        match write_backend(&context, &configmaps).await {
+            Ok(()) => synced = Some(versions),
+            Err(message) => tracing::error!("NVCFBackend not written: {message}"),
+        }
+    }
+}
+
+async fn write_backend(context: &Context, configmaps: &Api<ConfigMap>) -> Result<(), String> {
+    let namespace = &context.args.system_namespace;
+    let dto = configmaps
+        .get_opt(CLUSTER_DTO_CONFIGMAP)
+        .await
+        .map_err(|error| format!("reading ConfigMap {namespace}/{CLUSTER_DTO_CONFIGMAP}: {error}"))?
+        .ok_or_else(|| {
+            SpecError::DtoMissing {
+                namespace: namespace.clone(),
+            }
+            .to_string()
+        })?;
+    let text = dto
+        .data
+        .as_ref()
+        .and_then(|data| data.get(CLUSTER_DTO_KEY))
+        .ok_or_else(|| {
+            SpecError::KeyMissing {
+                namespace: namespace.clone(),
+            }
+            .to_string()
+        })?;
+    let registration = configmaps
+        .get_opt(REGISTRATION_CONFIGMAP)
+        .await
+        .map_err(|error| {
+            format!("reading ConfigMap {namespace}/{REGISTRATION_CONFIGMAP}: {error}")
+        })?;
+    let data = registration.and_then(|cm| cm.data).unwrap_or_default();
+    let registered = RegisteredIds {
+        cluster_id: data.get(KEY_CLUSTER_ID).cloned().unwrap_or_default(),
+        cluster_group_id: data.get(KEY_CLUSTER_GROUP_ID).cloned().unwrap_or_default(),
+    };
+    let (name, spec) =
+        desired_spec(namespace, text, &registered, &context.args).map_err(|e| e.to_string())?;
+    let backends: Api<NVCFBackend> = Api::namespaced(context.client.clone(), namespace);
+    if let Some(existing) = backends
+        .get_opt(&name)
+        .await
+        .map_err(|error| format!("reading NVCFBackend {namespace}/{name}: {error}"))?
+        && existing.metadata.deletion_timestamp.is_some()
+    {
+        tracing::info!(backend = %name, "the NVCFBackend is being deleted; its spec is left alone");
+        return Ok(());
+    }
+    if registered.cluster_id.is_empty() && context.args.cluster_id.is_empty() {
+        tracing::warn!(
+            "ConfigMap {namespace}/{REGISTRATION_CONFIGMAP} holds no clusterId yet: the agent cannot be provisioned until the bootstrap registers the cluster (kubectl exec -n {namespace} deploy/nvca-operator -c nvca-operator -- /usr/bin/nvca-self-managed bootstrap --system-namespace {namespace})"
+        );
+    }
+    let object = json!({
+        "apiVersion": "nvcf.nvidia.io/v1",
+        "kind": "NVCFBackend",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    backends
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .map_err(|error| format!("applying NVCFBackend {namespace}/{name}: {error}"))?;
+    tracing::info!(backend = %name, "NVCFBackend written from {CLUSTER_DTO_CONFIGMAP} and {REGISTRATION_CONFIGMAP}");
+    Ok(())
+}
+
+fn watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<WatchEvent<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    kube::runtime::watcher(api, config).default_backoff()
+}
+
+fn key_of(backend: &NVCFBackend) -> String {
+    format!(
+        "{}/{}",
+        backend.namespace().unwrap_or_default(),
+        backend.name_any()
+    )
+}
+
+/// The names of the ICMSRequests that remain (the function deployments still running).
+async fn remaining_deployments(client: &Client) -> Result<Vec<String>, kube::Error> {
+    let all: Api<ICMSRequest> = Api::all(client.clone());
+    match all.list(&ListParams::default()).await {
+        Ok(list) => Ok(list.iter().map(|r| r.name_any()).collect()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Vec::new()),
+        Err(error) => Err(error),
+    }
+}
+
+/// NVCFBackends: the spec's generation and the deletion, to the machines.
+async fn watch_backends(context: Arc<Context>) {
+    let api: Api<NVCFBackend> =
+        Api::namespaced(context.client.clone(), &context.args.system_namespace);
+    let mut events = watcher(api, watcher::Config::default()).boxed();
+    while let Some(event) = events.next().await {
+        let backend = match event {
+            Ok(WatchEvent::Apply(backend) | WatchEvent::InitApply(backend)) => backend,
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "watching NVCFBackends; retrying");
+                continue;
+            }
+        };
+        if let Err(error) = observe_backend(&context, &backend).await {
+            tracing::error!(backend = %key_of(&backend), %error, "cannot hand the NVCFBackend to its machine");
+        }
+    }
+}
+
+async fn observe_backend(context: &Context, backend: &NVCFBackend) -> Result<(), String> {
+    let key = key_of(backend);
+    let namespace = backend.namespace().unwrap_or_default();
+    let name = backend.name_any();
+    let driver = &context.driver;
+    driver
+        .ensure(&key, || BackendMachine::new(&namespace, &name))
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(summary) = driver.summary(&key) else {
+        return Ok(());
+    };
+    if summary.is_final {
+        if backend.metadata.deletion_timestamp.is_none() {
+            tracing::warn!(backend = %key, "this NVCFBackend was released and created again; restart the operator to provision it");
+        }
+        return Ok(());
+    }
+    let event = if backend.metadata.deletion_timestamp.is_some() {
+        if summary.state == "cleanup_failed" {
+            let mut nudged = context
+                .nudged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let recent = nudged
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < CLEANUP_RETRY);
+            if recent {
+                return Ok(());
+            }
+            nudged.insert(key.clone(), Instant::now());
+        } else if matches!(
+            summary.state.as_str(),
+            "cleaning_up" | "releasing" | "draining"
+        ) {
+            // Already deleting; the drain recount and effect outcomes drive it.
+            return Ok(());
+        }
+        let remaining = remaining_deployments(&context.client)
+            .await
+            .map_err(|e| format!("listing ICMSRequests: {e}"))?;
+        Event::DeletionObserved { remaining }
+    } else {
+        let generation = backend
+            .metadata
+            .generation
+            .and_then(|g| u64::try_from(g).ok())
+            .unwrap_or(0);
+        Event::SpecChanged { generation }
+    };
+    driver.send(&key, event).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// ICMSRequests: a draining backend learns at once that the last one went.
+async fn watch_icms_requests(context: Arc<Context>) {
+    let api: Api<ICMSRequest> = Api::all(context.client.clone());
+    let mut events = watcher(api, watcher::Config::default()).boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(WatchEvent::Delete(_) | WatchEvent::InitDone) => recount(&context).await,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, "watching ICMSRequests; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+async fn recount_drains(context: Arc<Context>) {
+    let mut tick = tokio::time::interval(DRAIN_RECOUNT);
+    loop {
+        tick.tick().await;
+        recount(&context).await;
+        // A machine parked in cleanup_failed retries when the deletion is seen again.
+        for key in context.driver.names() {
+            let Some(summary) = context.driver.summary(&key) else {
+                continue;
+            };
+            if summary.state == "cleanup_failed"
+                && let Some((namespace, name)) = key.split_once('/')
+            {
+                let api: Api<NVCFBackend> = Api::namespaced(context.client.clone(), namespace);
+                if let Ok(Some(backend)) = api.get_opt(name).await {
+                    let _ = observe_backend(&context, &backend).await;
+                }
+            }
+        }
+    }
+}
+
+async fn recount(context: &Context) {
+    let draining: Vec<String> = context
+        .driver
+        .names()
+        .into_iter()
+        .filter(|key| {
+            context
+                .driver
+                .summary(key)
+                .is_some_and(|s| s.state == "draining")
+        })
+        .collect();
+    if draining.is_empty() {
+        return;
+    }
+    let remaining = match remaining_deployments(&context.client).await {
+        Ok(remaining) => remaining,
+        Err(error) => {
+            tracing::warn!(%error, "cannot count ICMSRequests");
+            return;
+        }
+    };
+    for key in draining {
+        let event = Event::DeploymentsObserved {
+            remaining: remaining.clone(),
+        };
+        if let Err(error) = context.driver.send(&key, event).await {
+            tracing::warn!(backend = %key, %error, "cannot tell the machine what remains");
+        }
+    }
+}
+
+/// The agent's `/healthz`, every interval, to every live machine.
+async fn poll_health(context: Arc<Context>) {
+    let http = crate::tls::http_client();
+    let mut tick = tokio::time::interval(context.args.agent_health_interval);
+    loop {
+        tick.tick().await;
+        let live: Vec<String> = context
+            .driver
+            .names()
+            .into_iter()
+            .filter(|key| {
+                context.driver.summary(key).is_some_and(|s| {
+                    matches!(s.state.as_str(), "pending" | "provisioning" | "ready")
+                })
+            })
+            .collect();
+        if live.is_empty() {
+            continue;
+        }
+        let report = health::read(&http, &context.args.agent_health_url).await;
+        for key in live {
+            if let Err(error) = context
+                .driver
+                .send(&key, Event::AgentObserved(report.clone()))
+                .await
+            {
+                tracing::warn!(backend = %key, %error, "cannot hand the agent's health to the machine");
+            }
+        }
+    }
+}
+
+/// Which provisioning step an owned object belongs to; `None` for objects that are not
+/// the operator's.
+fn step_of(
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Option<ProvisionStep> {
+    use ProvisionStep::*;
+    let copy = labels
+        .get(crate::kube::resources::LABEL_MANAGED_BY)
+        .map(String::as_str)
+        == Some(pull_secrets::MIRROR);
+    Some(match (kind, name) {
+        ("Namespace", SYSTEM_NAMESPACE) => SystemNamespace,
+        ("Namespace", REQUESTS_NAMESPACE) => RequestsNamespace,
+        ("Secret", webhook_certs::SERVER_SECRET | webhook_certs::CA_SECRET) => WebhookCerts,
+        ("Secret", _) if copy => PullSecrets,
+        ("ConfigMap", network_policies::CONFIGMAP) => NetworkPolicies,
+        ("ConfigMap", agent_config::CONFIGMAP) => AgentConfig,
+        ("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding", NVCA) => Rbac,
+        ("Service", NVCA) => Service,
+        ("ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration", NVCA) => {
+            WebhookConfigurations
+        }
+        ("Deployment", NVCA) => AgentDeployment,
+        _ => {
+            let _ = namespace;
+            return None;
+        }
+    })
+}
+
+/// One watch per kind of owned object; a deletion is drift.
+fn watch_owned_objects(context: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
+    let system = SYSTEM_NAMESPACE;
+    let client = &context.client;
+    let named = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+    vec![
+        spawn_drift(
+            context,
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+        spawn_drift(
+            context,
+            Api::<Secret>::namespaced(client.clone(), system),
+            watcher::Config::default(),
+        ),
+        spawn_drift(
+            context,
+            Api::<ConfigMap>::namespaced(client.clone(), system),
+            watcher::Config::default(),
+        ),
+        spawn_drift(
+            context,
+            Api::<ServiceAccount>::namespaced(client.clone(), system),
+            named(NVCA),
+        ),
+        spawn_drift(
+            context,
+            Api::<ClusterRole>::all(client.clone()),
+            named(NVCA),
+        ),
+        spawn_drift(
+            context,
+            Api::<ClusterRoleBinding>::all(client.clone()),
+            named(NVCA),
+        ),
+        spawn_drift(
+            context,
+            Api::<Service>::namespaced(client.clone(), system),
+            named(NVCA),
+        ),
+        spawn_drift(
+            context,
+            Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+            named(NVCA),
+        ),
+        spawn_drift(
+            context,
+            Api::<MutatingWebhookConfiguration>::all(client.clone()),
+            named(NVCA),
+        ),
+        spawn_drift(
+            context,
+            Api::<Deployment>::namespaced(client.clone(), system),
+            named(NVCA),
+        ),
+    ]
+}
+
+fn spawn_drift<K>(
+    context: &Arc<Context>,
+    api: Api<K>,
+    config: watcher::Config,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let context = Arc::clone(context);
+    tokio::spawn(async move {
+        let kind = K::kind(&()).to_string();
+        let mut events = watcher(api, config).boxed();
+        while let Some(event) = events.next().await {
+            let object = match event {
+                Ok(WatchEvent::Delete(object)) => object,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::debug!(%kind, %error, "watching owned objects; retrying");
+                    continue;
+                }
+            };
+            let name = object.name_any();
+            let namespace = object.namespace();
+            let Some(step) = step_of(&kind, namespace.as_deref(), &name, object.labels()) else {
+                continue;
+            };
+            let what = match &namespace {
+                Some(namespace) => format!("{kind} {namespace}/{name}"),
+                None => format!("{kind} {name}"),
+            };
+            drift(&context, step, &what).await;
+        }
+    })
+}
+
+async fn drift(context: &Context, step: ProvisionStep, what: &str) {
+    for key in context.driver.names() {
+        let Some(summary) = context.driver.summary(&key) else {
+            continue;
+        };
+        if !matches!(summary.state.as_str(), "ready" | "provisioning") {
+            continue;
+        }
+        tracing::info!(backend = %key, object = %what, "owned object deleted: applying again");
+        if let Err(error) = context.driver.send(&key, Event::DriftDetected(step)).await {
+            tracing::warn!(backend = %key, %error, "cannot report drift");
+            continue;
+        }
+        if let Some((namespace, name)) = key.split_once('/') {
+            let api: Api<NVCFBackend> = Api::namespaced(context.client.clone(), namespace);
+            if let Ok(Some(backend)) = api.get_opt(name).await {
+                context
+                    .executor
+                    .event(
+                        &backend.object_ref(&()),
+                        true,
+                        "DriftDetected",
+                        format!(
+                            "{what} was deleted; the operator applies step {} again",
+                            <&str>::from(step)
+                        ),
+                    )
+                    .await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["nvca-operator"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().run
+    }
+
+    const DTO: &str = r#"
+clusterId: "dto-id"
+clusterGroupId: ""
+clusterName: "ncp-local"
+clusterGroupName: "nvcf-default"
+ncaID: "nca-1"
+nvcaVersion: "2.52.1"
+cloudProvider: "NCP"
+region: "us-west-1"
+capabilities: ["DynamicGPUDiscovery","KAIScheduler"]
+icmsConfig:
+  icmsServiceURL: "http://sis.sis.svc.cluster.local:8080"
+agent:
+  natsURL: "nats://nats.nats-system.svc.cluster.local:4222"
+"#;
+
+    #[test]
+    fn registration_ids_win_over_flags_and_the_dto() {
+        let registered = RegisteredIds {
+            cluster_id: "reg-id".into(),
+            cluster_group_id: "reg-group".into(),
+        };
+        let (name, spec) = desired_spec(
+            "nvca-operator",
+            DTO,
+            &registered,
+            &args(&["--cluster-id", "flag-id"]),
+        )
+        .unwrap();
+        assert_eq!(name, "ncp-local");
+        assert_eq!(spec["clusterConfig"]["clusterID"], "reg-id");
+        assert_eq!(spec["clusterConfig"]["clusterGroupID"], "reg-group");
+        assert_eq!(
+            spec["agentConfig"]["natsURL"],
+            "nats://nats.nats-system.svc.cluster.local:4222"
+        );
+        assert_eq!(spec["featureGate"]["values"][1], "KAIScheduler");
+        assert_eq!(spec["clusterSource"], "self-hosted");
+
+        let (_, spec) = desired_spec(
+            "nvca-operator",
+            DTO,
+            &RegisteredIds::default(),
+            &args(&["--cluster-id", "flag-id"]),
+        )
+        .unwrap();
+        assert_eq!(spec["clusterConfig"]["clusterID"], "flag-id");
+        let (_, spec) =
+            desired_spec("nvca-operator", DTO, &RegisteredIds::default(), &args(&[])).unwrap();
+        assert_eq!(spec["clusterConfig"]["clusterID"], "dto-id");
+        assert!(spec["clusterConfig"].get("clusterGroupID").is_none());
+    }
+
+    #[test]
+    fn the_spec_builds_a_complete_backend_config() {
+        let registered = RegisteredIds {
+            cluster_id: "c-1".into(),
+            cluster_group_id: "g-1".into(),
+        };
+        let (name, spec) = desired_spec("nvca-operator", DTO, &registered, &args(&[])).unwrap();
+        let mut backend = NVCFBackend::new(&name, serde_json::from_value(spec).unwrap());
+        backend.metadata.namespace = Some("nvca-operator".into());
+        let config = crate::kube::resources::BackendConfig::from_backend(
+            &backend,
+            &settings(&args(&["--image-pull-secrets", "regcred,other"])),
+        )
+        .unwrap();
+        assert_eq!(config.cluster_id, "c-1");
+        assert_eq!(config.image, "nvcr.io/nvidia/nvcf-byoc/nvca:2.52.1");
+        assert_eq!(config.settings.image_pull_secrets, ["regcred", "other"]);
+        assert!(config.settings.gxcache && config.settings.vault);
+    }
+
+    #[test]
+    fn bad_names_and_dtos_say_how_to_fix_them() {
+        let bad = DTO.replace("\"ncp-local\"", "\"NCP_Local\"");
+        let message = desired_spec("nvca-operator", &bad, &RegisteredIds::default(), &args(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("NCP_Local") && message.contains("clusterName"),
+            "{message}"
+        );
+        let message = desired_spec(
+            "nvca-operator",
+            "clusterName: [",
+            &RegisteredIds::default(),
+            &args(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("nvcfbackend-self-managed") && message.contains("cluster-dto.yaml"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_take_nvidias_colon_port_form() {
+        assert_eq!(
+            parse_listen(":8000", "x", "listen").unwrap().to_string(),
+            "0.0.0.0:8000"
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1:0", "x", "listen").unwrap().port(),
+            0
+        );
+        let message = parse_listen("eight", "health endpoint", "listen")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("--listen"), "{message}");
+    }
+
+    #[test]
+    fn owned_objects_map_to_their_steps() {
+        let none = BTreeMap::new();
+        let copy = BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_string(),
+            "nvca-mirror".to_string(),
+        )]);
+        assert_eq!(
+            step_of("Deployment", Some("nvca-system"), "nvca", &none),
+            Some(ProvisionStep::AgentDeployment)
+        );
+        assert_eq!(
+            step_of("Namespace", None, "nvcf-backend", &none),
+            Some(ProvisionStep::RequestsNamespace)
+        );
+        assert_eq!(
+            step_of("Secret", Some("nvca-system"), "regcred", &copy),
+            Some(ProvisionStep::PullSecrets)
+        );
+        assert_eq!(
+            step_of("Secret", Some("nvca-system"), "regcred", &none),
+            None
+        );
+        assert_eq!(
+            step_of("ConfigMap", Some("nvca-system"), "agent-config", &none),
+            Some(ProvisionStep::AgentConfig)
+        );
+        assert_eq!(
+            step_of("ClusterRole", None, "nvca", &none),
+            Some(ProvisionStep::Rbac)
+        );
+        assert_eq!(step_of("Namespace", None, "default", &none), None);
+    }
+}
