@@ -39,8 +39,6 @@ pub(super) struct Actor<M: Machine, X: Executor<M>> {
 
 impl<M: Machine, X: Executor<M>> Actor<M, X> {
     pub(super) async fn run(mut self, mut messages: mpsc::UnboundedReceiver<Message<M>>) {
-        let span = tracing::info_span!("machine", key = %self.record.key());
-        let _entered = span.enter();
         loop {
             let message = match self.start_due_effect() {
                 Some(at) => {

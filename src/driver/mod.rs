@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 pub use backoff::Backoff;
 
@@ -254,6 +255,7 @@ impl<M: Machine, X: Executor<M>> Driver<M, X> {
     fn spawn_actor(&self, record: Record<M>) -> Handle<M> {
         let (inbox, messages) = mpsc::unbounded_channel();
         let (publish, summary) = watch::channel(record.summary.clone());
+        let record_key = record.key();
         let actor = Actor {
             record,
             store: self.shared.store.clone(),
@@ -264,7 +266,9 @@ impl<M: Machine, X: Executor<M>> Driver<M, X> {
             publish,
             in_flight: None,
         };
-        let task = tokio::spawn(actor.run(messages));
+        // Every log line of a machine's task carries its key.
+        let span = tracing::info_span!("machine", key = %record_key);
+        let task = tokio::spawn(actor.run(messages).instrument(span));
         Handle {
             inbox,
             summary,
