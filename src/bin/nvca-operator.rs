@@ -1,11 +1,12 @@
 //! `nvca-operator`: the operator's binary. Subcommands so far: `bootstrap` (register the
-//! cluster with SIS; the init container `nvca-self-managed-bootstrap`) and `crds` (print
-//! the CRDs). The NVCFBackend loop (`run`), `mirror` and `bootstrap-watch` come next.
+//! cluster with SIS; the init container `nvca-self-managed-bootstrap`), `crds` (print
+//! the CRDs) and `run` (the NVCFBackend loop). `mirror` and `bootstrap-watch` come next.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nvca::operator::bootstrap::{self, BootstrapArgs};
+use nvca::operator::run::{self, RunArgs};
 
 #[derive(Parser)]
 #[command(
@@ -24,11 +25,14 @@ enum Command {
     Bootstrap(BootstrapArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Keep the NVCFBackend and NVCA's agent: provision, repair, report health, uninstall.
+    Run(Box<RunArgs>),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Bootstrap(args) => bootstrap::main(args, "nvca-operator"),
+        Command::Run(args) => run::main(*args),
         Command::Crds => match nvca::kube::crd::to_yaml(&nvca::kube::crd::all()) {
             Ok(yaml) => {
                 print!("{yaml}");

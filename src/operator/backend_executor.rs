@@ -83,11 +83,14 @@ impl BackendExecutor {
     }
 
     /// Publish an Event about `backend`; failures are logged only (Events are best effort).
+    /// Events with the same reason and `action` are one Event with a count (kube's
+    /// recorder), so `action` names the step.
     pub async fn event(
         &self,
         reference: &ObjectReference,
         warning: bool,
         reason: &str,
+        action: &str,
         note: String,
     ) {
         let event = KubeEvent {
@@ -98,7 +101,7 @@ impl BackendExecutor {
             },
             reason: reason.to_string(),
             note: Some(truncate(note, 1000)),
-            action: reason.to_string(),
+            action: action.to_string(),
             secondary: None,
         };
         if let Err(error) = self.recorder.publish(&event, reference).await {
@@ -588,7 +591,17 @@ impl BackendExecutor {
             .filter(|f| *f != FINALIZER)
             .cloned()
             .collect();
-        self.patch_finalizers(key, &backend, finalizers).await
+        self.patch_finalizers(key, &backend, finalizers).await?;
+        // The status cannot tell this step any more: the object goes with its finalizer.
+        self.event(
+            &backend.object_ref(&()),
+            false,
+            "Released",
+            "RemoveFinalizer",
+            format!("clean-up complete; removed finalizer {FINALIZER}"),
+        )
+        .await;
+        Ok(())
     }
 
     async fn patch_finalizers(
@@ -724,10 +737,12 @@ impl BackendExecutor {
             });
             if !unchanged {
                 let warning = condition.reason.ends_with("Failed");
+                let action = projection.step.as_deref().unwrap_or(&condition.reason);
                 self.event(
                     &reference,
                     warning,
                     &condition.reason,
+                    action,
                     condition.message.clone(),
                 )
                 .await;
@@ -737,6 +752,7 @@ impl BackendExecutor {
             self.event(
                 &reference,
                 agent_status != "healthy",
+                "Health",
                 "Health",
                 format!("the agent's /healthz says {agent_status} (was {old_agent})"),
             )

@@ -1023,6 +1023,7 @@ async fn drift(context: &Context, step: ProvisionStep, what: &str) {
                         &backend.object_ref(&()),
                         true,
                         "DriftDetected",
+                        &format!("Repair{}", <&str>::from(step)),
                         format!(
                             "{what} was deleted; the operator applies step {} again",
                             <&str>::from(step)

@@ -1,0 +1,821 @@
+//! `nvca-operator run`, the real binary as a child process, against the local control
+//! plane of `scripts/testenv`: install (every object of the agent, in NVIDIA's order,
+//! status and conditions), drift repair, ordered uninstall, and a SIGKILL in the middle of
+//! the uninstall followed by a restart.
+//!
+//! The operator's namespace is a fresh test namespace, but `nvca-system`, `nvcf-backend`
+//! and ClusterRole/webhook configurations `nvca` are cluster-global names: the tests take
+//! a file lock so that only one of them (in any test process) owns them at a time, clean
+//! leftovers before they start and clean up after themselves even when they fail.
+//!
+//! The agent's `/healthz` is served by a small fake on a loopback port, given to the
+//! operator with `--agent-health-url`: the real agent arrives with a later issue, and
+//! under kwok its pod never runs a container anyway. The wire is the real one (HTTP GET,
+//! NVIDIA's JSON).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use nvca::kube::agent_config::AgentConfigFile;
+use nvca::kube::crd::NVCFBackend;
+use serde_json::json;
+use support::testenv::{TestEnv, TestNamespace, eventually, testenv_with_namespace};
+
+const BACKEND: &str = "ncp-local";
+const FINALIZER: &str = "nvca-operator.finalizers.nvidia.io";
+const WAIT: Duration = Duration::from_secs(90);
+
+const DTO: &str = r#"clusterId: ""
+clusterGroupId: ""
+clusterName: "ncp-local"
+clusterDescription: "ncp-local"
+clusterGroupName: "nvcf-default"
+ncaID: "nca-test"
+nvcaVersion: "2.52.1"
+oAuthClientId: ""
+cloudProvider: "NCP"
+region: "us-west-1"
+attributes: []
+capabilities: ["DynamicGPUDiscovery","SelfHosted","KAIScheduler"]
+gpusB64: ""
+icmsConfig:
+  icmsServiceURL: "http://127.0.0.1:9/sis"
+agent:
+  natsURL: "nats://127.0.0.1:9"
+"#;
+
+/// Provisioning steps, in NVIDIA's order, as the status names them.
+const PROVISION: [&str; 10] = [
+    "SystemNamespace",
+    "RequestsNamespace",
+    "PullSecrets",
+    "WebhookCerts",
+    "NetworkPolicies",
+    "Rbac",
+    "Service",
+    "WebhookConfigurations",
+    "AgentConfig",
+    "AgentDeployment",
+];
+const CLEANUP: [&str; 7] = [
+    "IcmsRequests",
+    "WorkloadNamespaces",
+    "SystemNamespace",
+    "RequestsNamespace",
+    "WebhookConfigurations",
+    "ClusterRbac",
+    "MirroredSecrets",
+];
+
+/// Only one test at a time, in any process, owns the cluster-global names.
+fn global_lock() -> std::fs::File {
+    let path = std::env::temp_dir().join("nvca-operator-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open the test lock {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("cannot take the test lock {}: {e}", path.display()));
+    file
+}
+
+/// The operator as a child process; killed (SIGKILL) when dropped.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(
+        env: &TestEnv,
+        namespace: &str,
+        store: &Path,
+        health_url: &str,
+        log: &Path,
+    ) -> Operator {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_nvca-operator"))
+            .args([
+                "run",
+                "--system-namespace",
+                namespace,
+                "--kubeconfig",
+                env.endpoints
+                    .kubeconfig
+                    .to_str()
+                    .expect("kubeconfig path is UTF-8"),
+                "--store",
+                store.to_str().expect("store path is UTF-8"),
+                "--listen",
+                "127.0.0.1:0",
+                "--listen-admin",
+                "127.0.0.1:0",
+                "--agent-health-url",
+                health_url,
+                "--agent-health-interval",
+                "1s",
+                "--image-pull-secrets",
+                "regcred",
+                "--log-level",
+                "info,nvca=debug",
+            ])
+            .env_remove("POD_NAMESPACE")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("HTTP_PROXY")
+            .stdout(Stdio::from(out.try_clone().expect("log handle")))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start nvca-operator run");
+        Operator {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- nvca-operator log ({}):\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+    }
+}
+
+/// A fake agent `/healthz` on a loopback port (the real agent is a later issue).
+async fn fake_agent() -> String {
+    use axum::Router;
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the fake agent");
+    let address = listener.local_addr().expect("fake agent address");
+    let app = Router::new().route(
+        "/healthz",
+        get(|| async {
+            axum::Json(json!({
+                "Status": "healthy",
+                "K8sVersion": "v1.37.2",
+                "GPUUsage": {"H100": {"Capacity": 8, "Available": 6, "Allocated": 2}}
+            }))
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{address}/healthz")
+}
+
+/// Install the CRDs the operator reads, unless the cluster has them (the chart tests may
+/// have installed theirs).
+async fn ensure_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in nvca::kube::crd::all() {
+        let name = crd.metadata.name.clone().expect("CRD name");
+        if crds.get_opt(&name).await.expect("read CRDs").is_none() {
+            match crds.create(&PostParams::default(), &crd).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => panic!("creating CRD {name}: {e}"),
+            }
+        }
+        eventually(WAIT, &format!("CRD {name} established"), || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// Remove every cluster-global object of the agent, and wait until the namespaces are
+/// gone. Used before a test (leftovers of a failed run) and after it.
+async fn clean_globals(client: &Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let quiet = |r: Result<_, kube::Error>| match r {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_not_found() => {}
+        Err(e) => eprintln!("cleaning up: {e}"),
+    };
+    for name in ["nvca-system", "nvcf-backend", "nvca-modelcache-init"] {
+        quiet(
+            namespaces
+                .delete(name, &DeleteParams::background())
+                .await
+                .map(|_| ()),
+        );
+    }
+    let dp = DeleteParams::background();
+    quiet(
+        Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .delete("nvca", &dp)
+            .await
+            .map(|_| ()),
+    );
+    quiet(
+        Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .delete("nvca", &dp)
+            .await
+            .map(|_| ()),
+    );
+    quiet(
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .delete("nvca", &dp)
+            .await
+            .map(|_| ()),
+    );
+    quiet(
+        Api::<ClusterRole>::all(client.clone())
+            .delete("nvca", &dp)
+            .await
+            .map(|_| ()),
+    );
+    eventually(WAIT, "namespaces nvca-system and nvcf-backend gone", || {
+        let namespaces = namespaces.clone();
+        async move {
+            for name in ["nvca-system", "nvcf-backend", "nvca-modelcache-init"] {
+                if namespaces.get_opt(name).await.ok()?.is_some() {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+}
+
+/// Strips the finalizer of a backend left behind, so its test namespace can go.
+async fn release_backend(client: &Client, namespace: &str) {
+    let backends: Api<NVCFBackend> = Api::namespaced(client.clone(), namespace);
+    let patch = json!({"metadata": {"finalizers": null}});
+    let _ = backends
+        .patch(BACKEND, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+}
+
+/// One test's world: lock, namespace with the chart's ConfigMaps and a pull secret,
+/// a fake agent, a store directory.
+struct World {
+    _lock: std::fs::File,
+    env: TestEnv,
+    ns: TestNamespace,
+    store: tempfile::TempDir,
+    health_url: String,
+}
+
+impl World {
+    async fn new(prefix: &str) -> World {
+        let lock = tokio::task::spawn_blocking(global_lock)
+            .await
+            .expect("lock task");
+        let (env, ns) = testenv_with_namespace(prefix).await;
+        ensure_crds(&env.client).await;
+        clean_globals(&env.client).await;
+        let configmaps: Api<ConfigMap> = ns.api();
+        let cm = |name: &str, data: BTreeMap<String, String>| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            ..ConfigMap::default()
+        };
+        configmaps
+            .create(
+                &PostParams::default(),
+                &cm(
+                    "nvcfbackend-self-managed",
+                    BTreeMap::from([("cluster-dto.yaml".to_string(), DTO.to_string())]),
+                ),
+            )
+            .await
+            .expect("create nvcfbackend-self-managed");
+        configmaps
+            .create(
+                &PostParams::default(),
+                &cm(
+                    "nvca-cluster-registration",
+                    BTreeMap::from([
+                        ("clusterId".to_string(), "cluster-1".to_string()),
+                        ("clusterGroupId".to_string(), "group-1".to_string()),
+                    ]),
+                ),
+            )
+            .await
+            .expect("create nvca-cluster-registration");
+        let secrets: Api<Secret> = ns.api();
+        secrets
+            .create(
+                &PostParams::default(),
+                &Secret {
+                    metadata: ObjectMeta {
+                        name: Some("regcred".to_string()),
+                        ..ObjectMeta::default()
+                    },
+                    type_: Some("kubernetes.io/dockerconfigjson".to_string()),
+                    data: Some(BTreeMap::from([(
+                        ".dockerconfigjson".to_string(),
+                        ByteString(br#"{"auths":{}}"#.to_vec()),
+                    )])),
+                    ..Secret::default()
+                },
+            )
+            .await
+            .expect("create pull secret regcred");
+        let health_url = fake_agent().await;
+        World {
+            _lock: lock,
+            env,
+            ns,
+            store: tempfile::tempdir().expect("store directory"),
+            health_url,
+        }
+    }
+
+    fn operator(&self) -> Operator {
+        Operator::start(
+            &self.env,
+            &self.ns.name,
+            &self.store.path().join("store"),
+            &self.health_url,
+            &self.store.path().join("operator.log"),
+        )
+    }
+
+    fn backends(&self) -> Api<NVCFBackend> {
+        self.ns.api()
+    }
+
+    async fn backend_status(&self) -> Option<serde_json::Value> {
+        let backend = self.backends().get_opt(BACKEND).await.ok()??;
+        serde_json::to_value(backend.status?).ok()
+    }
+
+    /// Waits until the backend's status says `phase` (and, if given, `step`).
+    async fn wait_phase(&self, phase: &str, step: Option<&str>) -> serde_json::Value {
+        eventually(
+            WAIT,
+            &format!("NVCFBackend phase {phase} step {step:?}"),
+            || async {
+                let status = self.backend_status().await?;
+                (status["phase"] == phase && step.is_none_or(|s| status["step"] == s))
+                    .then_some(status)
+            },
+        )
+        .await
+    }
+
+    /// The notes of the Events about the backend with `reason`, oldest first.
+    async fn event_notes(&self, reason: &str) -> Vec<String> {
+        let events: Api<KubeEvent> = self.ns.api();
+        let mut list: Vec<KubeEvent> = events
+            .list(&ListParams::default())
+            .await
+            .expect("list Events")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(BACKEND)
+                    && e.reason.as_deref() == Some(reason)
+            })
+            .collect();
+        list.sort_by_key(|e| {
+            e.event_time
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        });
+        list.into_iter().filter_map(|e| e.note).collect()
+    }
+
+    /// Delete the NVCFBackend and wait for the operator to finish the uninstall.
+    async fn uninstall(&self) {
+        self.backends()
+            .delete(BACKEND, &DeleteParams::background())
+            .await
+            .expect("delete the NVCFBackend");
+        self.wait_uninstalled().await;
+    }
+
+    async fn wait_uninstalled(&self) {
+        eventually(
+            Duration::from_secs(180),
+            "NVCFBackend released and gone",
+            || async {
+                self.backends()
+                    .get_opt(BACKEND)
+                    .await
+                    .ok()?
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+        let client = &self.env.client;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        for name in ["nvca-system", "nvcf-backend"] {
+            assert!(
+                namespaces
+                    .get_opt(name)
+                    .await
+                    .expect("read namespace")
+                    .is_none(),
+                "namespace {name} is left"
+            );
+        }
+        assert!(
+            Api::<ClusterRole>::all(client.clone())
+                .get_opt("nvca")
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert!(
+            Api::<ClusterRoleBinding>::all(client.clone())
+                .get_opt("nvca")
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert!(
+            Api::<ValidatingWebhookConfiguration>::all(client.clone())
+                .get_opt("nvca")
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert!(
+            Api::<MutatingWebhookConfiguration>::all(client.clone())
+                .get_opt("nvca")
+                .await
+                .expect("read")
+                .is_none()
+        );
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Whatever happened, leave no finalizer or global object behind (fresh runtime:
+        // this may run while the test's runtime unwinds).
+        let config = self.env.config.clone();
+        let namespace = self.ns.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(client) = Client::try_from(config) else {
+                    return;
+                };
+                release_backend(&client, &namespace).await;
+                let _ = tokio::time::timeout(Duration::from_secs(60), clean_globals(&client)).await;
+            });
+        })
+        .join();
+    }
+}
+
+fn labels(meta: &ObjectMeta) -> BTreeMap<String, String> {
+    meta.labels.clone().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_applies_every_object_in_nvidias_order_and_reports_health_and_repairs_drift() {
+    let world = World::new("operator-install").await;
+    let mut operator = world.operator();
+    let client = world.env.client.clone();
+
+    // The NVCFBackend is built from the chart's ConfigMaps, the registration's IDs first.
+    let status = world.wait_phase("Ready", None).await;
+    let backend = world
+        .backends()
+        .get(BACKEND)
+        .await
+        .expect("the NVCFBackend");
+    assert!(
+        backend.finalizers().iter().any(|f| f == FINALIZER),
+        "{:?}",
+        backend.finalizers()
+    );
+    let cluster = backend
+        .spec
+        .fields
+        .cluster_config
+        .clone()
+        .expect("clusterConfig");
+    assert_eq!(
+        (
+            cluster.cluster_id.as_str(),
+            cluster.cluster_group_id.as_str()
+        ),
+        ("cluster-1", "group-1")
+    );
+
+    // Every step was announced once, in NVIDIA's order.
+    let notes = world.event_notes("Provisioning").await;
+    let expected: Vec<String> = PROVISION
+        .iter()
+        .enumerate()
+        .map(|(i, step)| format!("applying {step} ({} of 10)", i + 1))
+        .collect();
+    assert_eq!(notes, expected, "Provisioning Events");
+    assert!(!world.event_notes("Provisioned").await.is_empty());
+
+    // Every object, with NVIDIA's names, labels and ports.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let system = namespaces
+        .get("nvca-system")
+        .await
+        .expect("namespace nvca-system");
+    assert_eq!(
+        labels(&system.metadata)["app.kubernetes.io/managed-by"],
+        "nvca-operator"
+    );
+    assert_eq!(
+        system.annotations()["nvcf.nvidia.io/cluster-name"],
+        "ncp-local"
+    );
+    let requests = namespaces
+        .get("nvcf-backend")
+        .await
+        .expect("namespace nvcf-backend");
+    assert_eq!(
+        labels(&requests.metadata)["nvca.nvcf.nvidia.io/workload-instance-type"],
+        "pod_spec"
+    );
+    Api::<ResourceQuota>::namespaced(client.clone(), "nvca-system")
+        .get("nvca-system")
+        .await
+        .expect("quota");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "nvca-system");
+    let copy = secrets.get("regcred").await.expect("pull secret copy");
+    assert_eq!(
+        labels(&copy.metadata)["app.kubernetes.io/managed-by"],
+        "nvca-mirror"
+    );
+    let server = secrets
+        .get("nvca-webhook-tls-server-certs")
+        .await
+        .expect("server cert");
+    assert_eq!(server.type_.as_deref(), Some("kubernetes.io/tls"));
+    let ca = secrets.get("nvca-webhook-tls-ca-certs").await.expect("CA");
+    let ca_pem = ca
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.pem"))
+        .expect("ca.pem")
+        .clone();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "nvca-system");
+    let policies = configmaps
+        .get("nvca-namespace-networkpolicies")
+        .await
+        .expect("network policies");
+    assert!(
+        policies
+            .data
+            .unwrap()
+            .contains_key("allow-egress-internet-no-internal-no-api")
+    );
+    Api::<ServiceAccount>::namespaced(client.clone(), "nvca-system")
+        .get("nvca")
+        .await
+        .expect("SA nvca");
+    Api::<ClusterRole>::all(client.clone())
+        .get("nvca")
+        .await
+        .expect("ClusterRole nvca");
+    let binding = Api::<ClusterRoleBinding>::all(client.clone())
+        .get("nvca")
+        .await
+        .expect("binding");
+    assert_eq!(binding.role_ref.name, "nvca");
+    let service = Api::<Service>::namespaced(client.clone(), "nvca-system")
+        .get("nvca")
+        .await
+        .expect("Service");
+    let ports: Vec<(Option<String>, i32)> = service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (Some("nvca".to_string()), 8000),
+            (Some("webhooks".to_string()), 8443)
+        ]
+    );
+    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get("nvca")
+        .await
+        .expect("mutating");
+    for webhook in mutating.webhooks.unwrap() {
+        assert_eq!(
+            webhook.client_config.ca_bundle.as_ref(),
+            Some(&ca_pem),
+            "{}",
+            webhook.name
+        );
+    }
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .get("nvca")
+        .await
+        .expect("validating");
+    let agent_config = configmaps.get("agent-config").await.expect("agent-config");
+    let file =
+        AgentConfigFile::parse(&agent_config.data.unwrap()["config.yaml"]).expect("config.yaml");
+    assert_eq!(file.cluster.id, "cluster-1");
+    assert_eq!(file.agent.nats_url, "nats://127.0.0.1:9");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "nvca-system");
+    let deployment = deployments.get("nvca").await.expect("Deployment nvca");
+    let containers: Vec<String> = deployment
+        .spec
+        .template
+        .spec
+        .clone()
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(containers, ["agent", "webhook"]);
+
+    // Status: NVIDIA's fields and nvca's conditions; the fake agent's health arrives.
+    assert_eq!(status["version"], "2.52.1");
+    assert_eq!(
+        status["observedGeneration"],
+        backend.metadata.generation.expect("generation")
+    );
+    let status = eventually(WAIT, "agentStatus healthy", || async {
+        let status = world.backend_status().await?;
+        (status["agentStatus"] == "healthy").then_some(status)
+    })
+    .await;
+    assert_eq!(status["gpuUsage"]["H100"]["available"], 6);
+    assert_eq!(status["kubernetesVersion"], "v1.37.2");
+    let conditions = status["conditions"].as_array().expect("conditions");
+    let condition = |kind: &str| {
+        conditions
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned()
+            .expect(kind)
+    };
+    assert_eq!(condition("Ready")["status"], "True");
+    assert_eq!(condition("AgentHealthy")["status"], "True");
+    assert!(condition("Ready")["lastTransitionTime"].is_string());
+
+    // Drift: the Deployment is deleted; it comes back, and an Event says so.
+    let old_uid = deployment.uid().expect("uid");
+    deployments
+        .delete("nvca", &DeleteParams::background())
+        .await
+        .expect("delete Deployment nvca");
+    eventually(WAIT, "Deployment nvca applied again", || async {
+        let back = deployments.get_opt("nvca").await.ok()??;
+        (back.uid()? != old_uid).then_some(())
+    })
+    .await;
+    let drift = world.event_notes("DriftDetected").await;
+    assert!(
+        drift
+            .iter()
+            .any(|note| note.contains("Deployment nvca-system/nvca was deleted")),
+        "{drift:?}"
+    );
+    world.wait_phase("Ready", None).await;
+
+    world.uninstall().await;
+    operator.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uninstall_cleans_up_in_nvidias_order_then_releases_the_finalizer() {
+    let world = World::new("operator-uninstall").await;
+    let _operator = world.operator();
+    world.wait_phase("Ready", None).await;
+
+    world.uninstall().await;
+    let notes = world.event_notes("CleaningUp").await;
+    let expected: Vec<String> = CLEANUP
+        .iter()
+        .enumerate()
+        .map(|(i, step)| format!("deleting {step} ({} of 7)", i + 1))
+        .collect();
+    assert_eq!(notes, expected, "CleaningUp Events");
+    let released = world.event_notes("Released").await;
+    assert_eq!(
+        released,
+        [format!("clean-up complete; removed finalizer {FINALIZER}")]
+    );
+    let copies: Api<Secret> = Api::all(world.env.client.clone());
+    let left = copies
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=nvca-mirror"))
+        .await
+        .expect("list copies");
+    assert!(left.items.is_empty(), "pull-secret copies left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkill_during_cleanup_resumes_where_it_stopped_after_a_restart() {
+    let world = World::new("operator-kill").await;
+    let mut operator = world.operator();
+    world.wait_phase("Ready", None).await;
+
+    world
+        .backends()
+        .delete(BACKEND, &DeleteParams::background())
+        .await
+        .expect("delete the NVCFBackend");
+    // Deleting nvca-system takes Kubernetes seconds: kill the operator while it waits.
+    world
+        .wait_phase("CleaningUp", Some("SystemNamespace"))
+        .await;
+    operator.kill();
+    let backend = world
+        .backends()
+        .get(BACKEND)
+        .await
+        .expect("held by the finalizer");
+    assert!(backend.finalizers().iter().any(|f| f == FINALIZER));
+
+    let _restarted = world.operator();
+    world.wait_uninstalled().await;
+    let notes = world.event_notes("CleaningUp").await;
+    // Steps before the kill are not repeated; the interrupted one may be announced again.
+    for step in CLEANUP {
+        let count = notes
+            .iter()
+            .filter(|n| n.contains(&format!("deleting {step} ")))
+            .count();
+        assert!(count >= 1, "{step} never ran: {notes:?}");
+        if step != "SystemNamespace" {
+            assert_eq!(count, 1, "{step} announced {count} times: {notes:?}");
+        }
+    }
+    let positions: Vec<usize> = CLEANUP
+        .iter()
+        .map(|step| {
+            notes
+                .iter()
+                .position(|n| n.contains(&format!("deleting {step} ")))
+                .expect("announced")
+        })
+        .collect();
+    let mut sorted = positions.clone();
+    sorted.sort();
+    assert_eq!(positions, sorted, "out of order: {notes:?}");
+}
