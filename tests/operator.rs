@@ -819,3 +819,86 @@ async fn a_sigkill_during_cleanup_resumes_where_it_stopped_after_a_restart() {
     sorted.sort();
     assert_eq!(positions, sorted, "out of order: {notes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_drains_while_function_deployments_remain_then_cleans_up() {
+    let world = World::new("operator-drain").await;
+    let _operator = world.operator();
+    world.wait_phase("Ready", None).await;
+    let client = world.env.client.clone();
+
+    // A function deployment, as the agent records it.
+    let requests: Api<nvca::kube::crd::ICMSRequest> =
+        Api::namespaced(client.clone(), "nvcf-backend");
+    let request = serde_json::from_value(json!({
+        "apiVersion": "nvca.nvcf.nvidia.io/v2beta1",
+        "kind": "ICMSRequest",
+        "metadata": {"name": "sr-r1", "namespace": "nvcf-backend"},
+        "spec": {"requestId": "r1", "ncaId": "nca-test", "action": "FUNCTION_CREATE"}
+    }))
+    .expect("an ICMSRequest");
+    requests
+        .create(&PostParams::default(), &request)
+        .await
+        .expect("create ICMSRequest sr-r1");
+
+    world
+        .backends()
+        .delete(BACKEND, &DeleteParams::background())
+        .await
+        .expect("delete the NVCFBackend");
+    let status = world.wait_phase("Draining", None).await;
+    let deleting = status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Deleting").cloned())
+        .expect("condition Deleting");
+    assert_eq!(deleting["reason"], "FunctionDeploymentsRemain");
+    let message = deleting["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("sr-r1") && message.contains("nvca-state force-cleanup"),
+        "{message}"
+    );
+
+    // The agent is told to drain, as NVIDIA's clean-up tells it.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "nvca-system");
+    let file = eventually(WAIT, "agent-config in maintenance", || async {
+        let cm = configmaps.get_opt("agent-config").await.ok()??;
+        let file = AgentConfigFile::parse(cm.data?.get("config.yaml")?).ok()?;
+        file.agent.maintenance_mode.is_some().then_some(file)
+    })
+    .await;
+    assert_eq!(
+        file.agent.maintenance_mode.as_deref(),
+        Some("CordonAndDrainMaintenance")
+    );
+    assert!(
+        file.agent
+            .feature_flags
+            .iter()
+            .any(|f| f == "CordonAndDrainMaintenance")
+    );
+    assert!(
+        world
+            .event_notes("FunctionDeploymentsRemain")
+            .await
+            .iter()
+            .any(|n| n.contains("sr-r1")),
+        "no Event names the remaining deployment"
+    );
+    // Nothing was deleted while draining.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    assert!(
+        namespaces
+            .get_opt("nvca-system")
+            .await
+            .expect("read")
+            .is_some()
+    );
+
+    // NVCF undeploys: the request goes, the clean-up runs to the end.
+    requests
+        .delete("sr-r1", &DeleteParams::background())
+        .await
+        .expect("delete sr-r1");
+    world.wait_uninstalled().await;
+}

@@ -418,7 +418,7 @@ impl BackendExecutor {
     async fn cleanup(&self, key: &str, step: CleanupStep) -> Result<(), EffectError> {
         let (system, requests) = self.namespaces_of(key).await?;
         match step {
-            CleanupStep::IcmsRequests => self.icms_requests().await,
+            CleanupStep::IcmsRequests => self.icms_requests(&requests).await,
             CleanupStep::WorkloadNamespaces => {
                 let all = self
                     .cluster_api::<Namespace>()
@@ -481,9 +481,10 @@ impl BackendExecutor {
         }
     }
 
-    /// Strip the finalizers of every ICMSRequest and delete it; done when none is left.
-    async fn icms_requests(&self) -> Result<(), EffectError> {
-        let all: Api<ICMSRequest> = Api::all(self.client.clone());
+    /// Strip the finalizers of every ICMSRequest in the requests namespace and delete it;
+    /// done when none is left.
+    async fn icms_requests(&self, requests: &str) -> Result<(), EffectError> {
+        let all: Api<ICMSRequest> = Api::namespaced(self.client.clone(), requests);
         let list = match all.list(&ListParams::default()).await {
             Ok(list) => list,
             // No ICMSRequest CRD: nothing to delete.

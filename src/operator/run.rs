@@ -682,9 +682,25 @@ fn key_of(backend: &NVCFBackend) -> String {
     )
 }
 
-/// The names of the ICMSRequests that remain (the function deployments still running).
-async fn remaining_deployments(client: &Client) -> Result<Vec<String>, kube::Error> {
-    let all: Api<ICMSRequest> = Api::all(client.clone());
+/// The agent's requests namespace of `backend` (`nvcf-backend` unless its spec names one).
+fn requests_namespace(backend: &NVCFBackend) -> String {
+    backend
+        .spec
+        .fields
+        .cluster_config
+        .as_ref()
+        .map(|c| c.requests_namespace.clone())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| REQUESTS_NAMESPACE.to_string())
+}
+
+/// The names of the ICMSRequests that remain in the requests namespace (the function
+/// deployments still running), as NVIDIA's `CountICMSRequests` counts them.
+async fn remaining_deployments(
+    client: &Client,
+    backend: &NVCFBackend,
+) -> Result<Vec<String>, kube::Error> {
+    let all: Api<ICMSRequest> = Api::namespaced(client.clone(), &requests_namespace(backend));
     match all.list(&ListParams::default()).await {
         Ok(list) => Ok(list.iter().map(|r| r.name_any()).collect()),
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Vec::new()),
@@ -750,7 +766,7 @@ async fn observe_backend(context: &Context, backend: &NVCFBackend) -> Result<(),
             // Already deleting; the drain recount and effect outcomes drive it.
             return Ok(());
         }
-        let remaining = remaining_deployments(&context.client)
+        let remaining = remaining_deployments(&context.client, backend)
             .await
             .map_err(|e| format!("listing ICMSRequests: {e}"))?;
         Event::DeletionObserved { remaining }
@@ -819,17 +835,22 @@ async fn recount(context: &Context) {
     if draining.is_empty() {
         return;
     }
-    let remaining = match remaining_deployments(&context.client).await {
-        Ok(remaining) => remaining,
-        Err(error) => {
-            tracing::warn!(%error, "cannot count ICMSRequests");
-            return;
-        }
-    };
     for key in draining {
-        let event = Event::DeploymentsObserved {
-            remaining: remaining.clone(),
+        let Some((namespace, name)) = key.split_once('/') else {
+            continue;
         };
+        let api: Api<NVCFBackend> = Api::namespaced(context.client.clone(), namespace);
+        let Ok(Some(backend)) = api.get_opt(name).await else {
+            continue;
+        };
+        let remaining = match remaining_deployments(&context.client, &backend).await {
+            Ok(remaining) => remaining,
+            Err(error) => {
+                tracing::warn!(%error, "cannot count ICMSRequests");
+                continue;
+            }
+        };
+        let event = Event::DeploymentsObserved { remaining };
         if let Err(error) = context.driver.send(&key, event).await {
             tracing::warn!(backend = %key, %error, "cannot tell the machine what remains");
         }
