@@ -902,3 +902,73 @@ async fn deletion_drains_while_function_deployments_remain_then_cleans_up() {
         .expect("delete sr-r1");
     world.wait_uninstalled().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_registration_reaches_the_agent_without_a_restart() {
+    let world = World::new("operator-reregister").await;
+    let _operator = world.operator();
+    world.wait_phase("Ready", None).await;
+    let client = world.env.client.clone();
+    let generation = world
+        .backends()
+        .get(BACKEND)
+        .await
+        .expect("the NVCFBackend")
+        .metadata
+        .generation;
+
+    // What `nvca-self-managed bootstrap` writes after a manual re-registration.
+    let configmaps: Api<ConfigMap> = world.ns.api();
+    let patch = json!({"data": {"clusterId": "cluster-2", "clusterGroupId": "group-2"}});
+    configmaps
+        .patch(
+            "nvca-cluster-registration",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("update nvca-cluster-registration");
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "nvca-system");
+    eventually(
+        WAIT,
+        "the agent's token audience follows the new cluster ID",
+        || async {
+            let deployment = deployments.get_opt("nvca").await.ok()??;
+            let volumes = deployment.spec.template.spec?.volumes?;
+            let token = volumes.into_iter().find(|v| v.name == "nvca-token")?;
+            let audience = token
+                .projected?
+                .sources?
+                .into_iter()
+                .next()?
+                .service_account_token?
+                .audience?;
+            (audience == "nvcf-icms:cluster-2").then_some(())
+        },
+    )
+    .await;
+    let agent_config = Api::<ConfigMap>::namespaced(client.clone(), "nvca-system")
+        .get("agent-config")
+        .await
+        .expect("agent-config");
+    let file = AgentConfigFile::parse(&agent_config.data.expect("data")["config.yaml"])
+        .expect("config.yaml");
+    assert_eq!(
+        (file.cluster.id.as_str(), file.cluster.group_id.as_str()),
+        ("cluster-2", "group-2")
+    );
+    let status = world.wait_phase("Ready", None).await;
+    let backend = world
+        .backends()
+        .get(BACKEND)
+        .await
+        .expect("the NVCFBackend");
+    assert!(backend.metadata.generation > generation, "the spec changed");
+    assert_eq!(
+        status["observedGeneration"],
+        backend.metadata.generation.expect("generation")
+    );
+
+    world.uninstall().await;
+}
