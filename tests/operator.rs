@@ -718,6 +718,22 @@ async fn install_applies_every_object_in_nvidias_order_and_reports_health_and_re
     assert_eq!(condition("AgentHealthy")["status"], "True");
     assert!(condition("Ready")["lastTransitionTime"].is_string());
 
+    // The machine is visible to `nvca-state` through the running operator's admin endpoint.
+    let dump = Command::new(env!("CARGO_BIN_EXE_nvca-state"))
+        .args(["dump", "--kind", "backend", "-o", "json", "--store"])
+        .arg(world.store.path().join("store"))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .expect("run nvca-state dump");
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.status.success(),
+        "nvca-state dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let key = format!("{}/{BACKEND}", world.ns.name);
+    assert!(text.contains(&key) && text.contains("\"ready\""), "{text}");
+
     // Drift: the Deployment is deleted; it comes back, and an Event says so.
     let old_uid = deployment.uid().expect("uid");
     deployments
