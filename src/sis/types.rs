@@ -284,6 +284,9 @@ pub struct Cluster {
 pub struct Gpu {
     /// Required, e.g. `H100`.
     pub name: String,
+    /// SIS reads a missing capacity as 0 (a plain Java `int`): NVIDIA's agent omits it
+    /// when it is 0, as it is under dynamic discovery.
+    #[serde(default)]
     pub capacity: u32,
     /// Required, non-empty.
     pub instance_types: Vec<InstanceType>,
@@ -308,6 +311,8 @@ pub struct InstanceType {
     pub system_memory: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory: Option<String>,
+    /// SIS's default is 1 (`int gpuCount = 1` in `InstanceTypeRequestSchema`).
+    #[serde(default = "one")]
     pub gpu_count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_arch: Option<String>,
@@ -621,9 +626,27 @@ pub struct TerminationMessage {
     pub function_version_id: Option<String>,
 }
 
+/// SIS's default GPU count of an instance type.
+fn one() -> u32 {
+    1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NVIDIA's agent leaves `capacity` out when it is 0 (`omitempty`); SIS reads 0, and a
+    /// missing `gpuCount` reads as 1. Found by running NVIDIA's agent against sis-sim.
+    #[test]
+    fn a_gpu_without_capacity_or_gpu_count_reads_as_sis_does() {
+        let gpu: Gpu = serde_json::from_value(serde_json::json!({
+            "name": "H100",
+            "instanceTypes": [{"name": "ON-PREM.GPU.H100_1x", "value": "ON-PREM.GPU.H100_1x"}]
+        }))
+        .expect("SIS accepts this body");
+        assert_eq!(gpu.capacity, 0);
+        assert_eq!(gpu.instance_types[0].gpu_count, 1);
+    }
 
     #[test]
     fn every_enum_value_round_trips_through_its_wire_name() {

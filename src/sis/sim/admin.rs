@@ -298,6 +298,39 @@ fn env_file(lines: &[(&str, &str)]) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
+/// The launch environment NVCF's API builds for a container function (`IcmsClient.java`;
+/// NVIDIA's `creationmsg_function_container_launchspec.json`): NVIDIA's agent takes the
+/// inference image, ports and the worker sidecars' images from here, and fails a request
+/// whose environment names no `INFERENCE_CONTAINER`.
+fn function_environment<'a>(
+    function: &'a FunctionRecord,
+    deployment: &'a DeploymentRecord,
+) -> Vec<(&'static str, &'a str)> {
+    let mut environment = vec![
+        ("FUNCTION_ID", function.function_id.as_str()),
+        ("FUNCTION_VERSION_ID", function.function_version_id.as_str()),
+        ("FUNCTION_NAME", function.name.as_str()),
+        ("NCA_ID", function.nca_id.as_str()),
+        ("GPU_NAME", deployment.gpu.as_str()),
+        ("INSTANCE_TYPE", deployment.instance_type.as_str()),
+    ];
+    if let Some(image) = &function.container_image {
+        environment.extend([
+            ("INFERENCE_CONTAINER", image.as_str()),
+            ("INFERENCE_PROTOCOL", "HTTP"),
+            ("INFERENCE_PORT", "8000"),
+            ("INFERENCE_URL", "/"),
+            ("INFERENCE_HEALTH_PORT", "8000"),
+            ("INFERENCE_HEALTH_ENDPOINT", "/health"),
+            ("INFERENCE_HEALTH_EXPECTED_RESPONSE_CODE", "200"),
+            // Placeholder sidecar images: the simulated cluster never pulls them.
+            ("INIT_CONTAINER", "sis-sim/nvcf-worker-init:sim"),
+            ("UTILS_CONTAINER", "sis-sim/nvcf-worker-utils:sim"),
+        ]);
+    }
+    environment
+}
+
 /// Builds and publishes one function creation message for `count` instances of a
 /// deployment, registering the request.
 async fn publish_function_request(
@@ -322,14 +355,7 @@ async fn publish_function_request(
         "cloudProvider": cluster.creation.cloud_provider.map(|p| p.as_str()).unwrap_or("ON-PREM"),
         "spotEnvironment": "sim",
         "icmsEnvironment": "sim",
-        "environment": env_file(&[
-            ("FUNCTION_ID", &function.function_id),
-            ("FUNCTION_VERSION_ID", &function.function_version_id),
-            ("FUNCTION_NAME", &function.name),
-            ("NCA_ID", &function.nca_id),
-            ("GPU_NAME", &deployment.gpu),
-            ("INSTANCE_TYPE", &deployment.instance_type),
-        ]),
+        "environment": env_file(&function_environment(function, deployment)),
         "instanceTypeValue": deployment.instance_type,
         "instanceTypeName": deployment.instance_type_name,
         "instanceCount": count,
@@ -945,5 +971,46 @@ impl AdminClient {
                 reason: e.to_string(),
             })?;
         Ok((id, published))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_functions_environment_names_its_inference_image_and_sidecars() {
+        let function = FunctionRecord {
+            function_id: "f".into(),
+            function_version_id: "v".into(),
+            nca_id: "nca".into(),
+            name: "echo".into(),
+            container_image: Some("registry.local/echo:1".into()),
+            helm_chart: None,
+            function_type: "DEFAULT".into(),
+        };
+        let deployment = DeploymentRecord {
+            deployment_id: "d".into(),
+            function_id: "f".into(),
+            function_version_id: "v".into(),
+            cluster_id: "c".into(),
+            gpu: "H100".into(),
+            instance_type: "ON-PREM.GPU.H100_1x".into(),
+            instance_type_name: "ON-PREM.GPU.H100_1x".into(),
+            gpu_count: 1,
+            target: 1,
+            request_ids: Vec::new(),
+            undeployed: false,
+        };
+        let environment = function_environment(&function, &deployment);
+        let value = |key: &str| {
+            environment
+                .iter()
+                .find(|(name, _)| *name == key)
+                .map(|(_, value)| *value)
+        };
+        assert_eq!(value("INFERENCE_CONTAINER"), Some("registry.local/echo:1"));
+        assert!(value("INIT_CONTAINER").is_some() && value("UTILS_CONTAINER").is_some());
+        assert_eq!(value("GPU_NAME"), Some("H100"));
     }
 }
