@@ -93,6 +93,9 @@ impl CrashHooks {
         }
         match self.stop {
             Stop::Pause => {
+                // Never die in the middle of a world operation: the real world's calls
+                // are atomic.
+                let _operation = world::quiesce();
                 println!("PAUSED {}", point.render());
                 let _ = std::io::stdout().flush();
                 loop {

@@ -7,6 +7,19 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Held during every world operation. A real API call either happened or did not; a
+/// SIGKILL must not land between the two writes of one operation (the object and its
+/// line in the creates log), so a crash point takes this lock before it pauses.
+static OPERATION: Mutex<()> = Mutex::new(());
+
+/// Wait for any world operation under way to finish, and keep others from starting.
+pub fn quiesce() -> MutexGuard<'static, ()> {
+    OPERATION
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 pub struct World {
     root: PathBuf,
@@ -26,6 +39,7 @@ impl World {
 
     /// Create `object` unless it exists; true if this call created it.
     pub fn create(&self, object: &str, content: &str) -> bool {
+        let _operation = quiesce();
         let created = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -36,13 +50,14 @@ impl World {
             })
             .is_ok();
         if created {
-            self.log("creates", object);
+            self.append("creates", object);
         }
         created
     }
 
     /// Create or overwrite, like a server-side apply.
     pub fn apply(&self, object: &str, content: &str) {
+        let _operation = quiesce();
         let temporary = self.path(&format!("{object}.tmp"));
         fs::write(&temporary, content).expect("world write");
         fs::rename(&temporary, self.path(object)).expect("world rename");
@@ -54,6 +69,7 @@ impl World {
 
     /// Delete; deleting what is not there is fine, like a 404-tolerant delete.
     pub fn delete(&self, object: &str) {
+        let _operation = quiesce();
         let _ = fs::remove_file(self.path(object));
     }
 
@@ -74,6 +90,11 @@ impl World {
 
     /// Append a line to a log (`creates`, `reports`, …).
     pub fn log(&self, log: &str, line: &str) {
+        let _operation = quiesce();
+        self.append(log, line);
+    }
+
+    fn append(&self, log: &str, line: &str) {
         let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
