@@ -1000,13 +1000,7 @@ mod tests {
 
     #[test]
     fn effects_describe_themselves_on_one_line() {
-        for effect in sample_effects() {
-            let line = effect.describe();
-            assert!(
-                !line.is_empty() && !line.contains('\n'),
-                "{effect:?}: {line:?}"
-            );
-        }
+        testkit::assert_one_line_descriptions(&sample_effects());
     }
 
     #[test]

@@ -1018,12 +1018,8 @@ mod tests {
 
     #[test]
     fn effects_describe_themselves_on_one_line_without_the_message() {
+        testkit::assert_one_line_descriptions(&sample_effects());
         for effect in sample_effects() {
-            let line = effect.describe();
-            assert!(
-                !line.is_empty() && !line.contains('\n'),
-                "{effect:?}: {line:?}"
-            );
             assert!(
                 !format!("{effect:?}").contains("instanceCount"),
                 "the creation message stays out of {effect:?}"

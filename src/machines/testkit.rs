@@ -192,3 +192,14 @@ pub(crate) fn replay<M>(
         let _ = (machine.state_name(), machine.is_final());
     }
 }
+
+/// Every effect describes itself on one non-empty line, as `nvca-state dump` prints it.
+pub(crate) fn assert_one_line_descriptions<E: Debug + super::Describe>(effects: &[E]) {
+    for effect in effects {
+        let line = effect.describe();
+        assert!(
+            !line.is_empty() && !line.contains('\n'),
+            "{effect:?}: {line:?}"
+        );
+    }
+}
