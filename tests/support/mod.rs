@@ -5,4 +5,5 @@
 
 pub mod helm;
 pub mod kubeproxy;
+pub mod lock;
 pub mod testenv;
