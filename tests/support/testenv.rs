@@ -240,7 +240,12 @@ impl TestEnv {
     /// admitted in it (its `default` ServiceAccount exists). It is deleted, best effort,
     /// when the returned value is dropped, even if the test panics.
     pub async fn namespace(&self, prefix: &str) -> TestNamespace {
-        let name = namespace_name(prefix);
+        self.namespace_named(namespace_name(prefix)).await
+    }
+
+    /// The same with a name of the caller's (for names NVIDIA gives meaning to, such as
+    /// helm-function namespaces `sr-…`); build it on [`namespace_name`] so it is unique.
+    pub async fn namespace_named(&self, name: String) -> TestNamespace {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let ns = Namespace {
             metadata: ObjectMeta {
@@ -274,7 +279,8 @@ impl TestEnv {
     }
 }
 
-fn namespace_name(prefix: &str) -> String {
+/// `nvca-t-<prefix>-<random>`.
+pub fn namespace_name(prefix: &str) -> String {
     let mut clean: String = prefix
         .chars()
         .map(|c| {

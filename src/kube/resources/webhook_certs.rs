@@ -60,6 +60,20 @@ pub fn generate(
     config: &BackendConfig,
     now: std::time::SystemTime,
 ) -> Result<WebhookCert, CertError> {
+    generate_for(config.service_dns_names(), now)
+}
+
+/// Generate a CA and a serving certificate for `names` (DNS names or IP addresses; the
+/// first is the common name), valid from `now`. Tests serve webhooks on loopback with it.
+pub fn generate_for(
+    names: Vec<String>,
+    now: std::time::SystemTime,
+) -> Result<WebhookCert, CertError> {
+    if names.is_empty() {
+        return Err(CertError(
+            "a serving certificate needs at least one name".to_string(),
+        ));
+    }
     let fail = |error: rcgen::Error| CertError(error.to_string());
     let since_epoch = now
         .duration_since(std::time::UNIX_EPOCH)
@@ -88,7 +102,6 @@ pub fn generate(
     let ca_key = KeyPair::generate().map_err(fail)?;
     let ca_cert = ca_params.self_signed(&ca_key).map_err(fail)?;
 
-    let names = config.service_dns_names();
     let mut params = CertificateParams::new(names.clone()).map_err(fail)?;
     params
         .distinguished_name

@@ -1,0 +1,117 @@
+//! The admission webhooks (`nvca-agent webhook`, container `webhook` of Deployment `nvca`),
+//! a drop-in for NVIDIA's `webhook-server` (`N/pkg/webhook/`, `N` =
+//! `src/compute-plane-services/nvca` of github.com/NVIDIA/nvcf). The operator's
+//! Mutating/ValidatingWebhookConfigurations `nvca` call it through Service `nvca` on
+//! 8443 ([`crate::kube::resources::webhooks`]); docs/webhook.md has the contracts.
+//!
+//! The decisions are pure functions of an AdmissionReview ([`node_affinity`],
+//! [`nvca_mutating`], [`validate`]); [`server`] carries them over TLS with a
+//! certificate that is reloaded when its files change ([`certs`]), and
+//! [`shared_cluster`] watches nodes for the one input that is not configuration.
+
+pub mod certs;
+pub mod config;
+pub mod error;
+pub mod features;
+pub mod node_affinity;
+pub mod nvca_mutating;
+pub mod review;
+pub mod server;
+pub mod shared_cluster;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+pub use error::WebhookError;
+
+/// The flags of `nvca-agent webhook`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// The agent's config.yaml (ConfigMap agent-config): webhook.svcAddress,
+    /// webhook.tlsCertFile, webhook.tlsKeyFile, agent.featureFlags, cluster.attributes.
+    #[arg(long, default_value = crate::kube::agent_config::PATH)]
+    pub config: PathBuf,
+    /// Address to serve TLS on, instead of webhook.svcAddress.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Serving certificate (PEM), instead of webhook.tlsCertFile.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM), instead of webhook.tlsKeyFile.
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    /// How often to look for a rotated certificate.
+    #[arg(long, default_value = "10s")]
+    pub reload_interval: humantime::Duration,
+    /// Log filter when RUST_LOG is not set.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// The whole command, for the binary.
+pub fn main(args: WebhookArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|error| WebhookError::Runtime(error.to_string()))
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(category = error.category(), "{error}");
+            eprintln!("nvca-agent webhook: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serve until SIGTERM or Ctrl-C.
+pub async fn run(args: WebhookArgs) -> Result<(), WebhookError> {
+    crate::tls::ensure_crypto_provider();
+    let settings = config::Settings::load(&args)?;
+    let cert = certs::ReloadingCert::load(settings.cert_files.clone())?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|error| WebhookError::Kubernetes(error.to_string()))?;
+    let shared_cluster = Arc::new(AtomicBool::new(false));
+    let listener = server::TlsListener::bind(&settings.listen, &cert).await?;
+    let background = [
+        tokio::spawn(shared_cluster::watch(client, Arc::clone(&shared_cluster))),
+        tokio::spawn(Arc::clone(&cert).watch(settings.reload_interval)),
+    ];
+    let webhooks = Arc::new(server::Webhooks {
+        features: settings.features,
+        utils_resources: settings.utils_resources,
+        shared_cluster,
+    });
+    tracing::info!(address = %settings.listen, "serving the admission webhooks over TLS");
+    server::serve(listener, webhooks, terminated()).await;
+    for task in background {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
