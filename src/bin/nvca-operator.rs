@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nvca::operator::bootstrap::{self, BootstrapArgs};
+use nvca::operator::mirror::{self, MirrorArgs};
 use nvca::operator::run::{self, RunArgs};
 
 #[derive(Parser)]
@@ -27,12 +28,16 @@ enum Command {
     Crds,
     /// Keep the NVCFBackend and NVCA's agent: provision, repair, report health, uninstall.
     Run(Box<RunArgs>),
+    /// Copy the Secrets named in imagePullSecrets into nvca-system and keep them in sync
+    /// (the nvca-mirror container).
+    Mirror(MirrorArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Bootstrap(args) => bootstrap::main(args, "nvca-operator"),
         Command::Run(args) => run::main(*args),
+        Command::Mirror(args) => mirror::main(args),
         Command::Crds => match nvca::kube::crd::to_yaml(&nvca::kube::crd::all()) {
             Ok(yaml) => {
                 print!("{yaml}");

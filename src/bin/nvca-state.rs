@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nvca::inspect::force_cleanup::{self, ForceCleanupArgs};
 use nvca::inspect::{Format, Source, load_snapshot, render_dump, render_show};
 use nvca::machines::{Kind, Timestamp};
 
@@ -57,6 +58,10 @@ enum Command {
         #[command(flatten)]
         source: SourceArgs,
     },
+    /// The guide's last resort when an uninstall is stuck: force-delete function pods,
+    /// strip NVCA's finalizers, delete and finalize NVCA's namespaces. Prints the plan;
+    /// acts only with --yes.
+    ForceCleanup(ForceCleanupArgs),
 }
 
 fn parse_kind(name: &str) -> Result<Kind, String> {
@@ -72,14 +77,19 @@ async fn main() -> ExitCode {
         Command::Dump { source, kind } => match load_snapshot(&source.source(), *kind).await {
             Ok(snapshot) => render_dump(&snapshot, source.output, now),
             Err(error) => Err(error),
-        },
+        }
+        .map_err(|error| error.to_string()),
         Command::Show { key, source } => {
             let kind = key.split('/').next().and_then(Kind::parse);
             match load_snapshot(&source.source(), kind).await {
                 Ok(snapshot) => render_show(&snapshot, key, source.output, now),
                 Err(error) => Err(error),
             }
+            .map_err(|error| error.to_string())
         }
+        Command::ForceCleanup(args) => force_cleanup::run(args)
+            .await
+            .map_err(|error| format!("force-cleanup: {error}")),
     };
     match output {
         Ok(text) => {

@@ -11,6 +11,9 @@ pub mod bootstrap;
 pub mod cluster_dto;
 pub mod cluster_executor;
 pub mod health;
+pub mod leader;
+pub mod metrics;
+pub mod mirror;
 pub mod run;
 
 /// The chart's ConfigMap with the cluster's description (`self-managed-nvcfbackend-cm.yaml`).

@@ -46,8 +46,10 @@ use super::backend_executor::BackendExecutor;
 use super::cluster_dto::ClusterDto;
 use super::cluster_executor::{KEY_CLUSTER_GROUP_ID, KEY_CLUSTER_ID};
 use super::health;
+use super::leader::{self, Election, LeaderError};
+use super::metrics::Metrics;
 use super::{CLUSTER_DTO_CONFIGMAP, CLUSTER_DTO_KEY, FIELD_MANAGER, REGISTRATION_CONFIGMAP};
-use crate::driver::{Driver, DriverConfig, NoHooks};
+use crate::driver::{Driver, DriverConfig};
 use crate::kube::agent_config;
 use crate::kube::crd::{ICMSRequest, NVCFBackend};
 use crate::kube::resources::{
@@ -123,6 +125,9 @@ pub struct RunArgs {
         default_value = ""
     )]
     pub image_pull_secrets: Vec<String>,
+    /// The same in the chart's encoding (base64 of `[{"name": …}]`); added to the above.
+    #[arg(long, env = "ADDITIONAL_IMAGE_PULL_SECRETS_B64", default_value = "")]
+    pub additional_image_pull_secrets_b64: String,
     #[arg(long, default_value = "")]
     pub node_selector_key: String,
     #[arg(long, default_value = "")]
@@ -143,6 +148,18 @@ pub struct RunArgs {
         default_value = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/12"
     )]
     pub cluster_network_cidrs: Vec<String>,
+    /// Act only while holding the Lease (a second replica waits); false: act at once.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// The Lease's name, in the operator's namespace.
+    #[arg(long, default_value = "nvca-operator")]
+    pub leader_election_lease: String,
+    /// This replica's name in the Lease; the pod's name and process id when empty.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub leader_election_identity: String,
+    /// How long a leader that stopped renewing keeps the Lease, e.g. 15s.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub leader_lease_duration: Duration,
 }
 
 /// Why the operator stopped. Each message names the thing and the fix.
@@ -152,6 +169,8 @@ pub enum RunError {
     Kubernetes(String),
     #[error("{0}")]
     Store(String),
+    #[error(transparent)]
+    Leadership(#[from] LeaderError),
     #[error("cannot listen on {what} {address}: {reason}; pass a free address to --{flag}")]
     Listen {
         what: &'static str,
@@ -167,6 +186,7 @@ impl RunError {
             RunError::Kubernetes(_) => "kubernetes",
             RunError::Store(_) => "store",
             RunError::Listen { .. } => "listen",
+            RunError::Leadership(_) => "leadership",
         }
     }
 }
@@ -231,13 +251,42 @@ struct Context {
     driver: BackendDriver,
     executor: Arc<BackendExecutor>,
     args: RunArgs,
+    metrics: Arc<Metrics>,
     /// When each machine parked in `cleanup_failed` was last nudged.
     nudged: Mutex<HashMap<String, Instant>>,
 }
 
-/// Run until SIGTERM or Ctrl-C.
+/// Run until SIGTERM or Ctrl-C (or until the Lease is lost).
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let metrics = Arc::new(Metrics::new());
+    let listen = parse_listen(&args.listen, "health endpoint", "listen")?;
+    serve_health(listen, Arc::clone(&metrics)).await?;
+
+    let leadership = if args.leader_elect {
+        let identity = if args.leader_election_identity.trim().is_empty() {
+            leader::default_identity()
+        } else {
+            args.leader_election_identity.trim().to_string()
+        };
+        let election = Election {
+            namespace: args.system_namespace.clone(),
+            lease: args.leader_election_lease.clone(),
+            identity,
+            duration: args.leader_lease_duration,
+        };
+        tokio::select! {
+            held = leader::acquire(client.clone(), election) => Some(held),
+            () = wait_for_signal() => {
+                tracing::info!("stopping before leading: nothing to finish");
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+    metrics.set_leader(true);
+
     let store = Store::open(&args.store).map_err(|error| RunError::Store(error.to_string()))?;
     forget_released(&store).await?;
     let settings = settings(&args);
@@ -245,12 +294,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (driver, report) = Driver::start(
         store.clone(),
         Arc::clone(&executor),
-        Arc::new(NoHooks),
+        Arc::clone(&metrics) as Arc<dyn crate::driver::Hooks>,
         DriverConfig::default(),
     )
     .map_err(|error| RunError::Store(error.to_string()))?;
     for quarantined in &report.quarantined {
         tracing::warn!(key = %quarantined.key, reason = %quarantined.reason, "record set aside; its machine is rebuilt from Kubernetes");
+    }
+    for key in driver.names() {
+        if let Some(summary) = driver.summary(&key) {
+            metrics.seed(&summary);
+        }
     }
     let admin = parse_listen(&args.listen_admin, "admin endpoint", "listen-admin")?;
     crate::driver::admin::serve(store, admin)
@@ -261,37 +315,54 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             reason: error.to_string(),
             flag: "listen-admin",
         })?;
-    let listen = parse_listen(&args.listen, "health endpoint", "listen")?;
-    serve_health(listen).await?;
 
     let context = Arc::new(Context {
         client,
         driver: driver.clone(),
         executor,
         args,
+        metrics: Arc::clone(&metrics),
         nudged: Mutex::new(HashMap::new()),
     });
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(sync_backend_spec(Arc::clone(&context))),
         tokio::spawn(watch_backends(Arc::clone(&context))),
         tokio::spawn(watch_icms_requests(Arc::clone(&context))),
         tokio::spawn(recount_drains(Arc::clone(&context))),
         tokio::spawn(poll_health(Arc::clone(&context))),
     ];
-    let mut tasks = tasks;
     tasks.extend(watch_owned_objects(&context));
     tracing::info!(namespace = %context.args.system_namespace, "nvca-operator running");
 
-    wait_for_signal().await;
+    let outcome = match leadership {
+        Some(mut leadership) => {
+            tokio::select! {
+                () = wait_for_signal() => Ok(Some(leadership)),
+                lost = leadership.lost() => Err(lost),
+            }
+        }
+        None => {
+            wait_for_signal().await;
+            Ok(None)
+        }
+    };
     tracing::info!("stopping: machines finish the step they are in and resume at the next start");
     for task in &tasks {
         task.abort();
     }
     driver.shutdown().await;
-    Ok(())
+    metrics.set_leader(false);
+    match outcome {
+        Ok(Some(leadership)) => {
+            leadership.release().await;
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(lost) => Err(lost.into()),
+    }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -311,11 +382,7 @@ fn settings(args: &RunArgs) -> OperatorSettings {
     OperatorSettings {
         operator_namespace: args.system_namespace.clone(),
         image_repository: args.nvca_image_repo.clone(),
-        image_pull_secrets: args
-            .image_pull_secrets
-            .iter()
-            .filter_map(|name| present(name))
-            .collect(),
+        image_pull_secrets: pull_secret_names(args),
         node_selector: present(&args.node_selector_key).zip(present(&args.node_selector_value)),
         priority_class_name: present(&args.priority_class_name),
         gxcache: args.enable_gxcache,
@@ -329,8 +396,30 @@ fn settings(args: &RunArgs) -> OperatorSettings {
     }
 }
 
+/// `--image-pull-secrets`, then those of `--additional-image-pull-secrets-b64` (a bad
+/// encoding is logged and skipped: the mirror container refuses it loudly).
+fn pull_secret_names(args: &RunArgs) -> Vec<String> {
+    let mut names: Vec<String> = args
+        .image_pull_secrets
+        .iter()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .collect();
+    match super::mirror::decode_names(&args.additional_image_pull_secrets_b64) {
+        Ok(more) => {
+            for name in more {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        Err(error) => tracing::error!(category = error.category(), "{error}"),
+    }
+    names
+}
+
 /// `:8000` (every interface) or `host:port`.
-fn parse_listen(
+pub(crate) fn parse_listen(
     text: &str,
     what: &'static str,
     flag: &'static str,
@@ -348,7 +437,7 @@ fn parse_listen(
     })
 }
 
-async fn serve_health(address: SocketAddr) -> Result<SocketAddr, RunError> {
+async fn serve_health(address: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, RunError> {
     use axum::Router;
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(address)
@@ -373,6 +462,21 @@ async fn serve_health(address: SocketAddr) -> Result<SocketAddr, RunError> {
         .route(
             "/version",
             get(|| async { axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})) }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
         );
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -383,7 +487,7 @@ async fn serve_health(address: SocketAddr) -> Result<SocketAddr, RunError> {
     Ok(bound)
 }
 
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
+pub(crate) async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
     crate::tls::ensure_crypto_provider();
     let config = match kubeconfig {
         Some(path) => {
@@ -591,7 +695,10 @@ async fn sync_backend_spec(context: Arc<Context>) {
         }
         match write_backend(&context, &configmaps).await {
             Ok(()) => synced = Some(versions),
-            Err(message) => tracing::error!("NVCFBackend not written: {message}"),
+            Err(message) => {
+                context.metrics.error("spec");
+                tracing::error!("NVCFBackend not written: {message}")
+            }
         }
     }
 }
@@ -718,6 +825,7 @@ async fn watch_backends(context: Arc<Context>) {
             Ok(WatchEvent::Apply(backend) | WatchEvent::InitApply(backend)) => backend,
             Ok(_) => continue,
             Err(error) => {
+                context.metrics.error("kubernetes");
                 tracing::warn!(%error, "watching NVCFBackends; retrying");
                 continue;
             }
@@ -877,6 +985,9 @@ async fn poll_health(context: Arc<Context>) {
             continue;
         }
         let report = health::read(&http, &context.args.agent_health_url).await;
+        if report.status == crate::machines::backend::AgentStatus::Unknown {
+            context.metrics.error("agent_health");
+        }
         for key in live {
             if let Err(error) = context
                 .driver

@@ -23,17 +23,24 @@ pub fn copies_selector() -> String {
 }
 
 /// The copy of `source` in the system namespace: same name, type and data; only the
-/// copy's own labels.
+/// copy's own labels, and the cluster's annotations.
 pub fn copy(config: &BackendConfig, source: &Secret) -> Secret {
+    let mut copy = mirror_copy(source, &config.system_namespace);
+    copy.metadata.annotations = Some(config.annotations());
+    copy
+}
+
+/// The copy `nvca-operator mirror` writes into `target_namespace`: NVIDIA's mirror's
+/// (`syncSecret`): name, type, data and the two labels.
+pub fn mirror_copy(source: &Secret, target_namespace: &str) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: source.metadata.name.clone(),
-            namespace: Some(config.system_namespace.clone()),
+            namespace: Some(target_namespace.to_string()),
             labels: Some(BTreeMap::from([
                 (LABEL_ADDITIONAL_PULL_SECRET.to_string(), "true".to_string()),
                 (LABEL_MANAGED_BY.to_string(), MIRROR.to_string()),
             ])),
-            annotations: Some(config.annotations()),
             ..ObjectMeta::default()
         },
         type_: source.type_.clone(),
