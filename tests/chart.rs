@@ -509,6 +509,8 @@ fn service_account_and_cluster_role_binding_use_the_full_name() {
         "ConfigMap/nvcfbackend-self-managed",
         "ConfigMap/nvca-cluster-registration",
         "ConfigMap/nvca-operator-vault-template",
+        "ConfigMap/nvcf-custom-network-policies",
+        "ConfigMap/nvca-namespace-pod-annotations",
         "Deployment/nvca-operator",
         "CustomResourceDefinition/nvcfbackends.nvcf.nvidia.io",
     ]
@@ -655,12 +657,150 @@ fn custom_network_policies_become_nvidias_configmap() {
         env_value(operator, "K8S_CLUSTER_NETWORK_CIDRS").as_deref(),
         Some("10.0.0.0/8")
     );
-    // None by default: no ConfigMap.
+    // None by default: the ConfigMap is still there (NVIDIA's operator reads it), empty.
+    let objects = guide_render();
+    let empty = find(&objects, "ConfigMap", "nvcf-custom-network-policies");
     assert!(
-        !guide_render()
-            .iter()
-            .any(|o| o["metadata"]["name"] == "nvcf-custom-network-policies")
+        empty["data"].as_object().is_none_or(|data| data.is_empty()),
+        "{empty}"
     );
+}
+
+// ---------------------------------------------------------------------------------
+// NVIDIA's own chart checks (`scripts/lint_helm.sh` of its operator), the ones that
+// apply to self-managed mode, written for this chart.
+
+/// The binaries the image recipe copies into /usr/bin (its `for bin in …; do` line).
+fn image_binaries() -> Vec<String> {
+    let dockerfile = std::fs::read_to_string(support::helm::repo_root().join("Dockerfile"))
+        .expect("read the Dockerfile");
+    let list = dockerfile
+        .lines()
+        .find_map(|l| l.split_once("for bin in"))
+        .and_then(|(_, rest)| rest.split_once(';'))
+        .expect("the Dockerfile copies its binaries in one `for bin in ...; do` loop")
+        .0;
+    list.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn every_container_starts_a_binary_the_image_ships_with_no_wrapper() {
+    // NVIDIA's check exists because its image is distroless: a wrapper such as /tini
+    // is not there. nvca's image is empty but for its binaries, so the same holds.
+    let shipped = image_binaries();
+    let root = support::helm::repo_root();
+    for bin in &shipped {
+        assert!(
+            root.join("src/bin").join(format!("{bin}.rs")).exists(),
+            "the Dockerfile ships {bin}, which is no binary of this crate"
+        );
+    }
+    let objects = guide_render();
+    let pod = &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    let mut commands = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for c in pod[list].as_array().expect("containers") {
+            commands.push((
+                c["name"].to_string(),
+                c["command"][0].as_str().map(str::to_string),
+            ));
+        }
+    }
+    // The operator's Deployment `nvca` runs the agent binary from the same image.
+    commands.push((
+        "nvca/agent".into(),
+        Some(nvca::kube::resources::deployment::AGENT_BINARY.to_string()),
+    ));
+    for (name, command) in commands {
+        let command = command.unwrap_or_else(|| panic!("container {name} has no command"));
+        let bin = command.strip_prefix("/usr/bin/").unwrap_or_else(|| {
+            panic!("container {name} starts {command}, not a packaged /usr/bin binary")
+        });
+        assert!(
+            shipped.iter().any(|s| s == bin),
+            "container {name} starts {command}, which the image does not ship ({shipped:?})"
+        );
+    }
+}
+
+#[test]
+fn the_configmaps_nvidias_operator_requires_are_always_rendered() {
+    let objects = guide_render();
+    let annotations = find(&objects, "ConfigMap", "nvca-namespace-pod-annotations");
+    assert_eq!(annotations["data"]["annotations"], "{}");
+
+    let as_map = render_with(&[
+        "agent.customAnnotations.example\\.org/team=gpu",
+        "agent.customAnnotations.scrape=true",
+    ]);
+    let cm = find(&as_map, "ConfigMap", "nvca-namespace-pod-annotations");
+    let parsed: Value =
+        serde_json::from_str(cm["data"]["annotations"].as_str().expect("text")).expect("JSON");
+    assert_eq!(parsed, json!({"example.org/team": "gpu", "scrape": true}));
+
+    // NVIDIA's template also takes the map as YAML text.
+    let mut extra = vec!["-f", "fixtures/chart/guide-values.yaml"];
+    extra.extend(["--set-string", "agent.customAnnotations=owner: sre"]);
+    let as_text = Helm::offline().template(NS, NS, &extra);
+    let cm = find(&as_text, "ConfigMap", "nvca-namespace-pod-annotations");
+    assert_eq!(cm["data"]["annotations"], r#"{"owner":"sre"}"#);
+}
+
+#[test]
+fn cluster_dto_renders_when_an_old_release_had_no_agent_service_oauth() {
+    // `helm upgrade --reuse-values` from a release made before agent.serviceOAuth
+    // existed merges no defaults; null reproduces that.
+    let objects = render_with(&["agent.serviceOAuth=null"]);
+    let dto = cluster_dto(&objects);
+    let text = serde_json::to_string(&dto).expect("JSON");
+    for key in [
+        "helmReValStageOAuthTokenURL",
+        "helmReValStageOAuthPublicKeysetEndpoint",
+        "helmReValProdOAuthTokenURL",
+        "helmReValProdOAuthPublicKeysetEndpoint",
+    ] {
+        assert!(
+            text.contains(&format!("\"{key}\":\"\"")),
+            "{key} is not rendered empty:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn lint_strict_passes_with_nvidias_optional_value_shapes() {
+    let helm = Helm::offline();
+    let chart = chart_dir();
+    for sets in [
+        vec!["agent.secretMirrorNamespace=custom-ns"],
+        vec![
+            "agent.secretMirrorNamespace=custom-ns",
+            "agent.secretMirrorLabelSelector=mirror=true",
+            "agent.customAnnotations.team=gpu",
+        ],
+        vec![
+            "networkPolicy.customPolicies[0].apiVersion=networking.k8s.io/v1",
+            "networkPolicy.customPolicies[0].kind=NetworkPolicy",
+            "networkPolicy.customPolicies[0].metadata.name=allow-dns",
+        ],
+        vec!["imagePullSecretName=site-pull"],
+    ] {
+        let mut args = vec![
+            "lint",
+            "--strict",
+            arg(&chart),
+            "-f",
+            "fixtures/chart/guide-values.yaml",
+        ];
+        for set in &sets {
+            args.extend(["--set", set]);
+        }
+        let run = helm.run(&args).expect_success();
+        assert!(
+            run.stdout.contains("0 chart(s) failed"),
+            "{sets:?}: {}",
+            run.stdout
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------
