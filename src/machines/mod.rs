@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod failure;
 pub mod function;
 pub mod instance;
+pub mod session;
 #[cfg(test)]
 mod testkit;
 mod time;
@@ -35,16 +36,19 @@ pub enum Kind {
     Backend,
     /// One function deployment (an SIS request), keyed by its request id.
     Function,
+    /// The agent's SIS session (register, heartbeat, credentials, JWKS), keyed by cluster ID.
+    Session,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Cluster, Kind::Backend, Kind::Function];
+    pub const ALL: [Kind; 4] = [Kind::Cluster, Kind::Backend, Kind::Function, Kind::Session];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Cluster => "cluster",
             Kind::Backend => "backend",
             Kind::Function => "function",
+            Kind::Session => "session",
         }
     }
 

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::codec;
 use super::record::Record;
-use crate::machines::{Machine, Step, Timestamp, backend, cluster, function};
+use crate::machines::{Machine, Step, Timestamp, backend, cluster, function, session};
 
 const AT: Timestamp = Timestamp(1_700_000_000_000);
 
@@ -101,4 +101,14 @@ fn every_function_state_and_effect_round_trips() {
         function::FunctionMachine::init,
     );
     events_round_trip(function::sample_events());
+}
+
+#[test]
+fn every_session_state_and_effect_round_trips() {
+    records_round_trip(
+        session::sample_machines(),
+        session::sample_effects(),
+        session::SessionMachine::init,
+    );
+    events_round_trip(session::sample_events());
 }
