@@ -16,9 +16,12 @@
 //!   ServiceAccount is refused with the webhook's message, and admitted from anyone
 //!   else; the certificate is rotated on disk (new CA) and served without a restart;
 //!   SIGTERM stops it cleanly.
-//! - `node_affinity_in_a_shared_cluster_with_host_isolation`: the library's server in
-//!   process, with the shared-cluster flag set: pods get `schedule=true` and tenant
-//!   isolation, and a pod without a tenant label is refused with the webhook's message.
+//! - `container_function_pods_in_a_shared_cluster_with_host_isolation`: the library's
+//!   server in process, in a container-function namespace (as `nvcf-backend` is) with
+//!   `EnforceContainerFunctionResourceLimits`, `HostIsolation` and the shared-cluster flag
+//!   set: a pod gets `schedule=true`, tenant isolation, the GPU toleration, no token and
+//!   requests = limits; a pod without a tenant label is refused with the webhook's
+//!   message.
 
 mod support;
 
@@ -584,10 +587,11 @@ fn base64(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn node_affinity_in_a_shared_cluster_with_host_isolation() {
+async fn container_function_pods_in_a_shared_cluster_with_host_isolation() {
     nvca::tls::ensure_crypto_provider();
     let env = testenv().await;
-    let ns = env.namespace("webhook-affinity").await;
+    // A container-function namespace, as nvcf-backend is.
+    let ns = env.namespace("webhook-containers").await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (cert, files) = write_certs(dir.path());
     let reloading = ReloadingCert::load(files).expect("load the certificate");
@@ -598,7 +602,11 @@ async fn node_affinity_in_a_shared_cluster_with_host_isolation() {
         .expect("address")
         .port();
     let webhooks = Arc::new(Webhooks {
-        features: Features::parse(&[], &["HostIsolation".to_string()]).expect("features"),
+        features: Features::parse(
+            &["EnforceContainerFunctionResourceLimits".to_string()],
+            &["HostIsolation".to_string()],
+        )
+        .expect("features"),
         utils_resources: default_utils_resources(),
         shared_cluster: Arc::new(AtomicBool::new(true)),
     });
@@ -616,26 +624,32 @@ async fn node_affinity_in_a_shared_cluster_with_host_isolation() {
             &ns.name,
             port,
             &cert.ca_pem,
-            &["/mutate-pod-nodeaffinity"],
+            &["/mutate-pod-nodeaffinity", "/nvca-mutating-webhook"],
         ),
         None,
     )
     .await;
     let pods: Api<Pod> = ns.api();
-    let containers = json!([{"name": "c", "image": "example.invalid/c:1"}]);
+    let containers = json!([{"name": "c", "image": "example.invalid/c:1",
+                             "resources": {"requests": {"cpu": "500m", "nvidia.com/gpu": "1"}}}]);
     let created = create_when_served(
         &pods,
         |attempt| {
             pod(
                 &format!("tenant-{attempt}"),
-                json!({"function-version-id": "fv-1"}),
+                json!({"function-version-id": "fv-1", "FUNCTION_ID": "f-1"}),
                 json!({"containers": containers}),
             )
         },
-        |pod| spec_json(pod)["affinity"]["nodeAffinity"] != Value::Null,
+        |pod| spec_json(pod)["affinity"]["nodeAffinity"] != Value::Null && has_gpu_toleration(pod),
     )
     .await;
     let spec = spec_json(&created);
+    assert_eq!(spec["automountServiceAccountToken"], false, "{spec}");
+    assert_eq!(
+        spec["containers"][0]["resources"],
+        json!({"limits": {"cpu": "500m", "nvidia.com/gpu": "1"}, "requests": {"cpu": "500m", "nvidia.com/gpu": "1"}})
+    );
     assert_eq!(
         spec["affinity"]["nodeAffinity"],
         json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
