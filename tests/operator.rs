@@ -30,7 +30,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nvca::kube::agent_config::AgentConfigFile;
@@ -84,20 +83,6 @@ const CLEANUP: [&str; 7] = [
     "MirroredSecrets",
 ];
 
-/// Only one test at a time, in any process, owns the cluster-global names.
-fn global_lock() -> std::fs::File {
-    let path = std::env::temp_dir().join("nvca-operator-tests.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("cannot open the test lock {}: {e}", path.display()));
-    file.lock()
-        .unwrap_or_else(|e| panic!("cannot take the test lock {}: {e}", path.display()));
-    file
-}
-
 /// The operator as a child process; killed (SIGKILL) when dropped.
 struct Operator {
     child: Child,
@@ -141,6 +126,10 @@ impl Operator {
                 "regcred",
                 "--log-level",
                 "info,nvca=debug",
+                // A restarted operator (another identity) waits this long for the
+                // killed one's Lease.
+                "--leader-lease-duration",
+                "3s",
             ])
             .env_remove("POD_NAMESPACE")
             .env("NO_PROXY", "127.0.0.1,localhost")
@@ -203,35 +192,6 @@ async fn fake_agent() -> String {
         let _ = axum::serve(listener, app).await;
     });
     format!("http://{address}/healthz")
-}
-
-/// Install the CRDs the operator reads, unless the cluster has them (the chart tests may
-/// have installed theirs).
-async fn ensure_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in nvca::kube::crd::all() {
-        let name = crd.metadata.name.clone().expect("CRD name");
-        if crds.get_opt(&name).await.expect("read CRDs").is_none() {
-            match crds.create(&PostParams::default(), &crd).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => panic!("creating CRD {name}: {e}"),
-            }
-        }
-        eventually(WAIT, &format!("CRD {name} established"), || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await;
-    }
 }
 
 /// Remove every cluster-global object of the agent, and wait until the namespaces are
@@ -311,11 +271,9 @@ struct World {
 
 impl World {
     async fn new(prefix: &str) -> World {
-        let lock = tokio::task::spawn_blocking(global_lock)
-            .await
-            .expect("lock task");
+        let lock = support::lock::cluster_wide_async().await;
         let (env, ns) = testenv_with_namespace(prefix).await;
-        ensure_crds(&env.client).await;
+        support::crds::ensure(&env.client).await;
         clean_globals(&env.client).await;
         let configmaps: Api<ConfigMap> = ns.api();
         let cm = |name: &str, data: BTreeMap<String, String>| ConfigMap {

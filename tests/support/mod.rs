@@ -3,6 +3,8 @@
 //! Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod child;
+pub mod crds;
 pub mod helm;
 pub mod kubeproxy;
 pub mod lock;
