@@ -3,7 +3,9 @@
 //! `machines` is the pure core; `store` keeps machine records durable; `driver` runs
 //! machines against the world. The binaries in `src/bin/` only parse flags and call these.
 
+pub mod agent;
 pub mod driver;
+pub mod functions;
 pub mod gpu;
 pub mod inspect;
 pub mod kube;
@@ -12,3 +14,4 @@ pub mod operator;
 pub mod sis;
 pub mod store;
 pub mod tls;
+pub mod webhook;

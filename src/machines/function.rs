@@ -38,7 +38,9 @@ use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 
 use super::failure::{FailureClass, PodObservation, Timeouts, Verdict, judge};
-use super::instance::{EndCause, Instance, InstanceReport, InstanceState, WorkloadKind};
+use super::instance::{
+    EndCause, Instance, InstanceReport, InstanceState, WireInstanceState, WorkloadKind,
+};
 use super::{Describe, Kind, Machine, Step, Timestamp};
 
 /// A creation message, decoded as far as the machine needs.
@@ -55,10 +57,9 @@ pub struct FunctionRequest {
     pub gpu_name: String,
     pub instance_count: u32,
     pub kind: WorkloadKind,
-    /// The message as it arrived (JSON). It may hold secret values (environment,
-    /// telemetry keys), so no effect and no description carries it: the executors read it
-    /// from [`FunctionMachine::request`].
-    pub creation_message: String,
+    // The message itself may hold secret values (environment, telemetry keys), so it is not
+    // kept here: the intake writes it into the request's Secret `sr-<requestId>` before the
+    // machine exists, and the executors read it from there.
 }
 
 /// `status.requestStatus` of the ICMSRequest, NVIDIA's values.
@@ -79,6 +80,13 @@ pub enum Event {
     MessageReceived {
         request: FunctionRequest,
         receipt: String,
+    },
+    /// A creation message nvca cannot run (a container task, a Helm function): it is
+    /// refused with a terminal report, an Event and an ack, never left on the queue.
+    MessageRefused {
+        request: FunctionRequest,
+        receipt: String,
+        reason: String,
     },
     /// The ICMSRequest's spec or status is written (outcome of `RecordRequest`,
     /// `ProjectRequest`).
@@ -106,6 +114,8 @@ pub enum Event {
     DrainRequested,
     /// The ICMSRequest is gone (outcome of `RemoveRequest`).
     RequestRemoved,
+    /// The Event is published (outcome of `RecordEvent`).
+    EventRecorded,
     /// An effect failed for good.
     EffectFailed { effect: Effect, reason: String },
 }
@@ -136,6 +146,13 @@ pub enum Effect {
     ReportInstance(InstanceReport),
     /// Strip the ICMSRequest's finalizers and delete it.
     RemoveRequest,
+    /// Publish a Kubernetes Event about the request's ICMSRequest. (Appended last: effects
+    /// are stored by variant index.)
+    RecordEvent {
+        warning: bool,
+        reason: String,
+        note: String,
+    },
 }
 
 impl Describe for Effect {
@@ -168,6 +185,9 @@ impl Describe for Effect {
                 )
             }
             Effect::RemoveRequest => "delete the request's ICMSRequest".to_string(),
+            Effect::RecordEvent { reason, .. } => {
+                format!("record Event {reason} on the request's ICMSRequest")
+            }
         }
     }
 }
@@ -250,6 +270,13 @@ impl Deployment {
                 self.unacked = vec![receipt.clone()];
                 Transition(State::received())
             }
+            Event::MessageRefused {
+                request,
+                receipt,
+                reason,
+            } if request.request_id == self.request_id => {
+                self.refuse(request, receipt, reason, step)
+            }
             // Nothing was ever created for a request never received.
             Event::TerminationRequested { .. } => Transition(State::terminated()),
             _ => self.ignore(event),
@@ -260,7 +287,7 @@ impl Deployment {
     #[state]
     fn received(&mut self, event: &Event, step: &mut Step<Effect>) -> Outcome<State> {
         match event {
-            Event::MessageReceived { receipt, .. } => {
+            Event::MessageReceived { receipt, .. } | Event::MessageRefused { receipt, .. } => {
                 if !self.unacked.contains(receipt) {
                     self.unacked.push(receipt.clone());
                 }
@@ -318,7 +345,9 @@ impl Deployment {
     #[state]
     fn terminated(&mut self, event: &Event, step: &mut Step<Effect>) -> Outcome<State> {
         match event {
-            Event::MessageReceived { receipt, .. } => self.ack_again(receipt, step),
+            Event::MessageReceived { receipt, .. } | Event::MessageRefused { receipt, .. } => {
+                self.ack_again(receipt, step)
+            }
             _ => self.ignore(event),
         }
     }
@@ -334,7 +363,9 @@ impl Deployment {
         step: &mut Step<Effect>,
     ) -> Outcome<State> {
         match event {
-            Event::MessageReceived { receipt, .. } => return self.ack_again(receipt, step),
+            Event::MessageReceived { receipt, .. } | Event::MessageRefused { receipt, .. } => {
+                return self.ack_again(receipt, step);
+            }
             Event::InstanceCreated { instance_id } => {
                 if let Some(instance) = self.live_instance(instance_id) {
                     instance.created = true;
@@ -379,6 +410,37 @@ impl Deployment {
             });
         }
         self.settle(None, step)
+    }
+
+    /// A workload nvca cannot run yet: every instance is reported terminated with NVIDIA's
+    /// precondition-failure cause (SIS records terminations in any request state), an Event
+    /// says why, and the message is acked so that it does not come back.
+    fn refuse(
+        &mut self,
+        request: &FunctionRequest,
+        receipt: &str,
+        reason: &str,
+        step: &mut Step<Effect>,
+    ) -> Outcome<State> {
+        self.request = Some(request.clone());
+        for index in 0..request.instance_count.max(1) {
+            let mut instance = Instance::new(index);
+            instance.state = InstanceState::Terminated(EndCause::Failure(
+                FailureClass::TerminatedPreconditionFailure,
+            ));
+            instance.detail = Some(reason.to_string());
+            self.instances.insert(index, instance);
+        }
+        self.report_changes(step);
+        step.queue(Effect::RecordEvent {
+            warning: true,
+            reason: "WorkloadNotSupported".to_string(),
+            note: format!("request {} refused: {reason}", self.request_id),
+        });
+        step.queue(Effect::AckMessage {
+            receipt: receipt.to_string(),
+        });
+        Transition(State::terminated())
     }
 
     /// Drop the request before any instance exists: whatever is still queued for it is
@@ -476,6 +538,16 @@ impl Deployment {
                 continue;
             };
             if instance.reported.as_ref() != Some(&report) {
+                // SIS hears every instance start before it runs, even when the pod was
+                // ready before its creation was reported.
+                if instance.reported.is_none()
+                    && report.instance_state == WireInstanceState::Running
+                {
+                    step.queue(Effect::ReportInstance(InstanceReport {
+                        instance_state: WireInstanceState::Starting,
+                        ..report.clone()
+                    }));
+                }
                 step.queue(Effect::ReportInstance(report.clone()));
                 instance.reported = Some(report);
             }
@@ -682,7 +754,6 @@ pub(crate) fn sample_request() -> FunctionRequest {
         gpu_name: "H100".to_string(),
         instance_count: 2,
         kind: WorkloadKind::Function,
-        creation_message: r#"{"requestId":"r1","instanceCount":2}"#.to_string(),
     }
 }
 
@@ -805,6 +876,7 @@ pub(crate) fn sample_events() -> Vec<Event> {
         },
         Event::DrainRequested,
         Event::RequestRemoved,
+        Event::EventRecorded,
         Event::EffectFailed {
             effect: Effect::CreateInstance {
                 instance_id: id(0),
@@ -812,7 +884,17 @@ pub(crate) fn sample_events() -> Vec<Event> {
             },
             reason: "admission webhook denied the request".to_string(),
         },
+        refused(RECEIPT),
     ]
+}
+
+#[cfg(test)]
+fn refused(receipt: &str) -> Event {
+    Event::MessageRefused {
+        request: sample_request(),
+        receipt: receipt.to_string(),
+        reason: "Helm functions are not supported yet".to_string(),
+    }
 }
 
 /// One effect of every variant.
@@ -842,6 +924,11 @@ pub(crate) fn sample_effects() -> Vec<Effect> {
         Effect::DeleteInstance { instance_id: id(0) },
         Effect::ReportInstance(report.expect("a running instance is reported")),
         Effect::RemoveRequest,
+        Effect::RecordEvent {
+            warning: true,
+            reason: "WorkloadNotSupported".to_string(),
+            note: "request r1 refused: Helm functions are not supported yet".to_string(),
+        },
     ]
 }
 
@@ -865,6 +952,7 @@ mod tests {
     const GIVE_UP: &[&str] = &["AckMessage", "RemoveRequest"];
     const ACK: &[&str] = &["AckMessage"];
     const REPORT: &[&str] = &["ReportInstance"];
+    const START_AND_RUN: &[&str] = &["ReportInstance", "ReportInstance"];
     const FAIL: &[&str] = &["ReportInstance", "ProjectRequest"];
     const PURGE: &[&str] = &["DeleteInstance", "ReportInstance", "ProjectRequest"];
     const TAKE_DOWN: &[&str] = &[
@@ -874,18 +962,26 @@ mod tests {
         "ReportInstance",
     ];
     const TAKE_DOWN_ONE: &[&str] = &["DeleteInstance", "ReportInstance"];
+    const REFUSE: &[&str] = &[
+        "ReportInstance",
+        "ReportInstance",
+        "RecordEvent",
+        "AckMessage",
+    ];
     const NONE: &[&str] = &[];
 
     /// Every pair not listed here must be ignored: same state, no effect.
     const ROWS: &[Row] = &[
         row("idle", "MessageReceived", "received", RECEIVE),
+        row("idle", "MessageRefused", "terminated", REFUSE),
         row("idle", "TerminationRequested", "terminated", NONE),
         row("received", "Acknowledged", "acknowledged", CREATE),
         row("received", "TerminationRequested", "terminated", GIVE_UP),
         row("received", "DrainRequested", "terminated", GIVE_UP),
         row("acknowledged", "MessageReceived", "acknowledged", ACK),
+        row("acknowledged", "MessageRefused", "acknowledged", ACK),
         row("acknowledged", "InstanceCreated", "acknowledged", REPORT),
-        row("acknowledged", "PodObserved", "acknowledged", REPORT),
+        row("acknowledged", "PodObserved", "acknowledged", START_AND_RUN),
         row("acknowledged", "ReportPreconditionFailed", "failed", PURGE),
         row(
             "acknowledged",
@@ -898,6 +994,12 @@ mod tests {
         row(
             "instances_starting",
             "MessageReceived",
+            "instances_starting",
+            ACK,
+        ),
+        row(
+            "instances_starting",
+            "MessageRefused",
             "instances_starting",
             ACK,
         ),
@@ -927,11 +1029,13 @@ mod tests {
             TAKE_DOWN,
         ),
         row("running", "MessageReceived", "running", ACK),
+        row("running", "MessageRefused", "running", ACK),
         row("running", "InstanceDeleted", "failed", FAIL),
         row("running", "ReportPreconditionFailed", "failed", PURGE),
         row("running", "TerminationRequested", "terminating", TAKE_DOWN),
         row("running", "DrainRequested", "terminating", TAKE_DOWN),
         row("failed", "MessageReceived", "failed", ACK),
+        row("failed", "MessageRefused", "failed", ACK),
         row(
             "failed",
             "TerminationRequested",
@@ -940,8 +1044,10 @@ mod tests {
         ),
         row("failed", "DrainRequested", "terminating", TAKE_DOWN_ONE),
         row("terminating", "MessageReceived", "terminating", ACK),
+        row("terminating", "MessageRefused", "terminating", ACK),
         row("terminating", "InstanceDeleted", "terminating", REPORT),
         row("terminated", "MessageReceived", "terminated", ACK),
+        row("terminated", "MessageRefused", "terminated", ACK),
     ];
 
     fn machine_in(state: &str) -> FunctionMachine {
@@ -1307,7 +1413,7 @@ mod tests {
     #[test]
     fn a_pod_that_cannot_be_created_fails_its_instance_without_a_delete() {
         let mut machine = machine_in("acknowledged");
-        let effects = step(&mut machine, &sample_events()[12]);
+        let effects = step(&mut machine, &sample_events()[13]);
         assert_eq!(names(&effects), FAIL);
         let report = reports(&effects)[0];
         assert_eq!(
@@ -1447,6 +1553,17 @@ mod tests {
     }
 
     #[test]
+    fn a_request_stored_with_its_creation_message_still_reads() {
+        // Records written before the message moved to the request's Secret carry it.
+        let old = r#"{"request_id":"r1","function_id":"fn-1","function_version_id":"fv-1",
+            "nca_id":"nca-1","message_batch_id":"batch-1","instance_type":"NCP.GPU.H100_1x",
+            "gpu_name":"H100","instance_count":2,"kind":"Function",
+            "creation_message":"{\"requestId\":\"r1\"}"}"#;
+        let request: FunctionRequest = serde_json::from_str(old).expect("an old request reads");
+        assert_eq!(request, sample_request());
+    }
+
+    #[test]
     fn an_instance_id_is_nvidias_pod_name() {
         assert_eq!(instance_id("2f1c", 3), "3-sr-2f1c");
         let names: Vec<String> = machine_in("running")
@@ -1514,7 +1631,9 @@ mod tests {
             picks in prop::collection::vec((0..64usize, any::<bool>(), 0..600_000u64), 0..60),
         ) {
             // A redelivered queue message is acked every time: that repetition is meant.
-            let redelivery = |event: &Event| matches!(event, Event::MessageReceived { .. });
+            let redelivery = |event: &Event| {
+                matches!(event, Event::MessageReceived { .. } | Event::MessageRefused { .. })
+            };
             testkit::replay(sample_machines()[start].clone(), &fuzz_events(), &picks, redelivery);
         }
     }

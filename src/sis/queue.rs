@@ -272,6 +272,13 @@ impl std::fmt::Debug for Acker {
 }
 
 impl Acker {
+    /// The reply subject the message was delivered with: `$JS.ACK.<stream>.<consumer>…`.
+    /// JetStream acks by the stream sequence in it, so a later [`QueueConsumer::acker`]
+    /// for the same subject acks the message after a restart, on any redelivery.
+    pub fn reply(&self) -> &str {
+        &self.reply
+    }
+
     /// Done: the message leaves the work queue. Waits for the server's confirmation.
     pub async fn ack(&self) -> Result<(), QueueError> {
         let request = async_nats::Request::new()
@@ -612,6 +619,15 @@ impl QueueConsumer {
 
     pub fn cluster_id(&self) -> &str {
         &self.config.cluster_id
+    }
+
+    /// An acker for a delivery whose reply subject was kept (see [`Acker::reply`]).
+    pub fn acker(&self, reply: &str) -> Acker {
+        Acker {
+            client: self.client.clone(),
+            reply: reply.to_string(),
+            timeout: self.config.request_timeout,
+        }
     }
 
     /// The core client, for callers that must publish or subscribe beside the consumer.

@@ -27,7 +27,6 @@ fn request() -> FunctionRequest {
         gpu_name: "H100".to_string(),
         instance_count: 2,
         kind: WorkloadKind::Function,
-        creation_message: r#"{"requestId":"r1","instanceCount":2}"#.to_string(),
     }
 }
 
@@ -83,6 +82,10 @@ impl Executor<FunctionMachine> for Cluster {
             Effect::RemoveRequest => {
                 world.delete("icmsrequest/sr-r1");
                 Event::RequestRemoved
+            }
+            Effect::RecordEvent { reason, .. } => {
+                world.log("events", reason);
+                Event::EventRecorded
             }
         })
     }

@@ -894,6 +894,7 @@ async fn instance_status(
                     system_failure: None,
                     health_info: HealthInfo::default(),
                     updates: 0,
+                    history: Vec::new(),
                 });
             instance.instance_state = update.instance_state;
             instance.status = update.status;
@@ -903,6 +904,7 @@ async fn instance_status(
             instance.system_failure = update.system_failure.clone();
             instance.health_info = update.health_info.clone();
             instance.updates += 1;
+            instance.history.push(update.instance_state);
             if r.state == RequestState::Closed
                 || r.instances
                     .values()

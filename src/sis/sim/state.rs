@@ -143,6 +143,9 @@ pub struct InstanceRecord {
     pub system_failure: Option<String>,
     pub health_info: HealthInfo,
     pub updates: u32,
+    /// Every `instanceState` reported, in order (tests check what SIS heard, and when).
+    #[serde(default)]
+    pub history: Vec<InstanceState>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,0 +1,533 @@
+//! Runs the function machine's effects against Kubernetes, SIS and the queue. Every effect
+//! is idempotent by the fixed names it works on: the ICMSRequest, Secret, ConfigMap and
+//! Service `sr-<requestId>`, pod `<i>-sr-<requestId>`; creates treat "already exists" as
+//! done, deletes treat "not found" as done, and SIS's answers to repeated calls are
+//! mapped as NVIDIA's agent maps them (`N/pkg/nvca/agent.go`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::launch::{self, Launch};
+use super::metrics::Metrics;
+use super::objects::{self, MESSAGE_KEY, Placement, request_name};
+use crate::driver::{EffectError, Executor};
+use crate::kube::crd::ICMSRequest;
+use crate::machines::Timestamp;
+use crate::machines::function::{Effect, Event, FunctionMachine, RequestStatus};
+use crate::machines::instance::{InstanceReport, WireInstanceState};
+use crate::sis::queue::{CreationRequest, QueueConsumer};
+use crate::sis::types::{
+    AckRequest, CreationMessage, HealthInfo, InstanceState, InstanceStatus, InstanceStatusUpdate,
+    RequestAction, RequestState, RequestStatusCode,
+};
+use crate::sis::{SisClient, SisError};
+
+/// The field manager of everything the agent writes for a function.
+pub const FIELD_MANAGER: &str = "nvca-agent";
+
+/// How long pods may take to go after a delete before the effect is retried.
+const DELETE_WAIT: Duration = Duration::from_secs(60);
+
+/// What the executor works with.
+pub struct FunctionExecutor {
+    pub(super) client: Client,
+    pub(super) sis: Arc<SisClient>,
+    pub(super) queue: Arc<QueueConsumer>,
+    pub(super) placement: Placement,
+    pub(super) overrides: std::collections::BTreeMap<String, String>,
+    /// How long SIS may answer 404 to an acknowledgement (NVIDIA's
+    /// `ICMSRequestAckRetryTimeout`, 5 min).
+    pub(super) ack_retry: Duration,
+    pub(super) recorder: Recorder,
+    pub(super) metrics: Arc<Metrics>,
+    /// Launches decoded by the intake, so creating pods need not read the Secret back.
+    launches: Mutex<HashMap<String, Arc<Launch>>>,
+}
+
+impl FunctionExecutor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        sis: Arc<SisClient>,
+        queue: Arc<QueueConsumer>,
+        placement: Placement,
+        overrides: std::collections::BTreeMap<String, String>,
+        ack_retry: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        FunctionExecutor {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            sis,
+            queue,
+            placement,
+            overrides,
+            ack_retry,
+            metrics,
+            launches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.placement.namespace)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Launch>>> {
+        self.launches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Remember a launch the intake decoded.
+    pub fn remember(&self, launch: Launch) {
+        self.lock()
+            .insert(launch.request.request_id.clone(), Arc::new(launch));
+    }
+
+    fn forget(&self, request_id: &str) {
+        self.lock().remove(request_id);
+    }
+
+    /// The launch of `request_id`: from memory, else from the request's Secret.
+    async fn launch(&self, request_id: &str) -> Result<Arc<Launch>, EffectError> {
+        if let Some(launch) = self.lock().get(request_id).cloned() {
+            return Ok(launch);
+        }
+        let name = request_name(request_id);
+        let secret = self
+            .api::<Secret>()
+            .get_opt(&name)
+            .await
+            .map_err(|error| classify(&format!("reading Secret {name}"), error))?
+            .ok_or_else(|| {
+                EffectError::Permanent(format!(
+                    "Secret {}/{name} with the creation message is gone; the request cannot be \
+                     launched (NVCF will send a new one)",
+                    self.placement.namespace
+                ))
+            })?;
+        let message = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(MESSAGE_KEY))
+            .ok_or_else(|| {
+                EffectError::Permanent(format!("Secret {name} has no key {MESSAGE_KEY}"))
+            })?;
+        let parsed: CreationMessage = serde_json::from_slice(&message.0).map_err(|error| {
+            EffectError::Permanent(format!(
+                "Secret {name}: the creation message does not parse: {error}"
+            ))
+        })?;
+        let creation = CreationRequest::from_message(parsed).map_err(|error| {
+            EffectError::Permanent(format!(
+                "Secret {name}: the creation message is not valid: {error}"
+            ))
+        })?;
+        let launch = launch::read(&creation, &self.overrides)
+            .map_err(|refusal| EffectError::Permanent(refusal.reason))?;
+        let launch = Arc::new(launch);
+        self.lock().insert(request_id.to_string(), launch.clone());
+        Ok(launch)
+    }
+
+    async fn icms_request(&self, request_id: &str) -> Result<Option<ICMSRequest>, EffectError> {
+        let name = request_name(request_id);
+        self.api::<ICMSRequest>()
+            .get_opt(&name)
+            .await
+            .map_err(|error| classify(&format!("reading ICMSRequest {name}"), error))
+    }
+
+    async fn record_request(&self, request_id: &str) -> Result<Event, EffectError> {
+        match self.icms_request(request_id).await? {
+            Some(_) => Ok(Event::RequestRecorded),
+            None => Err(EffectError::Permanent(format!(
+                "ICMSRequest {}/{} was deleted before its workload was created; the request is \
+                 dropped",
+                self.placement.namespace,
+                request_name(request_id)
+            ))),
+        }
+    }
+
+    async fn project(&self, request_id: &str, status: RequestStatus) -> Result<Event, EffectError> {
+        let name = request_name(request_id);
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let mut body = json!({"requestStatus": <&str>::from(status), "lastStatusUpdated": now});
+        if status == RequestStatus::RequestInProgress {
+            body["lastACKTimestamp"] = json!(now);
+        }
+        match self
+            .api::<ICMSRequest>()
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": body })),
+            )
+            .await
+        {
+            Ok(_) => Ok(Event::RequestRecorded),
+            // Nothing to project onto: the request was given up or removed.
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Event::RequestRecorded),
+            Err(error) => Err(classify(
+                &format!("writing the status of ICMSRequest {name}"),
+                error,
+            )),
+        }
+    }
+
+    async fn acknowledge(
+        &self,
+        request_id: &str,
+        instance_count: u32,
+        message_batch_id: &str,
+        received_at: Timestamp,
+    ) -> Result<Event, EffectError> {
+        let body = AckRequest {
+            status: RequestStatusCode::PendingFulfillment,
+            message_batch_id: (!message_batch_id.is_empty()).then(|| message_batch_id.to_string()),
+            instance_count: Some(instance_count),
+            reservation_id: None,
+            capacity_type: None,
+        };
+        match self.sis.acknowledge(request_id, &body).await {
+            Ok(()) => Ok(Event::Acknowledged),
+            // SIS may not know the request yet: NVIDIA retries a 404 for five minutes.
+            Err(error @ SisError::NotFound { .. })
+                if Timestamp::now().since(received_at) < self.ack_retry =>
+            {
+                Err(EffectError::Transient(error.to_string()))
+            }
+            Err(error) if error.is_transient() => Err(EffectError::Transient(error.to_string())),
+            Err(error) => Err(EffectError::Permanent(error.to_string())),
+        }
+    }
+
+    async fn ack_message(&self, receipt: &str) -> Result<Event, EffectError> {
+        self.queue
+            .acker(receipt)
+            .ack()
+            .await
+            .map(|()| Event::MessageAcked)
+            .map_err(|error| EffectError::Transient(error.to_string()))
+    }
+
+    async fn create_instance(
+        &self,
+        request_id: &str,
+        instance_id: &str,
+    ) -> Result<Event, EffectError> {
+        let launch = self.launch(request_id).await?;
+        let owner: Vec<_> = self
+            .icms_request(request_id)
+            .await?
+            .as_ref()
+            .and_then(objects::owner)
+            .into_iter()
+            .collect();
+        let placement = &self.placement;
+        self.apply(&objects::config_map(&launch, placement, &owner))
+            .await?;
+        self.apply(&objects::service(&launch, placement, &owner))
+            .await?;
+        let pod = objects::pod(&launch, instance_id, placement, &owner);
+        match self.api::<Pod>().create(&PostParams::default(), &pod).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => return Err(classify(&format!("creating pod {instance_id}"), error)),
+        }
+        Ok(Event::InstanceCreated {
+            instance_id: instance_id.to_string(),
+        })
+    }
+
+    async fn apply<K>(&self, object: &K) -> Result<(), EffectError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let name = object.meta().name.clone().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.api::<K>()
+            .patch(&name, &params, &Patch::Apply(object))
+            .await
+            .map(drop)
+            .map_err(|error| classify(&format!("applying {}", describe::<K>(&name)), error))
+    }
+
+    async fn delete_instance(&self, instance_id: &str) -> Result<Event, EffectError> {
+        let pods = self.api::<Pod>();
+        delete(&pods, instance_id).await?;
+        let deadline = tokio::time::Instant::now() + DELETE_WAIT;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match pods.get_opt(instance_id).await {
+                Ok(None) => break,
+                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Ok(Some(_)) => {
+                    return Err(EffectError::Transient(format!(
+                        "pod {instance_id} is still terminating after {DELETE_WAIT:?}"
+                    )));
+                }
+                Err(error) => return Err(classify(&format!("reading pod {instance_id}"), error)),
+            }
+        }
+        Ok(Event::InstanceDeleted {
+            instance_id: instance_id.to_string(),
+        })
+    }
+
+    async fn report(
+        &self,
+        request_id: &str,
+        report: &InstanceReport,
+    ) -> Result<Event, EffectError> {
+        let update = wire_update(report);
+        let reported = Event::InstanceReported {
+            instance_id: report.instance_id.clone(),
+        };
+        match self
+            .sis
+            .report_instance(request_id, &report.instance_id, &update)
+            .await
+        {
+            Ok(()) => {
+                if report.instance_state == WireInstanceState::Terminated {
+                    self.metrics.workload_result(report.termination_cause);
+                }
+                Ok(reported)
+            }
+            // NVIDIA ignores these answers to a `terminated` report: SIS has closed or
+            // forgotten the instance already.
+            Err(error)
+                if report.instance_state == WireInstanceState::Terminated
+                    && matches!(error.status(), Some(404 | 409 | 412 | 500)) =>
+            {
+                tracing::info!(instance = %report.instance_id, %error, "SIS has the instance closed already");
+                Ok(reported)
+            }
+            Err(SisError::PreconditionFailed { .. }) => Ok(Event::ReportPreconditionFailed {
+                instance_id: report.instance_id.clone(),
+            }),
+            Err(error) if error.is_transient() => Err(EffectError::Transient(error.to_string())),
+            Err(error) => Err(EffectError::Permanent(error.to_string())),
+        }
+    }
+
+    async fn remove_request(&self, request_id: &str) -> Result<Event, EffectError> {
+        let name = request_name(request_id);
+        let requests = self.api::<ICMSRequest>();
+        let strip = json!({"metadata": {"finalizers": null}});
+        match requests
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(error) => {
+                return Err(classify(
+                    &format!("removing the finalizers of ICMSRequest {name}"),
+                    error,
+                ));
+            }
+        }
+        delete(&requests, &name).await?;
+        delete(&self.api::<Secret>(), &name).await?;
+        delete(&self.api::<ConfigMap>(), &name).await?;
+        delete(&self.api::<Service>(), &name).await?;
+        self.forget(request_id);
+        Ok(Event::RequestRemoved)
+    }
+
+    async fn record_event(
+        &self,
+        request_id: &str,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) -> Result<Event, EffectError> {
+        let name = request_name(request_id);
+        let uid = self
+            .icms_request(request_id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|request| request.metadata.uid);
+        let reference = ObjectReference {
+            api_version: Some("nvca.nvcf.nvidia.io/v2beta1".to_string()),
+            kind: Some("ICMSRequest".to_string()),
+            name: Some(name),
+            namespace: Some(self.placement.namespace.clone()),
+            uid,
+            ..ObjectReference::default()
+        };
+        let event = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        // Events are best effort: a lost one must not hold the request up.
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, reason, "cannot publish an Event");
+        }
+        Ok(Event::EventRecorded)
+    }
+}
+
+/// The body of `POST /v1/sirs/{requestId}/{instanceId}` for `report`.
+pub fn wire_update(report: &InstanceReport) -> InstanceStatusUpdate {
+    InstanceStatusUpdate {
+        status: InstanceStatus::from_wire(report.status.into())
+            .unwrap_or(InstanceStatus::Fulfilled),
+        instance_state: InstanceState::from_wire(report.instance_state.into())
+            .unwrap_or(InstanceState::Starting),
+        request_state: RequestState::from_wire(report.request_state.into())
+            .unwrap_or(RequestState::Active),
+        action: RequestAction::from_wire(report.action.into()),
+        termination_cause: report
+            .termination_cause
+            .map(|cause| cause.wire().to_string()),
+        health_info: HealthInfo {
+            error_log: report.error_log.clone(),
+            error_source: report.error_log.as_ref().map(|_| "k8s".to_string()),
+        },
+        system_failure: report.system_failure.clone(),
+        message_batch_id: None,
+        instance_ips: Vec::new(),
+    }
+}
+
+impl Executor<FunctionMachine> for FunctionExecutor {
+    async fn execute(&self, name: &str, _id: &str, effect: &Effect) -> Result<Event, EffectError> {
+        match effect {
+            Effect::RecordRequest => self.record_request(name).await,
+            Effect::ProjectRequest(status) => self.project(name, *status).await,
+            Effect::AcknowledgeRequest {
+                instance_count,
+                message_batch_id,
+                received_at,
+            } => {
+                self.acknowledge(name, *instance_count, message_batch_id, *received_at)
+                    .await
+            }
+            Effect::AckMessage { receipt } => self.ack_message(receipt).await,
+            Effect::CreateInstance { instance_id, .. } => {
+                self.create_instance(name, instance_id).await
+            }
+            Effect::DeleteInstance { instance_id } => self.delete_instance(instance_id).await,
+            Effect::ReportInstance(report) => self.report(name, report).await,
+            Effect::RemoveRequest => self.remove_request(name).await,
+            Effect::RecordEvent {
+                warning,
+                reason,
+                note,
+            } => self.record_event(name, *warning, reason, note).await,
+        }
+    }
+}
+
+/// Delete `name`; gone already is done.
+pub(super) async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), EffectError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(error) => Err(classify(
+            &format!("deleting {}", describe::<K>(name)),
+            error,
+        )),
+    }
+}
+
+fn describe<K: Resource>(name: &str) -> String
+where
+    <K as Resource>::DynamicType: Default,
+{
+    format!("{} {name}", K::kind(&Default::default()))
+}
+
+/// Transient unless Kubernetes says the request can never succeed as built.
+pub(super) fn classify(doing: &str, error: kube::Error) -> EffectError {
+    match &error {
+        kube::Error::Api(status) if matches!(status.code, 400 | 422) => {
+            EffectError::Permanent(format!("{doing}: {} ({})", status.message, status.code))
+        }
+        kube::Error::Api(status) if status.code == 403 => EffectError::Transient(format!(
+            "{doing}: forbidden ({}); give the agent's ServiceAccount this right (ClusterRole nvca) \
+             — retrying",
+            status.message
+        )),
+        kube::Error::Api(status) => {
+            EffectError::Transient(format!("{doing}: {} ({})", status.message, status.code))
+        }
+        other => EffectError::Transient(format!("{doing}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machines::failure::FailureClass;
+    use crate::machines::instance::{LegacyAction, RequestState as Req, WireStatus};
+
+    #[test]
+    fn a_failure_report_reads_as_nvidia_sends_it() {
+        let report = InstanceReport {
+            instance_id: "0-sr-r1".to_string(),
+            instance_state: WireInstanceState::Terminated,
+            status: WireStatus::TerminatedByService,
+            request_state: Req::Closed,
+            action: LegacyAction::TerminateInstances,
+            termination_cause: Some(FailureClass::FailedImagePullIssues),
+            system_failure: Some("image-pull-issues".to_string()),
+            error_log: Some("image pull failing".to_string()),
+        };
+        let body = serde_json::to_value(wire_update(&report)).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "status": "instance-terminated-by-service",
+                "instanceState": "terminated",
+                "requestState": "closed",
+                "action": "TerminateInstances",
+                "terminationCause": "image-pull-issues",
+                "systemFailure": "image-pull-issues",
+                "healthInfo": {"errorLog": "image pull failing", "errorSource": "k8s"}
+            })
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! The work queue's side of function deployments (NVIDIA's `QueueManager.SyncQueues`,
+//! `N/pkg/nvca/queue_manager.go`): pull the cluster's creation and termination consumers
+//! every poll interval and turn each message into a step of a function machine.
+//!
+//! A creation message:
+//! - of a request that already has a machine (a duplicate, a redelivery after a crash)
+//!   is handed to that machine, which acks it without creating anything;
+//! - nvca cannot run (a task, a Helm function, no image) is refused by its machine with a
+//!   terminal report, an Event and an ack;
+//! - asking for more GPUs of its type than are available (counting what this pull
+//!   accepted before it) is given back to the queue, and that GPU's messages wait a random
+//!   0–`max_skip` poll intervals, as NVIDIA's agent backs off;
+//! - otherwise its ICMSRequest and Secret `sr-<requestId>` are written, its machine is
+//!   created and handed the message. The message stays un-acked, kept in progress
+//!   (`+WPI`) until the machine acks it after SIS has the acknowledgement.
+//!
+//! A termination message is handed to the request's machine (if there is one) and acked.
+//! Under `CordonMaintenance` and `CordonAndDrainMaintenance` creation messages are not
+//! pulled; terminations still are.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use tokio::sync::watch;
+
+use super::executor::{FIELD_MANAGER, FunctionExecutor};
+use super::launch::{self, Launch};
+use super::objects::{self, Placement};
+use super::{Driver, Mode};
+use crate::gpu::Inventory;
+use crate::kube::crd::ICMSRequest;
+use crate::machines::failure::Timeouts;
+use crate::machines::function::{Event, FunctionMachine};
+use crate::sis::queue::{CreationRequest, QueueConsumer, Received, TerminationRequest};
+
+/// How the intake paces itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacing {
+    /// Between pulls (NVIDIA: 3 s).
+    pub poll: Duration,
+    /// Between `+WPI` of messages still waiting for their machine's ack.
+    pub in_progress: Duration,
+    /// The most poll intervals a GPU short of capacity waits (NVIDIA: 50).
+    pub max_skip: u32,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            poll: Duration::from_secs(3),
+            in_progress: Duration::from_secs(60),
+            max_skip: 50,
+        }
+    }
+}
+
+pub(super) struct Intake {
+    pub(super) consumer: Arc<QueueConsumer>,
+    pub(super) driver: Driver,
+    pub(super) executor: Arc<FunctionExecutor>,
+    pub(super) client: kube::Client,
+    pub(super) placement: Placement,
+    pub(super) overrides: BTreeMap<String, String>,
+    pub(super) timeouts: Timeouts,
+    pub(super) pacing: Pacing,
+    pub(super) inventory: watch::Receiver<Option<Arc<Inventory>>>,
+    pub(super) mode: watch::Receiver<Mode>,
+    /// Deliveries of new requests not acked yet, by request id: kept in progress.
+    pub(super) waiting: HashMap<String, String>,
+}
+
+impl Intake {
+    pub(super) async fn run(mut self) {
+        let mut last_progress = tokio::time::Instant::now();
+        loop {
+            let accepts = self.mode.borrow().accepts_new_work();
+            let terminations = self.consumer.fetch_terminations();
+            if accepts {
+                let creations = self.consumer.fetch_creations();
+                let (terminations, creations) = tokio::join!(terminations, creations);
+                self.terminations(terminations).await;
+                match creations {
+                    Ok(fetched) => self.creations(fetched.messages).await,
+                    Err(error) => tracing::warn!(%error, "cannot pull creation messages"),
+                }
+            } else {
+                let fetched = terminations.await;
+                self.terminations(fetched).await;
+            }
+            if last_progress.elapsed() >= self.pacing.in_progress {
+                self.keep_in_progress().await;
+                last_progress = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(self.pacing.poll).await;
+        }
+    }
+
+    async fn terminations(
+        &mut self,
+        fetched: Result<crate::sis::queue::Fetched<TerminationRequest>, crate::sis::QueueError>,
+    ) {
+        let messages = match fetched {
+            Ok(fetched) => fetched.messages,
+            Err(error) => {
+                tracing::warn!(%error, "cannot pull termination messages");
+                return;
+            }
+        };
+        for message in messages {
+            self.termination(message).await;
+        }
+    }
+
+    async fn termination(&mut self, message: Received<TerminationRequest>) {
+        let request = &message.body;
+        let id = &request.request_id;
+        if self.driver.summary(id).is_some() {
+            let event = Event::TerminationRequested {
+                instance_ids: request.instance_ids.clone(),
+            };
+            if let Err(error) = self.driver.send(id, event).await {
+                // Not acked: the message comes back after its ack wait.
+                tracing::error!(request = %id, %error, "cannot hand a termination to its machine");
+                return;
+            }
+        } else {
+            tracing::info!(request = %id, "termination of a request this cluster does not run");
+        }
+        if let Err(error) = message.acker.ack().await {
+            tracing::warn!(request = %id, %error, "cannot ack a termination message; it will come again");
+        }
+    }
+
+    async fn creations(&mut self, messages: Vec<Received<CreationRequest>>) {
+        // GPUs accepted in this pull, by GPU name: NVIDIA's cumulative request.
+        let mut accepted: HashMap<String, u64> = HashMap::new();
+        for message in messages {
+            self.creation(message, &mut accepted).await;
+        }
+    }
+
+    async fn creation(
+        &mut self,
+        message: Received<CreationRequest>,
+        accepted: &mut HashMap<String, u64>,
+    ) {
+        let creation = &message.body;
+        let id = creation.request_id.clone();
+        let receipt = message.acker.reply().to_string();
+        let request = launch::function_request(creation);
+        if self.driver.summary(&id).is_some() {
+            let event = Event::MessageReceived { request, receipt };
+            if let Err(error) = self.driver.send(&id, event).await {
+                tracing::error!(request = %id, %error, "cannot hand a redelivery to its machine");
+            }
+            return;
+        }
+        let launch = match launch::read(creation, &self.overrides) {
+            Ok(launch) => launch,
+            Err(refusal) => {
+                tracing::warn!(request = %id, reason = %refusal.reason, "creation message refused");
+                let refusal = *refusal;
+                let event = Event::MessageRefused {
+                    request: refusal.request,
+                    receipt,
+                    reason: refusal.reason,
+                };
+                self.start_machine(&id, event).await;
+                return;
+            }
+        };
+        let needed = launch::gpus_requested(creation);
+        let gpu = creation.gpu.clone();
+        let already = accepted.get(&gpu).copied().unwrap_or(0);
+        let available = self
+            .inventory
+            .borrow()
+            .as_ref()
+            .and_then(|inventory| inventory.gpus.get(&gpu).map(|counts| counts.available))
+            .map_or(0, u64::from);
+        if already + needed > available {
+            let wait = self.pacing.poll * rand::random_range(0..=self.pacing.max_skip);
+            tracing::warn!(request = %id, %gpu, needed, available, already, retry_in = ?wait,
+                "not enough GPUs for the request: given back to the queue");
+            if let Err(error) = message.acker.nak(Some(wait)).await {
+                tracing::warn!(request = %id, %error, "cannot give the message back; it comes again after its ack wait");
+            }
+            return;
+        }
+        if let Err(error) = self.write_request(&launch, creation).await {
+            tracing::error!(request = %id, %error, "cannot write the request's ICMSRequest and Secret: given back to the queue");
+            let _ = message.acker.nak(None).await;
+            return;
+        }
+        accepted.insert(gpu, already + needed);
+        self.executor.remember(launch);
+        self.waiting.insert(id.clone(), receipt.clone());
+        self.start_machine(&id, Event::MessageReceived { request, receipt })
+            .await;
+    }
+
+    async fn start_machine(&mut self, id: &str, event: Event) {
+        let timeouts = self.timeouts;
+        if let Err(error) = self
+            .driver
+            .ensure(id, || FunctionMachine::new(id, timeouts))
+            .await
+        {
+            tracing::error!(request = %id, %error, "cannot create the request's machine");
+            return;
+        }
+        if let Err(error) = self.driver.send(id, event).await {
+            tracing::error!(request = %id, %error, "cannot hand the message to its machine");
+        }
+    }
+
+    /// The ICMSRequest first (the Secret is owned by it), then the Secret with the message.
+    async fn write_request(
+        &self,
+        launch: &Launch,
+        creation: &CreationRequest,
+    ) -> Result<(), kube::Error> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let requests: Api<ICMSRequest> =
+            Api::namespaced(self.client.clone(), &self.placement.namespace);
+        let object = objects::icms_request(launch, &self.placement);
+        let name = objects::request_name(&launch.request.request_id);
+        let written = requests
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await?;
+        let owner: Vec<_> = objects::owner(&written).into_iter().collect();
+        let message = serde_json::to_string(&creation.message).unwrap_or_default();
+        let secret = objects::secret(launch, &message, &self.placement, &owner);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.placement.namespace);
+        secrets
+            .patch(&name, &params, &Patch::Apply(&secret))
+            .await?;
+        Ok(())
+    }
+
+    /// Restart the ack wait of every message whose machine has not acked it yet.
+    async fn keep_in_progress(&mut self) {
+        let mut done = Vec::new();
+        for (id, receipt) in &self.waiting {
+            let unacked = self
+                .driver
+                .summary(id)
+                .is_some_and(|summary| matches!(summary.state.as_str(), "idle" | "received"));
+            if !unacked {
+                done.push(id.clone());
+                continue;
+            }
+            if let Err(error) = self.consumer.acker(receipt).in_progress().await {
+                tracing::warn!(request = %id, %error, "cannot keep the creation message in progress");
+            }
+        }
+        for id in done {
+            self.waiting.remove(&id);
+        }
+    }
+}
