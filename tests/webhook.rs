@@ -288,30 +288,32 @@ fn has_gpu_toleration(pod: &Pod) -> bool {
         .is_some_and(|tolerations| tolerations.contains(&gpu))
 }
 
-async fn healthy(port: u16, ca: &str) -> bool {
+/// GET `path` over TLS trusting only `ca`; the body of a 200 answer.
+async fn fetch(port: u16, ca: &str, path: &str) -> Option<String> {
     nvca::tls::ensure_crypto_provider();
-    let Ok(certificate) = reqwest::Certificate::from_pem(ca.as_bytes()) else {
-        return false;
-    };
-    let Ok(client) = reqwest::Client::builder()
+    let certificate = reqwest::Certificate::from_pem(ca.as_bytes()).ok()?;
+    let client = reqwest::Client::builder()
         .tls_certs_only([certificate])
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()
-    else {
-        return false;
-    };
-    match client
-        .get(format!("https://127.0.0.1:{port}/healthz"))
+        .ok()?;
+    let response = client
+        .get(format!("https://127.0.0.1:{port}{path}"))
         .send()
         .await
-    {
-        Ok(response) => response
-            .json::<Value>()
-            .await
-            .is_ok_and(|body| body["status"] == "healthy"),
-        Err(_) => false,
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
     }
+    response.text().await.ok()
+}
+
+async fn healthy(port: u16, ca: &str) -> bool {
+    fetch(port, ca, "/healthz")
+        .await
+        .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+        .is_some_and(|body| body["status"] == "healthy")
 }
 
 /// The webhook binary; killed if the test ends without stopping it.
@@ -501,6 +503,27 @@ async fn the_agent_binary_mutates_pods_refuses_bad_workloads_rotates_and_stops()
         .await
         .expect("the same workload from another user is not judged");
 
+    // NVIDIA's webhook metrics count what the API server sent.
+    let metrics = fetch(port, &cert.ca_pem, "/metrics")
+        .await
+        .expect("GET /metrics");
+    for counted in [
+        "nvca_webhook_requests_total{webhook=\"/validate\",code=\"200\"}",
+        "nvca_webhook_requests_total{webhook=\"/nvca-mutating-webhook\",code=\"200\"}",
+        "nvca_webhook_latency_seconds_count{webhook=\"/mutate-pod-nodeaffinity\"}",
+    ] {
+        let line = metrics
+            .lines()
+            .find(|line| line.starts_with(counted))
+            .unwrap_or_else(|| panic!("{counted} missing from:\n{metrics}"));
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(value >= 1.0, "{line}");
+    }
+
     // Rotate: a new CA and certificate on disk; the server picks them up, and the API
     // server, now trusting only the new CA, still reaches it.
     let (rotated, _) = write_certs(dir.path());
@@ -601,15 +624,15 @@ async fn container_function_pods_in_a_shared_cluster_with_host_isolation() {
     let port = axum::serve::Listener::local_addr(&listener)
         .expect("address")
         .port();
-    let webhooks = Arc::new(Webhooks {
-        features: Features::parse(
+    let webhooks = Arc::new(Webhooks::new(
+        Features::parse(
             &["EnforceContainerFunctionResourceLimits".to_string()],
             &["HostIsolation".to_string()],
         )
         .expect("features"),
-        utils_resources: default_utils_resources(),
-        shared_cluster: Arc::new(AtomicBool::new(true)),
-    });
+        default_utils_resources(),
+        Arc::new(AtomicBool::new(true)),
+    ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server::serve(listener, webhooks, async {
         let _ = stopped.await;

@@ -13,6 +13,7 @@ pub mod certs;
 pub mod config;
 pub mod error;
 pub mod features;
+pub mod metrics;
 pub mod node_affinity;
 pub mod nvca_mutating;
 pub mod review;
@@ -86,11 +87,11 @@ pub async fn run(args: WebhookArgs) -> Result<(), WebhookError> {
         tokio::spawn(shared_cluster::watch(client, Arc::clone(&shared_cluster))),
         tokio::spawn(Arc::clone(&cert).watch(settings.reload_interval)),
     ];
-    let webhooks = Arc::new(server::Webhooks {
-        features: settings.features,
-        utils_resources: settings.utils_resources,
+    let webhooks = Arc::new(server::Webhooks::new(
+        settings.features,
+        settings.utils_resources,
         shared_cluster,
-    });
+    ));
     tracing::info!(address = %settings.listen, "serving the admission webhooks over TLS");
     server::serve(listener, webhooks, terminated()).await;
     for task in background {

@@ -10,6 +10,8 @@
 //! | `/mutate-helm-persistent-storage` | admits while `HelmInternalPersistentStorage` is off, as NVIDIA's; refuses otherwise (not built) |
 //! | `/mutate-pod-enforcement`, `/mutate-miniservice`, `/validate-instance-type-nodeaffinity` | refuse, saying they are not built yet |
 //!
+//! `GET /metrics` has NVIDIA's webhook metrics ([`super::metrics`]).
+//!
 //! Requests are limited to 7 MiB (NVIDIA's, after controller-runtime). Shutdown stops
 //! accepting, lets requests in flight finish, and gives up after
 //! [`SHUTDOWN_GRACE`].
@@ -32,6 +34,7 @@ use tokio_rustls::server::TlsStream;
 use super::certs::ReloadingCert;
 use super::error::WebhookError;
 use super::features::Features;
+use super::metrics::{self, Metrics};
 use super::node_affinity::{self, NodeAffinityOptions};
 use super::nvca_mutating::{self, ResourceList};
 use super::review::{self, Outcome, Request};
@@ -44,6 +47,18 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Every admission path served, for the metrics.
+pub const PATHS: &[&str] = &[
+    "/mutate-pod-nodeaffinity",
+    "/nvca-mutating-webhook",
+    "/validate",
+    "/mutate-helm-storage",
+    "/mutate-helm-persistent-storage",
+    "/mutate-pod-enforcement",
+    "/mutate-miniservice",
+    "/validate-instance-type-nodeaffinity",
+];
+
 /// What the webhooks decide with.
 #[derive(Debug)]
 pub struct Webhooks {
@@ -51,9 +66,23 @@ pub struct Webhooks {
     pub utils_resources: ResourceList,
     /// Kept current by [`super::shared_cluster::watch`].
     pub shared_cluster: Arc<AtomicBool>,
+    metrics: Metrics,
 }
 
 impl Webhooks {
+    pub fn new(
+        features: Features,
+        utils_resources: ResourceList,
+        shared_cluster: Arc<AtomicBool>,
+    ) -> Webhooks {
+        Webhooks {
+            features,
+            utils_resources,
+            shared_cluster,
+            metrics: Metrics::new(PATHS),
+        }
+    }
+
     fn node_affinity(&self, request: &Request) -> Outcome {
         let options = NodeAffinityOptions {
             shared_cluster: self.shared_cluster.load(Ordering::Relaxed),
@@ -136,6 +165,15 @@ pub fn router(webhooks: Arc<Webhooks>) -> Router {
             ),
         )
         .route(
+            "/metrics",
+            get(|State(webhooks): State<Arc<Webhooks>>| async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                    webhooks.metrics.encode(),
+                )
+            }),
+        )
+        .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "healthy"})) }),
         )
@@ -149,10 +187,14 @@ where
 {
     post(
         move |State(webhooks): State<Arc<Webhooks>>, body: Bytes| async move {
-            let review = review::answer(&body, |request| {
-                let outcome = decide(&webhooks, request);
-                log(path, request, &outcome);
-                outcome
+            // Every review is answered with 200; a refusal is inside it.
+            let review = webhooks.metrics.observe(path, || {
+                let review = review::answer(&body, |request| {
+                    let outcome = decide(&webhooks, request);
+                    log(path, request, &outcome);
+                    outcome
+                });
+                (200, review)
             });
             axum::Json(review)
         },
