@@ -1,31 +1,764 @@
 //! The agent (`nvca-agent run`, container `agent` of Deployment `nvca`): keeps the cluster
 //! registered with SIS and tells it what GPUs it has; serves health, version and metrics
-//! on `:8000`; hands [`context::AgentContext`] to function deployments.
+//! on `:8000`; runs function deployments with [`context::AgentContext`]'s parts.
 //!
 //! - [`config`]: config.yaml (ConfigMap `agent-config`) into settings.
 //! - [`maintenance`]: the maintenance mode from the feature flags.
 //! - [`context`]: what the parts beside the SIS session share.
+//! - [`nodes`]: the GPU inventory from node and pod watches; the instance-type labels.
+//! - [`session`]: the SIS session's executor and the tasks that say when calls are due
+//!   (the machine is [`crate::machines::session`]).
+//! - [`health`], [`metrics`], [`server`]: `/healthz`, `/livez`, `/version`, `/metrics`.
+//! - [`kai`]: the `kai-scheduler-queues` health check under the `KAIScheduler` flag.
 //!
-//! docs/agent.md lists each contract with the NVIDIA file it came from.
+//! The store (`--store`) holds the session machine (and the function machines); the admin
+//! endpoint (`agent.adminAddr`, loopback) serves it to `nvca-state dump`. SIGTERM or
+//! Ctrl-C stops every task after the step in hand. docs/agent.md lists each contract with
+//! the NVIDIA file it came from.
 
 pub mod config;
 pub mod context;
+pub mod health;
+pub mod kai;
 pub mod maintenance;
+pub mod metrics;
+pub mod nodes;
+pub mod server;
+pub mod session;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use thiserror::Error;
+use tokio::sync::watch;
 
 pub use context::AgentContext;
 
-/// The flags of `nvca-agent run`.
+use crate::driver::{Backoff, Driver, DriverConfig, NoHooks};
+use crate::gpu::registration::{self, Registered, Reregister};
+use crate::gpu::{DiscoveryOptions, Inventory};
+use crate::machines::Timestamp;
+use crate::machines::session::{Event, SessionMachine};
+use crate::sis::queue::NatsAuth;
+use crate::sis::types::QueueCredentials;
+use crate::sis::{QueueConfig, RetryPolicy, SisClient, SisConfig};
+use crate::store::Store;
+use config::{AgentSettings, FeatureFlags, Overrides, TokenFile};
+use health::Health;
+use maintenance::MaintenanceMode;
+use metrics::Metrics;
+use session::SessionExecutor;
+
+/// Default store directory (the Deployment mounts an emptyDir at `/var/lib/nvca/agent`).
+pub const DEFAULT_STORE: &str = "/var/lib/nvca/agent/store";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How the queue consumer authenticates to NATS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NatsAuthMode {
+    /// PSAT when the SIS token is a projected token (NVIDIA's self-managed mode), else none.
+    Auto,
+    None,
+    Psat,
+}
+
+/// The flags of `nvca-agent run`. config.yaml says the rest; a flag given here wins.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
     /// The agent's config.yaml, as the operator renders it into ConfigMap agent-config.
     #[arg(long, default_value = crate::kube::agent_config::PATH)]
     pub config: PathBuf,
+    /// The agent's store directory (sled): its SIS session and function machines.
+    #[arg(long, env = "NVCA_AGENT_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    /// Health, version and metrics, e.g. `:8000` or `127.0.0.1:0` (config: agent.svcAddress).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The machines' snapshot for `nvca-state` (config: agent.adminAddr).
+    #[arg(long)]
+    pub listen_admin: Option<String>,
+    /// A kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The projected ServiceAccount token SIS accepts (config:
+    /// authz.clusterIssuedTokenFilePath or agent.tokenFile).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Read the SIS token from the vault agent's secrets.json (kv.tokens.icms) instead.
+    #[arg(long)]
+    pub vault_secrets_file: Option<PathBuf>,
+    /// How the queue consumer authenticates to NATS.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub nats_auth: NatsAuthMode,
+    /// Heartbeat interval, e.g. `5m` (config: agent.heartbeatInterval).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// Queue credential renewal interval, e.g. `45m` (config: agent.credRenewInterval).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub cred_renew_interval: Option<Duration>,
+    /// How often the registration is compared with the inventory, e.g. `60s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub registration_diff_interval: Option<Duration>,
+    /// How often the JWKS is checked for a change, e.g. `30m`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub jwks_interval: Option<Duration>,
+    /// Publish the inventory this long after the last node change, e.g. `2s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub inventory_quiet: Option<Duration>,
+    /// …and at most this long after the first unpublished one, e.g. `10s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub inventory_max_delay: Option<Duration>,
+    /// First wait before retrying a SIS call that got no answer (NVIDIA: 3s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    pub sis_backoff_initial: Duration,
+    /// Longest wait between retries of a SIS call (NVIDIA: 1m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
+    pub sis_backoff_max: Duration,
+    /// Timeout of one SIS call.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub sis_timeout: Duration,
+    /// How often config.yaml is read again for a new maintenance mode.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub config_poll: Duration,
+    /// Ignore SIS's SELF_DESTRUCT (config: agent.skipSelfDestruct).
+    #[arg(long)]
+    pub skip_self_destruct: bool,
+    /// Do not run function deployments (the SIS session, discovery and health only).
+    #[arg(long)]
+    pub no_functions: bool,
+    /// error, warn, info, debug or trace; RUST_LOG refines it (config: agent.logLevel).
+    #[arg(long)]
+    pub log_level: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
-pub fn main(_args: RunArgs) -> ExitCode {
-    eprintln!("nvca-agent run: not built yet (issue 6)");
-    ExitCode::FAILURE
+impl RunArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            token_file: self.token_file.clone(),
+            vault_secrets_file: self.vault_secrets_file.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            cred_renew_interval: self.cred_renew_interval,
+            registration_diff_interval: self.registration_diff_interval,
+            jwks_interval: self.jwks_interval,
+            inventory_quiet: self.inventory_quiet,
+            inventory_max_delay: self.inventory_max_delay,
+            skip_self_destruct: self.skip_self_destruct,
+        }
+    }
+}
+
+/// Why the agent cannot run. Each message names the thing and the fix.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot use Kubernetes: {0}")]
+    Kubernetes(String),
+    #[error("{0}")]
+    Store(String),
+    #[error("cannot reach SIS: {0}")]
+    Sis(String),
+    #[error("cannot listen on {what} {address}: {reason}; pass a free address to --{flag}")]
+    Listen {
+        what: &'static str,
+        address: String,
+        reason: String,
+        flag: &'static str,
+    },
+}
+
+impl RunError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            RunError::Config(error) => error.category(),
+            RunError::Kubernetes(_) => "kubernetes",
+            RunError::Store(_) => "store",
+            RunError::Sis(_) => "sis",
+            RunError::Listen { .. } => "listen",
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The whole command, for the binary.
+pub fn main(args: RunArgs) -> ExitCode {
+    let settings = match AgentSettings::read(&args.config, &args.overrides()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("nvca-agent run: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let level = args.log_level.clone().unwrap_or_else(|| "info".to_string());
+    init_logging(&level, args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("nvca-agent run: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(category = error.category(), "{error}");
+            eprintln!("nvca-agent run: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
+    crate::tls::ensure_crypto_provider();
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|error| {
+                RunError::Kubernetes(format!(
+                    "cannot read kubeconfig {}: {error}; pass a readable file to --kubeconfig",
+                    path.display()
+                ))
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|error| {
+                    RunError::Kubernetes(format!(
+                        "kubeconfig {} is not usable: {error}; fix it or pass another to --kubeconfig",
+                        path.display()
+                    ))
+                })?
+        }
+        None => kube::Config::infer().await.map_err(|error| {
+            RunError::Kubernetes(format!(
+                "no in-cluster service account and no usable $KUBECONFIG ({error}); run inside the agent pod or pass --kubeconfig"
+            ))
+        })?,
+    };
+    Client::try_from(config).map_err(|error| {
+        RunError::Kubernetes(format!("cannot build the Kubernetes client: {error}"))
+    })
+}
+
+type SessionDriver = Driver<SessionMachine, SessionExecutor>;
+
+/// Run until SIGTERM or Ctrl-C.
+pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError> {
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let store = Store::open(&args.store).map_err(|error| RunError::Store(error.to_string()))?;
+    let cluster_id = settings.cluster.id.clone();
+
+    let token = settings.token.source();
+    let sis = SisClient::new(
+        SisConfig {
+            base_url: settings.icms_url.clone(),
+            cluster_id: Some(cluster_id.clone()),
+            timeout: args.sis_timeout,
+            // One try per call: a call that must not be lost lives in the session machine,
+            // whose driver retries it with backoff the store records.
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            host_override: settings.icms_host_override.clone(),
+        },
+        token,
+    )
+    .map_err(|error| RunError::Sis(error.to_string()))?;
+
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::new(&settings.cluster));
+    metrics.set_maintenance(settings.maintenance);
+    let (inventory_tx, inventory_rx) = watch::channel::<Option<Arc<Inventory>>>(None);
+    let (maintenance_tx, maintenance_rx) = watch::channel(settings.maintenance);
+    let (self_destructed_tx, self_destructed_rx) = watch::channel(false);
+    let (credentials_tx, credentials_rx) = watch::channel(QueueCredentials::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let last_registered: Arc<Mutex<Option<Registered>>> = Arc::default();
+
+    match client.apiserver_version().await {
+        Ok(info) => health.set_k8s_version(&info.git_version),
+        Err(error) => tracing::warn!(%error, "cannot read the Kubernetes version yet"),
+    }
+    if let Some(version) = &settings.kubernetes_version_override {
+        health.set_k8s_version(version);
+    }
+
+    let executor = Arc::new(SessionExecutor {
+        sis: sis.clone(),
+        client: client.clone(),
+        cluster_id: cluster_id.clone(),
+        nca_id: settings.cluster.nca_id.clone(),
+        cluster_name: settings.cluster.name.clone(),
+        operator_version: settings.operator_version.clone(),
+        requests_namespace: settings.requests_namespace.clone(),
+        skip_self_destruct: settings.skip_self_destruct,
+        k8s_version_override: settings.kubernetes_version_override.clone(),
+        inventory: inventory_rx.clone(),
+        maintenance: maintenance_rx.clone(),
+        health: Arc::clone(&health),
+        metrics: Arc::clone(&metrics),
+        credentials: credentials_tx,
+        self_destructed: self_destructed_tx.clone(),
+        last_registered: Arc::clone(&last_registered),
+    });
+    let driver_config = DriverConfig {
+        backoff: Backoff {
+            initial: args.sis_backoff_initial,
+            max: args.sis_backoff_max,
+        },
+    };
+    let (driver, report) = Driver::start(store.clone(), executor, Arc::new(NoHooks), driver_config)
+        .map_err(|error| RunError::Store(error.to_string()))?;
+    for quarantined in &report.quarantined {
+        tracing::warn!(key = %quarantined.key, reason = %quarantined.reason, "record set aside; the session starts again");
+    }
+    driver
+        .ensure(&cluster_id, || SessionMachine::new(&cluster_id))
+        .await
+        .map_err(|error| RunError::Store(error.to_string()))?;
+    if driver
+        .summary(&cluster_id)
+        .is_some_and(|summary| summary.state == "self_destructed")
+    {
+        tracing::warn!(cluster = %cluster_id, "SIS told this cluster to SELF_DESTRUCT earlier: no calls to SIS; re-register the cluster to start again");
+        self_destructed_tx.send_replace(true);
+    }
+
+    let admin = server::parse_address(
+        &args
+            .listen_admin
+            .clone()
+            .unwrap_or(settings.admin_address.clone()),
+    )
+    .map_err(|reason| RunError::Listen {
+        what: "admin endpoint",
+        address: settings.admin_address.clone(),
+        reason,
+        flag: "listen-admin",
+    })?;
+    crate::driver::admin::serve(store.clone(), admin)
+        .await
+        .map_err(|error| RunError::Listen {
+            what: "admin endpoint",
+            address: admin.to_string(),
+            reason: error.to_string(),
+            flag: "listen-admin",
+        })?;
+    let extra: server::ExtraMetrics = Arc::default();
+    let listen_text = args.listen.clone().unwrap_or(settings.svc_address.clone());
+    let listen = server::parse_address(&listen_text).map_err(|reason| RunError::Listen {
+        what: "health endpoint",
+        address: listen_text.clone(),
+        reason,
+        flag: "listen",
+    })?;
+    server::serve(
+        listen,
+        Arc::clone(&health),
+        Arc::clone(&metrics),
+        extra.clone(),
+    )
+    .await
+    .map_err(|error| RunError::Listen {
+        what: "health endpoint",
+        address: listen.to_string(),
+        reason: error.to_string(),
+        flag: "listen",
+    })?;
+
+    let options = DiscoveryOptions::new(&settings.cluster.cloud_provider)
+        .map_err(|error| RunError::Kubernetes(error.to_string()))?;
+    let options = DiscoveryOptions {
+        multi_node_workloads: settings
+            .features
+            .is_enabled(FeatureFlags::MULTI_NODE_WORKLOADS),
+        ..options
+    };
+    let source = nodes::InventorySource {
+        client: client.clone(),
+        options,
+        dynamic: settings.dynamic_gpu_discovery(),
+        manual_b64: settings.manual_gpus_b64.clone(),
+        system_namespace: settings.system_namespace.clone(),
+        requests_namespace: settings.requests_namespace.clone(),
+        quiet: settings.intervals.inventory_quiet,
+        max_delay: settings.intervals.inventory_max_delay,
+        resync: settings.intervals.registration_diff,
+        health: Arc::clone(&health),
+        metrics: Arc::clone(&metrics),
+        publish: inventory_tx,
+    };
+    let mut tasks = vec![tokio::spawn(source.run())];
+
+    let queue = queue_config(&settings, args.nats_auth);
+    let context = AgentContext {
+        client: client.clone(),
+        sis: sis.clone(),
+        cluster: settings.cluster.clone(),
+        queue,
+        store: store.clone(),
+        features: settings.features.clone(),
+        system_namespace: settings.system_namespace.clone(),
+        requests_namespace: settings.requests_namespace.clone(),
+        inventory: inventory_rx.clone(),
+        maintenance: maintenance_rx.clone(),
+        self_destructed: self_destructed_rx.clone(),
+        credentials: credentials_rx,
+        shutdown: shutdown_rx,
+    };
+
+    // Start-up: wait for the first look at the nodes, then register (NVIDIA registers at
+    // every start, once its caches are synced).
+    let mut first = inventory_rx.clone();
+    tokio::select! {
+        _ = first.wait_for(Option::is_some) => {}
+        () = wait_for_signal() => {
+            tracing::info!("stopped before the nodes were listed");
+            for task in &tasks {
+                task.abort();
+            }
+            driver.shutdown().await;
+            return Ok(());
+        }
+    }
+    health.set_started();
+    send(
+        &driver,
+        &cluster_id,
+        Event::RegistrationDue {
+            reason: "agent started".to_string(),
+        },
+    )
+    .await;
+
+    let due = {
+        let driver = driver.clone();
+        let cluster_id = cluster_id.clone();
+        move |event: Event| {
+            let driver = driver.clone();
+            let cluster_id = cluster_id.clone();
+            tokio::spawn(async move { send(&driver, &cluster_id, event).await });
+        }
+    };
+    if let Some(summaries) = driver.watch(&cluster_id) {
+        tasks.push(tokio::spawn(session::follow_session(
+            summaries,
+            Arc::clone(&health),
+            due.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(sync_registration(
+        driver.clone(),
+        cluster_id.clone(),
+        inventory_rx.clone(),
+        maintenance_rx.clone(),
+        Arc::clone(&last_registered),
+        settings.dynamic_gpu_discovery(),
+        settings.intervals.registration_diff,
+    )));
+    tasks.push(tokio::spawn(tick(
+        settings.intervals.heartbeat,
+        due.clone(),
+        || Event::HeartbeatDue,
+    )));
+    tasks.push(tokio::spawn(tick(
+        settings.intervals.cred_renew,
+        due.clone(),
+        || Event::CredentialsDue,
+    )));
+    if matches!(settings.token, TokenFile::Projected(_)) {
+        tasks.push(tokio::spawn(check_jwks(
+            client.clone(),
+            settings.intervals.jwks,
+            due.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(follow_config(
+        args.config.clone(),
+        args.overrides(),
+        args.config_poll,
+        settings.maintenance,
+        maintenance_tx,
+        Arc::clone(&metrics),
+    )));
+    if settings.features.is_enabled(FeatureFlags::KAI_SCHEDULER) {
+        tasks.push(tokio::spawn(kai::watch_queues(
+            client.clone(),
+            Arc::clone(&health),
+        )));
+    }
+    let functions = if args.no_functions {
+        None
+    } else {
+        Some(tokio::spawn(run_functions(
+            context.clone(),
+            settings.clone(),
+            extra,
+        )))
+    };
+    tracing::info!(cluster = %cluster_id, "nvca-agent running");
+
+    wait_for_signal().await;
+    tracing::info!("stopping: machines finish the step they are in and resume at the next start");
+    shutdown_tx.send_replace(true);
+    if let Some(functions) = functions {
+        // The task stops its component when shutdown turns true.
+        let _ = tokio::time::timeout(Duration::from_secs(20), functions).await;
+    }
+    for task in &tasks {
+        task.abort();
+    }
+    driver.shutdown().await;
+    Ok(())
+}
+
+async fn send(driver: &SessionDriver, cluster_id: &str, event: Event) {
+    if let Err(error) = driver.send(cluster_id, event).await {
+        tracing::error!(%error, "the SIS session cannot take an event");
+    }
+}
+
+/// The NATS queue of the cluster, as the function deployments connect to it.
+fn queue_config(settings: &AgentSettings, mode: NatsAuthMode) -> QueueConfig {
+    let mut queue = QueueConfig::new(settings.nats_url.clone(), settings.cluster.id.clone());
+    queue.auth = match (mode, &settings.token) {
+        (NatsAuthMode::None, _) => NatsAuth::None,
+        (NatsAuthMode::Psat | NatsAuthMode::Auto, TokenFile::Projected(path)) => {
+            NatsAuth::Psat(Arc::new(crate::sis::TokenSource::projected(path)))
+        }
+        (NatsAuthMode::Psat, TokenFile::VaultSecrets(path)) => {
+            tracing::warn!(file = %path.display(), "--nats-auth psat needs a projected token; connecting without authentication");
+            NatsAuth::None
+        }
+        (NatsAuthMode::Auto, TokenFile::VaultSecrets(_)) => NatsAuth::None,
+    };
+    queue
+}
+
+/// Function deployments: started once the queue is reachable, stopped at shutdown.
+/// Under `SELF_DESTRUCT` they are told to drain, as NVIDIA's agent purges every instance.
+async fn run_functions(
+    context: AgentContext,
+    settings: AgentSettings,
+    extra: server::ExtraMetrics,
+) {
+    use crate::functions::{FunctionsContext, FunctionsSettings, Placement, start};
+    let (mode_tx, mode_rx) = watch::channel(context.current_maintenance());
+    let mut maintenance = context.maintenance.clone();
+    let mut self_destructed = context.self_destructed.clone();
+    let follow = tokio::spawn(async move {
+        loop {
+            let mode = if *self_destructed.borrow_and_update() {
+                MaintenanceMode::CordonAndDrain
+            } else {
+                *maintenance.borrow_and_update()
+            };
+            mode_tx.send_if_modified(|current| std::mem::replace(current, mode) != mode);
+            tokio::select! {
+                changed = maintenance.changed() => if changed.is_err() { return },
+                changed = self_destructed.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+    let placement = Placement {
+        namespace: settings.requests_namespace.clone(),
+        cluster_name: settings.cluster.name.clone(),
+        region: settings.cluster.region.clone(),
+        kai_scheduler: settings.features.is_enabled(FeatureFlags::KAI_SCHEDULER),
+        gxcache: settings.features.is_enabled("GXCache"),
+        image_pull_secrets: Vec::new(),
+    };
+    let handle = loop {
+        let functions = FunctionsContext::new(
+            context.client.clone(),
+            Arc::new(context.sis.clone()),
+            context.queue.clone(),
+            context.store.clone(),
+            FunctionsSettings::new(placement.clone()),
+            context.inventory.clone(),
+            mode_rx.clone(),
+        );
+        match start(functions).await {
+            Ok(handle) => break handle,
+            Err(error) => {
+                tracing::error!(category = error.category(), %error, "function deployments cannot start; trying again in 30s");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    () = context.stopping() => { follow.abort(); return }
+                }
+            }
+        }
+    };
+    let rendered = Arc::clone(&handle.metrics);
+    extra
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::new(move || rendered.render()));
+    tracing::info!("function deployments running");
+    context.stopping().await;
+    handle.stop().await;
+    follow.abort();
+}
+
+/// Registers again when [`registration::decide`] says so: on every inventory publish and
+/// every registration diff interval; and when the maintenance mode changes.
+async fn sync_registration(
+    driver: SessionDriver,
+    cluster_id: String,
+    mut inventory: watch::Receiver<Option<Arc<Inventory>>>,
+    mut maintenance: watch::Receiver<MaintenanceMode>,
+    last: Arc<Mutex<Option<Registered>>>,
+    dynamic: bool,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    maintenance.mark_unchanged();
+    loop {
+        tokio::select! {
+            changed = inventory.changed() => if changed.is_err() { return },
+            changed = maintenance.changed() => {
+                if changed.is_err() { return }
+                let mode = *maintenance.borrow_and_update();
+                send(&driver, &cluster_id, Event::RegistrationDue {
+                    reason: format!("maintenance mode {mode}"),
+                }).await;
+                continue;
+            }
+            _ = ticker.tick() => {}
+        }
+        let Some(current) = inventory.borrow_and_update().clone() else {
+            continue;
+        };
+        let decision = {
+            let last = last.lock().unwrap_or_else(|e| e.into_inner());
+            registration::decide(
+                last.as_ref(),
+                &current.registration,
+                dynamic,
+                Timestamp::now(),
+            )
+        };
+        let reason = match decision {
+            None => continue,
+            // Not registered yet: the registration queued at start (or its retry) covers it.
+            Some(Reregister::First) => continue,
+            Some(Reregister::Refresh) => "hourly refresh".to_string(),
+            Some(Reregister::Changed(changes)) => {
+                let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                format!("GPUs changed: {}", text.join("; "))
+            }
+        };
+        tracing::info!(%reason, "registering again");
+        send(&driver, &cluster_id, Event::RegistrationDue { reason }).await;
+    }
+}
+
+/// Sends `event()` every `interval`, the first one an interval from now.
+async fn tick(interval: Duration, due: impl Fn(Event), event: impl Fn() -> Event) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        due(event());
+    }
+}
+
+/// Every `interval` (the first at once), hashes the API server's key set; the session
+/// pushes it when the hash is new.
+async fn check_jwks(client: Client, interval: Duration, due: impl Fn(Event)) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match session::fetch_jwks(&client).await {
+            Ok(jwks) => due(Event::JwksDue {
+                sha256: session::sha256_hex(jwks.as_bytes()),
+            }),
+            Err(error) => tracing::warn!(%error, "JWKS not checked this time"),
+        }
+    }
+}
+
+/// Reads config.yaml again every `poll`: a new maintenance mode (the operator's drain
+/// patch) applies without a restart. Other changes are logged; they need a restart.
+async fn follow_config(
+    path: PathBuf,
+    overrides: Overrides,
+    poll: Duration,
+    mut mode: MaintenanceMode,
+    publish: watch::Sender<MaintenanceMode>,
+    metrics: Arc<Metrics>,
+) {
+    let mut last_text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut ticker = tokio::time::interval(poll);
+    loop {
+        ticker.tick().await;
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if text == last_text {
+            continue;
+        }
+        last_text = text;
+        match AgentSettings::read(&path, &overrides) {
+            Ok(settings) => {
+                for warning in &settings.warnings {
+                    tracing::warn!("{warning}");
+                }
+                if settings.maintenance != mode {
+                    tracing::warn!(from = %mode, to = %settings.maintenance, "maintenance mode changed");
+                    mode = settings.maintenance;
+                    metrics.set_maintenance(mode);
+                    publish.send_replace(mode);
+                } else {
+                    tracing::info!(
+                        "config.yaml changed; changes other than the maintenance mode apply at the next restart"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "config.yaml changed and cannot be used; keeping the running configuration")
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
