@@ -1,0 +1,548 @@
+//! Function deployments end to end on the local control plane: `sis-sim` publishes on the
+//! real `nats-server`, nvca's functions component (in process) pulls, writes the
+//! ICMSRequest, creates pods that kwok runs on its GPU nodes, and reports to sis-sim.
+//!
+//! Each test has its own requests namespace, sis-sim and cluster ID. Node labels
+//! `nvca.nvcf.nvidia.io/instance-type` (the agent's job) are written, as the agent would
+//! write them, under the cluster-wide lock. Needs `scripts/testenv up`.
+
+#[path = "support/nats.rs"]
+mod nats_support;
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Node, Pod, Secret, Service};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use nvca::driver::{Backoff, DriverConfig};
+use nvca::functions::{
+    FunctionsContext, FunctionsHandle, FunctionsSettings, Mode, Pacing, Placement,
+};
+use nvca::gpu::{DiscoveryOptions, Inventory, discover};
+use nvca::kube::crd::ICMSRequest;
+use nvca::sis::client::{SisClient, SisConfig};
+use nvca::sis::queue::{QueueConfig, QueueStream};
+use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
+use nvca::sis::sim::state::RequestRecord;
+use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
+use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
+use nvca::sis::types::{CloudProvider, ClusterCreationRequest, InstanceState};
+use nvca::store::Store;
+use support::testenv::{TestEnv, TestNamespace, eventually, testenv_with_namespace};
+use tokio::sync::watch;
+
+const NCA: &str = "nca-functions-test";
+const WAIT: Duration = Duration::from_secs(60);
+const H100: &str = "ON-PREM.GPU.H100";
+
+/// Everything one test runs against.
+struct World {
+    env: TestEnv,
+    ns: TestNamespace,
+    sim: Option<SimHandle>,
+    admin: AdminClient,
+    sis: Arc<SisClient>,
+    nats_url: String,
+    cluster_id: String,
+    store_dir: tempfile::TempDir,
+    _token_dir: tempfile::TempDir,
+    inventory: watch::Sender<Option<Arc<Inventory>>>,
+    mode: watch::Sender<Mode>,
+    handle: Option<FunctionsHandle>,
+}
+
+/// Label every GPU node with its instance type, as the agent's discovery does.
+async fn label_gpu_nodes(env: &TestEnv) -> Inventory {
+    let _lock = support::lock::cluster_wide_async().await;
+    support::crds::ensure(&env.client).await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let listed = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("list nodes")
+        .items;
+    let options = DiscoveryOptions::new("ON-PREM").expect("ON-PREM is a provider");
+    let inventory = discover(&listed, &options, &|_| 0);
+    for patch in &inventory.label_patches {
+        nodes
+            .patch(
+                &patch.node,
+                &PatchParams::default(),
+                &Patch::Merge(&patch.merge_patch()),
+            )
+            .await
+            .expect("label a GPU node");
+    }
+    inventory
+}
+
+impl World {
+    async fn new(prefix: &str) -> World {
+        Self::with(prefix, |_| {}).await
+    }
+
+    async fn with(prefix: &str, adjust: impl FnOnce(&mut FunctionsSettings)) -> World {
+        let (env, ns) = testenv_with_namespace(prefix).await;
+        let inventory = label_gpu_nodes(&env).await;
+        let nats_url = nats_support::testenv_nats_url();
+        let sim = nvca::sis::sim::start(SimConfig {
+            nats: Some(SimNats {
+                url: nats_url.clone(),
+                user: None,
+                password: None,
+            }),
+            ..SimConfig::default()
+        })
+        .await
+        .expect("sis-sim starts");
+        let admin = AdminClient::new(sim.base_url());
+        let token_dir = tempfile::tempdir().unwrap();
+        let token_file = token_dir.path().join("secrets.json");
+        write_token_file(
+            &token_file,
+            &vault_secrets_json(&admin.issue_token(None).await.unwrap()),
+        )
+        .unwrap();
+        let sis = SisClient::new(
+            SisConfig::new(sim.base_url()),
+            TokenSource::vault_secrets(&token_file),
+        )
+        .unwrap();
+        let cluster_name = format!("f-{}", &nvca::sis::sim::state::uuid_v4()[..8]);
+        let ids = sis
+            .create_cluster(
+                NCA,
+                &ClusterCreationRequest {
+                    cluster_name: cluster_name.clone(),
+                    cluster_group_name: cluster_name.clone(),
+                    nca_id: NCA.into(),
+                    cloud_provider: Some(CloudProvider::OnPrem),
+                    region: "us-west-2".into(),
+                    nvca_version: "0.0.0".into(),
+                    capabilities: vec!["DynamicGPUDiscovery".into()],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut settings = FunctionsSettings::new(Placement {
+            namespace: ns.name.clone(),
+            cluster_name,
+            region: "us-west-2".to_string(),
+            kai_scheduler: true,
+            gxcache: false,
+            image_pull_secrets: Vec::new(),
+        });
+        settings.pacing = Pacing {
+            poll: Duration::from_millis(200),
+            in_progress: Duration::from_secs(1),
+            max_skip: 2,
+        };
+        settings.rejudge = Duration::from_millis(500);
+        settings.driver = DriverConfig {
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(2),
+            },
+        };
+        adjust(&mut settings);
+        let (inventory, _) = watch::channel(Some(Arc::new(inventory)));
+        let (mode, _) = watch::channel(Mode::None);
+        let mut world = World {
+            env,
+            ns,
+            sim: Some(sim),
+            admin,
+            sis: Arc::new(sis),
+            nats_url,
+            cluster_id: ids.cluster_id,
+            store_dir: tempfile::tempdir().unwrap(),
+            _token_dir: token_dir,
+            inventory,
+            mode,
+            handle: None,
+        };
+        world.start(settings).await;
+        world
+    }
+
+    async fn start(&mut self, settings: FunctionsSettings) {
+        let mut queue = QueueConfig::new(&self.nats_url, &self.cluster_id);
+        queue.fetch_wait = Duration::from_millis(300);
+        let context = FunctionsContext::new(
+            self.env.client.clone(),
+            self.sis.clone(),
+            queue,
+            Store::open(self.store_dir.path()).expect("store opens"),
+            settings,
+            self.inventory.subscribe(),
+            self.mode.subscribe(),
+        );
+        self.handle = Some(
+            nvca::functions::start(context)
+                .await
+                .expect("function deployments start"),
+        );
+    }
+
+    async fn function(&self, image: Option<&str>, chart: Option<&str>) -> String {
+        let (function_id, _) = self
+            .admin
+            .create_function(&FunctionSpec {
+                nca_id: NCA.into(),
+                name: "echo".into(),
+                container_image: image.map(str::to_string),
+                helm_chart: chart.map(str::to_string),
+                function_type: None,
+            })
+            .await
+            .unwrap();
+        function_id
+    }
+
+    /// Deploy `count` instances of one GPU each; returns (deployment id, request id).
+    async fn deploy(&self, function_id: &str, count: u32, gpus: u32) -> (String, String) {
+        let (deployment, published) = self
+            .admin
+            .deploy(&DeploymentSpec {
+                function_id: function_id.into(),
+                cluster_id: self.cluster_id.clone(),
+                gpu: "H100".into(),
+                instance_type: H100.into(),
+                instance_type_name: Some(format!("{H100}_{gpus}x")),
+                instance_count: count,
+                gpu_count: Some(gpus),
+                action: None,
+            })
+            .await
+            .unwrap();
+        (deployment, published[0].request_id.clone())
+    }
+
+    async fn request(&self, request_id: &str) -> RequestRecord {
+        self.admin.state().await.unwrap().requests[request_id].clone()
+    }
+
+    /// What SIS heard of each instance of `request_id`, in order.
+    async fn heard(&self, request_id: &str) -> Vec<(String, Vec<InstanceState>)> {
+        self.request(request_id)
+            .await
+            .instances
+            .into_iter()
+            .map(|(id, instance)| (id, instance.history))
+            .collect()
+    }
+
+    async fn pods(&self, request_id: &str) -> Vec<Pod> {
+        let pods: Api<Pod> = self.ns.api();
+        pods.list(&ListParams::default().labels(&format!("icms-request-id={request_id}")))
+            .await
+            .expect("list pods")
+            .items
+    }
+
+    /// (delivered and unacked, waiting) on this cluster's creation consumer.
+    async fn creation_backlog(&self) -> (usize, u64) {
+        let client = async_nats::connect(&self.nats_url).await.expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream(QueueStream::Creation.name())
+            .await
+            .expect("the creation stream");
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer(&QueueStream::Creation.durable(&self.cluster_id))
+            .await
+            .expect("the cluster's creation consumer");
+        let info = consumer.info().await.expect("consumer info");
+        (info.num_ack_pending, info.num_pending)
+    }
+
+    async fn stop(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop().await;
+        }
+        if let Ok(client) = async_nats::connect(&self.nats_url).await {
+            let js = async_nats::jetstream::new(client);
+            for stream in QueueStream::ALL {
+                if let Ok(s) = js.get_stream(stream.name()).await {
+                    let _ = s.delete_consumer(&stream.durable(&self.cluster_id)).await;
+                }
+            }
+        }
+        if let Some(sim) = self.sim.take() {
+            sim.stop().await;
+        }
+        self.ns.delete().await;
+    }
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+#[tokio::test]
+async fn a_deployment_runs_is_reported_and_terminates_without_leftovers() {
+    let world = World::new("fn-e2e").await;
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    let (deployment, request_id) = world.deploy(&function, 2, 1).await;
+    let name = format!("sr-{request_id}");
+
+    let requests: Api<ICMSRequest> = world.ns.api();
+    let request = eventually(WAIT, "the ICMSRequest", || {
+        let requests = requests.clone();
+        let name = name.clone();
+        async move { requests.get_opt(&name).await.ok().flatten() }
+    })
+    .await;
+    assert_eq!(request.spec.request_id, request_id);
+    assert_eq!(
+        request.metadata.labels.as_ref().unwrap()["icms-request-id"],
+        request_id
+    );
+
+    let pods = eventually(WAIT, "two ready pods", || async {
+        let pods = world.pods(&request_id).await;
+        (pods.len() == 2 && pods.iter().all(ready)).then_some(pods)
+    })
+    .await;
+    let mut names: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, [format!("0-{name}"), format!("1-{name}")]);
+    let spec = pods[0].spec.clone().unwrap();
+    assert_eq!(spec.scheduler_name.as_deref(), Some("kai-scheduler"));
+    let containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(containers, ["inference", "utils"]);
+    assert_eq!(spec.init_containers.unwrap()[0].name, "init");
+    let secrets: Api<Secret> = world.ns.api();
+    let maps: Api<ConfigMap> = world.ns.api();
+    let services: Api<Service> = world.ns.api();
+    assert!(secrets.get_opt(&name).await.unwrap().is_some());
+    assert!(maps.get_opt(&name).await.unwrap().is_some());
+    assert!(services.get_opt(&name).await.unwrap().is_some());
+
+    let heard = eventually(WAIT, "SIS hears both instances running", || async {
+        let heard = world.heard(&request_id).await;
+        (heard.len() == 2
+            && heard
+                .iter()
+                .all(|(_, states)| states.last() == Some(&InstanceState::Running)))
+        .then_some(heard)
+    })
+    .await;
+    for (instance, states) in &heard {
+        assert_eq!(
+            states,
+            &[InstanceState::Starting, InstanceState::Running],
+            "{instance}"
+        );
+    }
+    let record = world.request(&request_id).await;
+    assert_eq!(
+        record.batches[0].acked_instances,
+        Some(2),
+        "SIS has the ack"
+    );
+    let projected = eventually(WAIT, "the ICMSRequest shows the request completed", || {
+        let requests = requests.clone();
+        let name = name.clone();
+        async move {
+            let request = requests.get_opt(&name).await.ok().flatten()?;
+            let status = request.status?.request_status;
+            (status == "RequestCompleted").then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(projected, "RequestCompleted");
+    eventually(WAIT, "the creation message acked", || async {
+        (world.creation_backlog().await == (0, 0)).then_some(())
+    })
+    .await;
+
+    world.admin.undeploy(&deployment).await.unwrap();
+    eventually(
+        WAIT,
+        "pods, ICMSRequest, Secret, ConfigMap, Service gone",
+        || async {
+            let gone = world.pods(&request_id).await.is_empty()
+                && requests.get_opt(&name).await.ok()?.is_none()
+                && secrets.get_opt(&name).await.ok()?.is_none()
+                && maps.get_opt(&name).await.ok()?.is_none()
+                && services.get_opt(&name).await.ok()?.is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
+    let heard = eventually(WAIT, "SIS hears both instances terminated", || async {
+        let heard = world.heard(&request_id).await;
+        heard
+            .iter()
+            .all(|(_, states)| states.last() == Some(&InstanceState::Terminated))
+            .then_some(heard)
+    })
+    .await;
+    for (instance, states) in &heard {
+        assert_eq!(
+            states,
+            &[
+                InstanceState::Starting,
+                InstanceState::Running,
+                InstanceState::ShuttingDown,
+                InstanceState::Terminated
+            ],
+            "{instance}"
+        );
+    }
+    let handle = world.handle.as_ref().unwrap();
+    let summary = handle.driver.summary(&request_id).expect("the machine");
+    assert!(summary.is_final, "{summary:?}");
+    assert_eq!(handle.metrics.results("none"), 2);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_makes_one_machine_and_one_workload() {
+    let world = World::new("fn-dup").await;
+    world
+        .admin
+        .set_faults(serde_json::json!({"duplicateMessages": true}))
+        .await
+        .unwrap();
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    let (_, request_id) = world.deploy(&function, 1, 1).await;
+    eventually(WAIT, "SIS hears the instance running", || async {
+        let heard = world.heard(&request_id).await;
+        (heard.len() == 1 && heard[0].1.last() == Some(&InstanceState::Running)).then_some(())
+    })
+    .await;
+    eventually(WAIT, "both copies acked", || async {
+        (world.creation_backlog().await == (0, 0)).then_some(())
+    })
+    .await;
+    assert_eq!(world.pods(&request_id).await.len(), 1);
+    let handle = world.handle.as_ref().unwrap();
+    assert_eq!(handle.driver.names(), std::slice::from_ref(&request_id));
+    assert_eq!(
+        world.heard(&request_id).await[0].1,
+        [InstanceState::Starting, InstanceState::Running]
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_short_of_gpus_goes_back_to_the_queue_until_they_are_there() {
+    let world = World::new("fn-short").await;
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    // Two instances of 8 GPUs: the inventory the test starts with says none are free.
+    world.inventory.send_modify(|inventory| {
+        let mut less = inventory.as_deref().cloned().unwrap_or_default();
+        if let Some(counts) = less.gpus.get_mut("H100") {
+            counts.available = 8;
+        }
+        *inventory = Some(Arc::new(less));
+    });
+    let (_, request_id) = world.deploy(&function, 2, 8).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests: Api<ICMSRequest> = world.ns.api();
+    assert!(
+        requests
+            .get_opt(&format!("sr-{request_id}"))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing is written for a request that does not fit"
+    );
+    assert!(world.handle.as_ref().unwrap().driver.names().is_empty());
+    let (unacked, waiting) = world.creation_backlog().await;
+    assert_eq!(
+        unacked + waiting as usize,
+        1,
+        "the message is still on the queue"
+    );
+    assert!(
+        world.request(&request_id).await.batches[0]
+            .acked_instances
+            .is_none()
+    );
+
+    world.inventory.send_modify(|inventory| {
+        let mut more = inventory.as_deref().cloned().unwrap_or_default();
+        if let Some(counts) = more.gpus.get_mut("H100") {
+            counts.available = 16;
+        }
+        *inventory = Some(Arc::new(more));
+    });
+    eventually(
+        WAIT,
+        "the request is taken once the GPUs are there",
+        || async {
+            (world.request(&request_id).await.batches[0].acked_instances == Some(2)).then_some(())
+        },
+    )
+    .await;
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_helm_function_is_refused_with_a_terminal_report_an_event_and_an_ack() {
+    let world = World::new("fn-helm").await;
+    let function = world
+        .function(
+            None,
+            Some("https://helm.ngc.nvidia.com/x/charts/echo-1.0.0.tgz"),
+        )
+        .await;
+    let (_, request_id) = world.deploy(&function, 1, 1).await;
+    let record = eventually(WAIT, "SIS hears the instance terminated", || async {
+        let record = world.request(&request_id).await;
+        (record.instances.values().next()?.instance_state == InstanceState::Terminated)
+            .then_some(record)
+    })
+    .await;
+    let (instance_id, instance) = record.instances.iter().next().unwrap();
+    assert_eq!(instance_id, &format!("0-sr-{request_id}"));
+    assert_eq!(
+        instance.termination_cause.as_deref(),
+        Some("instance-terminated-precondition-failure")
+    );
+    assert!(
+        instance
+            .health_info
+            .error_log
+            .as_deref()
+            .is_some_and(|log| log.contains("Helm functions")),
+        "{instance:?}"
+    );
+    eventually(WAIT, "the message acked", || async {
+        (world.creation_backlog().await == (0, 0)).then_some(())
+    })
+    .await;
+    let events: Api<KubeEvent> = world.ns.api();
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|event| event.reason)
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason == "WorkloadNotSupported"),
+        "{reasons:?}"
+    );
+    assert!(world.pods(&request_id).await.is_empty());
+    world.stop().await;
+}
