@@ -1,11 +1,13 @@
-//! `nvca-operator`: the operator's binary. Subcommands so far: `bootstrap` (register the
-//! cluster with SIS; the init container `nvca-self-managed-bootstrap`), `crds` (print
-//! the CRDs) and `run` (the NVCFBackend loop). `mirror` and `bootstrap-watch` come next.
+//! `nvca-operator`: the operator's binary. Subcommands: `bootstrap` (register the cluster
+//! with SIS; the init container `nvca-self-managed-bootstrap`), `crds` (print the CRDs),
+//! `run` (the NVCFBackend loop), `mirror` (the `nvca-mirror` container) and
+//! `bootstrap-watch` (the `nvca-bootstrap-watch` container).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nvca::operator::bootstrap::{self, BootstrapArgs};
+use nvca::operator::bootstrap_watch::{self, BootstrapWatchArgs};
 use nvca::operator::mirror::{self, MirrorArgs};
 use nvca::operator::run::{self, RunArgs};
 
@@ -31,6 +33,9 @@ enum Command {
     /// Copy the Secrets named in imagePullSecrets into nvca-system and keep them in sync
     /// (the nvca-mirror container).
     Mirror(MirrorArgs),
+    /// Keep ConfigMap nvca-cluster-registration filled: run the bootstrap again whenever
+    /// its IDs go missing (the nvca-bootstrap-watch container).
+    BootstrapWatch(Box<BootstrapWatchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         Command::Bootstrap(args) => bootstrap::main(args, "nvca-operator"),
         Command::Run(args) => run::main(*args),
         Command::Mirror(args) => mirror::main(args),
+        Command::BootstrapWatch(args) => bootstrap_watch::main(*args),
         Command::Crds => match nvca::kube::crd::to_yaml(&nvca::kube::crd::all()) {
             Ok(yaml) => {
                 print!("{yaml}");

@@ -1,13 +1,19 @@
-//! The operator's library half. Today: the bootstrap that registers the cluster with SIS
-//! (`nvca-operator bootstrap`, also shipped as `nvca-self-managed bootstrap`); the
-//! NVCFBackend loop, the mirror and the bootstrap watch join it later.
+//! The operator's library half, one module per command of `nvca-operator` and the pieces
+//! they share.
 //!
-//! - [`cluster_dto`]: `cluster-dto.yaml`, as NVIDIA's chart renders it.
-//! - [`cluster_executor`]: the cluster machine's effects against SIS and Kubernetes.
-//! - [`bootstrap`]: the command.
+//! - [`bootstrap`]: registers the cluster with SIS (`nvca-operator bootstrap`, also
+//!   shipped as `nvca-self-managed bootstrap`); [`cluster_dto`] and [`cluster_executor`]
+//!   are its input and effects.
+//! - [`run`]: the NVCFBackend loop; [`backend_executor`] runs the backend machine's
+//!   effects, [`health`] reads the agent, [`leader`] elects one replica, [`metrics`]
+//!   counts.
+//! - [`mirror`]: the pull-secret copies (`nvca-mirror`).
+//! - [`bootstrap_watch`]: keeps `nvca-cluster-registration` filled
+//!   (`nvca-bootstrap-watch`).
 
 pub mod backend_executor;
 pub mod bootstrap;
+pub mod bootstrap_watch;
 pub mod cluster_dto;
 pub mod cluster_executor;
 pub mod health;
