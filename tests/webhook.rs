@@ -18,17 +18,18 @@
 //!   SIGTERM stops it cleanly.
 //! - `container_function_pods_in_a_shared_cluster_with_host_isolation`: the library's
 //!   server in process, in a container-function namespace (as `nvcf-backend` is) with
-//!   `EnforceContainerFunctionResourceLimits`, `HostIsolation` and the shared-cluster flag
-//!   set: a pod gets `schedule=true`, tenant isolation, the GPU toleration, no token and
-//!   requests = limits; a pod without a tenant label is refused with the webhook's
-//!   message.
+//!   `EnforceContainerFunctionResourceLimits`, `HostIsolation`, `PassthroughGPUEnabled`
+//!   and the shared-cluster flag set, three webhooks in the operator's order: a pod gets
+//!   `schedule=true`, tenant isolation, its GPU as `nvidia.com/pgpu`, the GPU toleration,
+//!   no token and requests = limits; a pod without a tenant label is refused with the
+//!   webhook's message.
 
 mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -624,15 +625,19 @@ async fn container_function_pods_in_a_shared_cluster_with_host_isolation() {
     let port = axum::serve::Listener::local_addr(&listener)
         .expect("address")
         .port();
-    let webhooks = Arc::new(Webhooks::new(
+    let webhooks = Webhooks::new(
         Features::parse(
             &["EnforceContainerFunctionResourceLimits".to_string()],
-            &["HostIsolation".to_string()],
+            &[
+                "HostIsolation".to_string(),
+                "PassthroughGPUEnabled".to_string(),
+            ],
         )
         .expect("features"),
         default_utils_resources(),
-        Arc::new(AtomicBool::new(true)),
-    ));
+    );
+    webhooks.shared_cluster.store(true, Ordering::Relaxed);
+    let webhooks = Arc::new(webhooks);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server::serve(listener, webhooks, async {
         let _ = stopped.await;
@@ -647,7 +652,12 @@ async fn container_function_pods_in_a_shared_cluster_with_host_isolation() {
             &ns.name,
             port,
             &cert.ca_pem,
-            &["/mutate-pod-nodeaffinity", "/nvca-mutating-webhook"],
+            // The operator's order.
+            &[
+                "/mutate-pod-nodeaffinity",
+                "/mutate-pod-enforcement",
+                "/nvca-mutating-webhook",
+            ],
         ),
         None,
     )
@@ -671,7 +681,15 @@ async fn container_function_pods_in_a_shared_cluster_with_host_isolation() {
     assert_eq!(spec["automountServiceAccountToken"], false, "{spec}");
     assert_eq!(
         spec["containers"][0]["resources"],
-        json!({"limits": {"cpu": "500m", "nvidia.com/gpu": "1"}, "requests": {"cpu": "500m", "nvidia.com/gpu": "1"}})
+        json!({"limits": {"cpu": "500m", "nvidia.com/pgpu": "1"}, "requests": {"cpu": "500m", "nvidia.com/pgpu": "1"}})
+    );
+    let annotations = created.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("nvca.nvcf.nvidia.io/container-mutation-enforced")
+            .map(String::as_str),
+        Some("true"),
+        "{annotations:?}"
     );
     assert_eq!(
         spec["affinity"]["nodeAffinity"],

@@ -9,6 +9,8 @@
 //! | feature flags | `agent.featureFlags` | | |
 //! | cluster attributes | `cluster.attributes` | | |
 //! | utils container limits | `agent.utilsResources` | | `cpu: 4`, `memory: 4Gi`, filled in per resource |
+//! | DCGM metrics annotations | `webhook.dcgmAnnotations` | | `prometheus.io/port: "9400"` added when missing |
+//! | Kata RuntimeClasses | env `NVCA_KATA_RUNTIME_CLASS`, `…_GPU`, `…_NON_GPU` | | `kata-qemu-nvidia-gpu`, `kata-qemu` |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::WebhookArgs;
 use super::certs::CertFiles;
+use super::enforcement::{DcgmMetrics, KataClasses};
 use super::error::WebhookError;
 use super::features::Features;
 use super::nvca_mutating::{ResourceList, default_utils_resources};
@@ -31,6 +34,8 @@ pub struct Settings {
     pub cert_files: CertFiles,
     pub features: Features,
     pub utils_resources: ResourceList,
+    pub dcgm: DcgmMetrics,
+    pub kata_classes: KataClasses,
     pub reload_interval: Duration,
 }
 
@@ -69,6 +74,8 @@ impl Settings {
             cert_files: CertFiles { cert, key },
             features: Features::parse(&file.agent.feature_flags, &file.cluster.attributes)?,
             utils_resources: utils_resources(file)?,
+            dcgm: dcgm_metrics(file)?,
+            kata_classes: KataClasses::from_env(|name| std::env::var(name).ok()),
             reload_interval: args.reload_interval.into(),
         })
     }
@@ -81,6 +88,23 @@ fn listen_address(configured: &str) -> String {
         address if address.starts_with(':') => format!("0.0.0.0{address}"),
         address => address.to_string(),
     }
+}
+
+/// `webhook.dcgmAnnotations`.
+fn dcgm_metrics(file: &AgentConfigFile) -> Result<DcgmMetrics, WebhookError> {
+    let invalid = |reason: String| WebhookError::Config {
+        path: PathBuf::new(),
+        reason,
+    };
+    let annotations = match file.webhook.other.get("dcgmAnnotations") {
+        None | Some(serde_json::Value::Null) => Default::default(),
+        Some(value) => serde_json::from_value(value.clone()).map_err(|error| {
+            invalid(format!(
+                "webhook.dcgmAnnotations must map names to strings: {error}"
+            ))
+        })?,
+    };
+    DcgmMetrics::from_annotations(annotations).map_err(invalid)
 }
 
 /// `agent.utilsResources` over NVIDIA's defaults.
@@ -142,6 +166,7 @@ mod tests {
             PathBuf::from("/certs/server/tls.key")
         );
         assert_eq!(settings.utils_resources, default_utils_resources());
+        assert_eq!(settings.dcgm, DcgmMetrics::default());
         assert!(settings.features.uniform_instance_labels);
 
         let overridden = Settings::from_file(

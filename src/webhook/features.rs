@@ -49,6 +49,10 @@ pub struct Features {
     pub host_isolation: bool,
     /// Attribute `AccountIsolation`: per-account (NCA ID) tolerations and anti-affinity.
     pub account_isolation: bool,
+    /// Attribute `TimeSlicingGPUEnabled`: GPUs are asked for as `nvidia.com/gpu.shared`.
+    pub time_slicing_gpu: bool,
+    /// Attribute `PassthroughGPUEnabled`: GPUs are asked for as `nvidia.com/pgpu`.
+    pub passthrough_gpu: bool,
 }
 
 impl Default for Features {
@@ -65,6 +69,8 @@ impl Default for Features {
             kata_runtime_isolation: false,
             host_isolation: false,
             account_isolation: false,
+            time_slicing_gpu: false,
+            passthrough_gpu: false,
         }
     }
 }
@@ -114,6 +120,8 @@ impl Features {
                 "KataRuntimeIsolation" => features.kata_runtime_isolation = on,
                 "HostIsolation" => features.host_isolation = on,
                 "AccountIsolation" => features.account_isolation = on,
+                "TimeSlicingGPUEnabled" => features.time_slicing_gpu = on,
+                "PassthroughGPUEnabled" => features.passthrough_gpu = on,
                 _ => {}
             }
         }
@@ -201,6 +209,11 @@ mod tests {
             (&[], &["HostIsolation=False"], |f| !f.host_isolation),
             (&[], &["AccountIsolation=anything"], |f| f.account_isolation),
             (&[], &["AccountIsolation=a=b"], |f| !f.account_isolation),
+            (
+                &[],
+                &["TimeSlicingGPUEnabled", "PassthroughGPUEnabled=1"],
+                |f| f.time_slicing_gpu && f.passthrough_gpu,
+            ),
         ];
         for (flags, attributes, check) in cases {
             let features = Features::parse(&strings(flags), &strings(attributes)).unwrap();

@@ -11,12 +11,14 @@
 
 pub mod certs;
 pub mod config;
+pub mod enforcement;
 pub mod error;
 pub mod features;
 pub mod metrics;
 pub mod node_affinity;
 pub mod nvca_mutating;
 pub mod review;
+pub mod runtime_class;
 pub mod server;
 pub mod shared_cluster;
 pub mod validate;
@@ -24,7 +26,6 @@ pub mod validate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 pub use error::WebhookError;
 
@@ -81,17 +82,23 @@ pub async fn run(args: WebhookArgs) -> Result<(), WebhookError> {
     let client = kube::Client::try_default()
         .await
         .map_err(|error| WebhookError::Kubernetes(error.to_string()))?;
-    let shared_cluster = Arc::new(AtomicBool::new(false));
     let listener = server::TlsListener::bind(&settings.listen, &cert).await?;
+    let mut webhooks = server::Webhooks::new(settings.features, settings.utils_resources);
+    webhooks.dcgm = settings.dcgm;
+    webhooks.kata_classes = settings.kata_classes;
     let background = [
-        tokio::spawn(shared_cluster::watch(client, Arc::clone(&shared_cluster))),
+        tokio::spawn(shared_cluster::watch(
+            client.clone(),
+            Arc::clone(&webhooks.shared_cluster),
+        )),
+        tokio::spawn(runtime_class::watch(
+            client,
+            webhooks.kata_classes.non_gpu.clone(),
+            Arc::clone(&webhooks.kata_non_gpu_class),
+        )),
         tokio::spawn(Arc::clone(&cert).watch(settings.reload_interval)),
     ];
-    let webhooks = Arc::new(server::Webhooks::new(
-        settings.features,
-        settings.utils_resources,
-        shared_cluster,
-    ));
+    let webhooks = Arc::new(webhooks);
     tracing::info!(address = %settings.listen, "serving the admission webhooks over TLS");
     server::serve(listener, webhooks, terminated()).await;
     for task in background {

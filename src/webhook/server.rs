@@ -8,7 +8,8 @@
 //! | `/validate` | [`super::validate`] |
 //! | `/mutate-helm-storage` | admits (NVIDIA's is a stub kept for old configurations) |
 //! | `/mutate-helm-persistent-storage` | admits while `HelmInternalPersistentStorage` is off, as NVIDIA's; refuses otherwise (not built) |
-//! | `/mutate-pod-enforcement`, `/mutate-miniservice`, `/validate-instance-type-nodeaffinity` | refuse, saying they are not built yet |
+//! | `/mutate-pod-enforcement` | [`super::enforcement`] |
+//! | `/mutate-miniservice`, `/validate-instance-type-nodeaffinity` | refuse, saying they are not built yet |
 //!
 //! `GET /metrics` has NVIDIA's webhook metrics ([`super::metrics`]).
 //!
@@ -32,6 +33,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::certs::ReloadingCert;
+use super::enforcement::{self, DcgmMetrics, EnforcementOptions, KataClasses};
 use super::error::WebhookError;
 use super::features::Features;
 use super::metrics::{self, Metrics};
@@ -64,23 +66,38 @@ pub const PATHS: &[&str] = &[
 pub struct Webhooks {
     pub features: Features,
     pub utils_resources: ResourceList,
+    pub dcgm: DcgmMetrics,
+    pub kata_classes: KataClasses,
     /// Kept current by [`super::shared_cluster::watch`].
     pub shared_cluster: Arc<AtomicBool>,
+    /// Set by [`super::runtime_class::watch`].
+    pub kata_non_gpu_class: Arc<AtomicBool>,
     metrics: Metrics,
 }
 
 impl Webhooks {
-    pub fn new(
-        features: Features,
-        utils_resources: ResourceList,
-        shared_cluster: Arc<AtomicBool>,
-    ) -> Webhooks {
+    /// NVIDIA's defaults for what is not given; no shared cluster, no non-GPU Kata
+    /// class until the watches say otherwise.
+    pub fn new(features: Features, utils_resources: ResourceList) -> Webhooks {
         Webhooks {
             features,
             utils_resources,
-            shared_cluster,
+            dcgm: DcgmMetrics::default(),
+            kata_classes: KataClasses::default(),
+            shared_cluster: Arc::new(AtomicBool::new(false)),
+            kata_non_gpu_class: Arc::new(AtomicBool::new(false)),
             metrics: Metrics::new(PATHS),
         }
+    }
+
+    fn enforcement(&self, request: &Request) -> Outcome {
+        let options = EnforcementOptions {
+            features: &self.features,
+            kata_classes: &self.kata_classes,
+            non_gpu_class_exists: self.kata_non_gpu_class.load(Ordering::Relaxed),
+            dcgm: &self.dcgm,
+        };
+        enforcement::handle(request, &options)
     }
 
     fn node_affinity(&self, request: &Request) -> Outcome {
@@ -148,10 +165,7 @@ pub fn router(webhooks: Arc<Webhooks>) -> Router {
         )
         .route(
             "/mutate-pod-enforcement",
-            admission(
-                "/mutate-pod-enforcement",
-                not_built("/mutate-pod-enforcement"),
-            ),
+            admission("/mutate-pod-enforcement", Webhooks::enforcement),
         )
         .route(
             "/mutate-miniservice",
