@@ -343,7 +343,7 @@ async fn the_agent_binary_mutates_pods_refuses_bad_workloads_rotates_and_stops()
         &config,
         format!(
             "cluster:\n  id: c-test\nagent:\n  featureFlags: [EnforceHelmFunctionResourceLimits]\n\
-             webhook:\n  svcAddress: 127.0.0.1:{port}\n  tlsCertFile: {}\n  tlsKeyFile: {}\n",
+             webhook:\n  svcAddress: \":{port}\"\n  tlsCertFile: {}\n  tlsKeyFile: {}\n",
             files.cert.display(),
             files.key.display()
         ),

@@ -3,7 +3,7 @@
 //!
 //! | setting | config key | flag | default |
 //! |---|---|---|---|
-//! | listen address | `webhook.svcAddress` | `--listen` | `127.0.0.1:8443` (NVIDIA's `setDefaults`); `:8443` means every interface |
+//! | listen address | `webhook.svcAddress` | `--listen` | `127.0.0.1:8443` (NVIDIA's `setDefaults`); `:8443` means every interface, IPv6 and IPv4 |
 //! | certificate | `webhook.tlsCertFile` | `--tls-cert-file` | required |
 //! | key | `webhook.tlsKeyFile` | `--tls-key-file` | required |
 //! | feature flags | `agent.featureFlags` | | |
@@ -81,11 +81,10 @@ impl Settings {
     }
 }
 
-/// Go's listen spelling: `:8443` is every interface.
+/// The configured address, NVIDIA's default when empty.
 fn listen_address(configured: &str) -> String {
     match configured.trim() {
         "" => DEFAULT_LISTEN.to_string(),
-        address if address.starts_with(':') => format!("0.0.0.0{address}"),
         address => address.to_string(),
     }
 }
@@ -156,7 +155,7 @@ mod tests {
         let config = crate::kube::resources::testing::config();
         let file = crate::kube::resources::agent_config::file(&config);
         let settings = Settings::from_file(&file, &args(&[])).unwrap();
-        assert_eq!(settings.listen, "0.0.0.0:8443");
+        assert_eq!(settings.listen, ":8443");
         assert_eq!(
             settings.cert_files.cert,
             PathBuf::from("/certs/server/tls.crt")

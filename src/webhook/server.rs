@@ -251,7 +251,8 @@ impl TlsListener {
             address: address.to_string(),
             reason,
         };
-        let tcp = TcpListener::bind(address)
+        let candidates = bind_candidates(address).await.map_err(listen_error)?;
+        let tcp = TcpListener::bind(candidates.as_slice())
             .await
             .map_err(|e| listen_error(e.to_string()))?;
         let local = tcp.local_addr().map_err(|e| listen_error(e.to_string()))?;
@@ -264,6 +265,29 @@ impl TlsListener {
             accepting,
         })
     }
+}
+
+/// The socket addresses for `address`. Go's `:PORT` (what the operator configures) is
+/// every interface: IPv6 with IPv4 mapped where the host has IPv6, else IPv4. Other
+/// addresses are resolved (`localhost:8443` works, as in Go).
+async fn bind_candidates(address: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Some(port) = address.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|error| format!("{port:?} is not a port: {error}"))?;
+        return Ok(vec![
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+        ]);
+    }
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|error| format!("not a HOST:PORT address: {error}"))?
+        .collect();
+    if resolved.is_empty() {
+        return Err("the host name resolves to no address".to_string());
+    }
+    Ok(resolved)
 }
 
 async fn accept_loop(
@@ -337,5 +361,32 @@ pub async fn serve(
     tracing::info!("shutting down: finishing requests in flight");
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
         tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn go_style_addresses_mean_every_interface() {
+        assert_eq!(
+            bind_candidates(":8443").await.unwrap(),
+            vec![
+                "[::]:8443".parse::<SocketAddr>().unwrap(),
+                "0.0.0.0:8443".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            bind_candidates("127.0.0.1:0").await.unwrap(),
+            vec!["127.0.0.1:0".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(
+            bind_candidates(":https")
+                .await
+                .unwrap_err()
+                .contains("not a port")
+        );
+        assert!(bind_candidates("127.0.0.1").await.is_err());
     }
 }
