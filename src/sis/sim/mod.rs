@@ -227,6 +227,8 @@ pub struct SimHandle {
     addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: Arc<Notify>,
+    /// Turns true at [`SimHandle::stop`]: open connections close too, as when SIS goes down.
+    closing: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -244,8 +246,10 @@ impl SimHandle {
         &self.shared
     }
 
-    /// Stops accepting connections and waits for the loop to end.
+    /// Stops accepting connections, closes the open ones (keep-alive connections of
+    /// clients included, so the simulator is really gone) and waits for the loop to end.
     pub async fn stop(self) {
+        self.closing.send_replace(true);
         self.shutdown.notify_one();
         let _ = self.task.await;
     }
@@ -296,12 +300,13 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let router = router(shared.clone());
     let shutdown = Arc::new(Notify::new());
     let stop = shutdown.clone();
+    let (closing, closed) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    tokio::spawn(serve_connection(stream, router.clone()));
+                    tokio::spawn(serve_connection(stream, router.clone(), closed.clone()));
                 }
                 _ = stop.notified() => break,
             }
@@ -311,6 +316,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         addr,
         shared,
         shutdown,
+        closing,
         task,
     })
 }
@@ -319,7 +325,11 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
 #[derive(Clone)]
 struct DropConnection(Arc<Notify>);
 
-async fn serve_connection(stream: tokio::net::TcpStream, router: Router) {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    router: Router,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) {
     use tower::Service;
     let kill = Arc::new(Notify::new());
     let handle = DropConnection(kill.clone());
@@ -334,6 +344,7 @@ async fn serve_connection(stream: tokio::net::TcpStream, router: Router) {
     tokio::select! {
         _ = connection => {}
         _ = kill.notified() => {}
+        _ = closed.wait_for(|closed| *closed) => {}
     }
 }
 

@@ -1,0 +1,803 @@
+//! `nvca-agent run` as users run it: the real binary as a child process, on the local
+//! control plane (kwok GPU fleet), against sis-sim and the testenv's NATS, with short
+//! intervals. Each test has its own sis-sim, cluster, namespace (the agent's system and
+//! requests namespace), token file and store. The agent reads every node and writes
+//! instance-type labels, and some tests add or change nodes, so every test holds the
+//! cluster-wide lock.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use nvca::sis::sim::admin::{AdminClient, TokenRequest};
+use nvca::sis::sim::state::ClusterRecord;
+use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
+use nvca::sis::types::{CloudProvider, ClusterCreationRequest, HeartbeatAction};
+use nvca::sis::{SisClient, SisConfig, TokenSource};
+use serde_json::{Value, json};
+use support::child::Process;
+use support::testenv::{TestEnv, TestNamespace, eventually, testenv_with_namespace};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound").port()
+}
+
+/// One test's world: sis-sim with a registered cluster, a token for it, a namespace, and
+/// the agent's config, store and ports.
+struct World {
+    /// First, so it is killed (and its log printed) before the directory goes.
+    agent: Option<Process>,
+    env: TestEnv,
+    ns: TestNamespace,
+    sim: Option<SimHandle>,
+    sim_addr: SocketAddr,
+    state_file: PathBuf,
+    admin: AdminClient,
+    cluster_id: String,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    token_file: PathBuf,
+    health: String,
+    admin_addr: String,
+    _lock: std::fs::File,
+}
+
+fn sim_config(addr: SocketAddr, state_file: &Path, nats_url: &str) -> SimConfig {
+    SimConfig {
+        listen: addr,
+        nats: Some(SimNats {
+            url: nats_url.to_string(),
+            user: None,
+            password: None,
+        }),
+        state_file: Some(state_file.to_path_buf()),
+        ..SimConfig::default()
+    }
+}
+
+impl World {
+    async fn start(prefix: &str, flags: &[&str]) -> World {
+        let lock = support::lock::cluster_wide_async().await;
+        let (env, ns) = testenv_with_namespace(prefix).await;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let state_file = dir.path().join("sis-state.json");
+        let sim = nvca::sis::sim::start(sim_config(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &state_file,
+            &env.endpoints.nats_url,
+        ))
+        .await
+        .expect("sis-sim starts");
+        let sim_addr = sim.addr();
+        let admin = AdminClient::new(sim.base_url());
+
+        // The cluster, as the bootstrap registers it.
+        let management = dir.path().join("management-token");
+        let token = admin.issue_token(None).await.expect("a token");
+        std::fs::write(&management, &token).expect("token file");
+        let sis = SisClient::new(
+            SisConfig::new(sim.base_url()),
+            TokenSource::projected(&management),
+        )
+        .expect("SIS client");
+        let name = format!("agent-{:08x}", rand::random::<u32>());
+        let ids = sis
+            .create_cluster(
+                "nca-agent-test",
+                &ClusterCreationRequest {
+                    cluster_name: name.clone(),
+                    cluster_group_name: name.clone(),
+                    nca_id: "nca-agent-test".into(),
+                    cloud_provider: Some(CloudProvider::OnPrem),
+                    region: "us-west-1".into(),
+                    nvca_version: "0.0.0".into(),
+                    capabilities: vec!["DynamicGPUDiscovery".into()],
+                    ..ClusterCreationRequest::default()
+                },
+            )
+            .await
+            .expect("sis-sim creates the cluster");
+
+        // The agent's token: bound to its cluster, as SIS binds a cluster's credentials.
+        let token_file = dir.path().join("token");
+        let agent_token = admin
+            .issue_token_with(TokenRequest {
+                authorities: None,
+                cluster_id: Some(ids.cluster_id.clone()),
+            })
+            .await
+            .expect("an agent token");
+        std::fs::write(&token_file, &agent_token).expect("token file");
+
+        let health = format!("127.0.0.1:{}", free_port());
+        let admin_addr = format!("127.0.0.1:{}", free_port());
+        let flags: Vec<String> = flags.iter().map(|f| format!("\"{f}\"")).collect();
+        let config = dir.path().join("config.yaml");
+        let text = format!(
+            "cluster:\n  id: {id}\n  name: {name}\n  ncaID: nca-agent-test\n  groupID: {group}\n  groupName: {name}\n  region: us-west-1\n  cloudProvider: ON-PREM\n\
+             agent:\n  icmsURL: {url}\n  NATSURL: {nats}\n  featureFlags: [{flags}]\n  tokenFile: {token}\n  svcAddress: {health}\n  adminAddr: {admin_addr}\n  systemNamespace: {ns}\n  requestsNamespace: {ns}\n",
+            id = ids.cluster_id,
+            group = ids.cluster_group_id,
+            url = sim.base_url(),
+            nats = env.endpoints.nats_url,
+            flags = flags.join(", "),
+            token = token_file.display(),
+            ns = ns.name,
+        );
+        std::fs::write(&config, text).expect("config.yaml");
+        let mut world = World {
+            env,
+            ns,
+            sim: Some(sim),
+            sim_addr,
+            state_file,
+            admin,
+            cluster_id: ids.cluster_id,
+            dir,
+            config,
+            token_file,
+            health,
+            admin_addr,
+            agent: None,
+            _lock: lock,
+        };
+        world.start_agent();
+        world
+    }
+
+    fn start_agent(&mut self) {
+        let store = self.dir.path().join("store");
+        let log = self.dir.path().join("agent.log");
+        let args = [
+            "run",
+            "--config",
+            &self.config.display().to_string(),
+            "--store",
+            &store.display().to_string(),
+            "--kubeconfig",
+            &self.env.endpoints.kubeconfig.display().to_string(),
+            "--heartbeat-interval",
+            "1s",
+            "--cred-renew-interval",
+            "3s",
+            "--registration-diff-interval",
+            "1s",
+            "--inventory-quiet",
+            "200ms",
+            "--inventory-max-delay",
+            "1s",
+            "--jwks-interval",
+            "2s",
+            "--sis-backoff-initial",
+            "200ms",
+            "--sis-backoff-max",
+            "1s",
+            "--sis-timeout",
+            "3s",
+            "--config-poll",
+            "300ms",
+            "--nats-auth",
+            "none",
+        ]
+        .map(String::from);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.agent = Some(Process::start(
+            env!("CARGO_BIN_EXE_nvca-agent"),
+            &args,
+            &[("RUST_LOG", "info,nvca=debug")],
+            &log,
+        ));
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop_agent(&mut self) -> std::process::ExitStatus {
+        let mut agent = self.agent.take().expect("the agent runs");
+        let pid = agent.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        for _ in 0..100 {
+            if let Some(status) = agent.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "the agent did not stop within 10 s of SIGTERM; log:\n{}",
+            agent.log_tail()
+        );
+    }
+
+    fn log(&self) -> String {
+        self.agent
+            .as_ref()
+            .map(Process::log_tail)
+            .unwrap_or_default()
+    }
+
+    async fn cluster(&self) -> ClusterRecord {
+        self.admin
+            .cluster(&self.cluster_id)
+            .await
+            .expect("sis-sim knows the cluster")
+    }
+
+    async fn healthz(&self) -> Option<(u16, Value)> {
+        let response = http()
+            .get(format!("http://{}/healthz", self.health))
+            .send()
+            .await
+            .ok()?;
+        let code = response.status().as_u16();
+        let body = response.text().await.ok()?;
+        Some((code, serde_json::from_str(&body).ok()?))
+    }
+
+    async fn metrics(&self) -> String {
+        http()
+            .get(format!("http://{}/metrics", self.health))
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("a body")
+    }
+
+    /// The agent's session machine, from its admin endpoint (what `nvca-state dump`
+    /// prints).
+    async fn session(&self) -> Option<Value> {
+        let snapshot: Value = http()
+            .get(format!("http://{}/machines?kind=session", self.admin_addr))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        snapshot["machines"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == self.cluster_id.as_str())
+            .cloned()
+    }
+
+    /// Waits for `what` of the cluster at sis-sim; prints the agent's log on failure.
+    async fn until<T>(&self, what: &str, probe: impl Fn(&ClusterRecord) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(record) = self.admin.cluster(&self.cluster_id).await
+                && let Some(value) = probe(&record)
+            {
+                return value;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("timed out waiting for {what}; agent log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn client(&self) -> Client {
+        self.env.client.clone()
+    }
+}
+
+fn http() -> reqwest::Client {
+    nvca::tls::ensure_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// GPU name → (capacity, instance type names) of the last registration.
+fn registered(record: &ClusterRecord) -> BTreeMap<String, (u32, Vec<String>)> {
+    record
+        .registration
+        .as_ref()
+        .map(|registration| {
+            registration
+                .gpus
+                .iter()
+                .map(|gpu| {
+                    let mut names: Vec<String> =
+                        gpu.instance_types.iter().map(|t| t.name.clone()).collect();
+                    names.sort();
+                    (gpu.name.clone(), (gpu.capacity, names))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn types(base: &str, sizes: &[u32]) -> Vec<String> {
+    let mut names: Vec<String> = sizes.iter().map(|n| format!("{base}_{n}x")).collect();
+    names.sort();
+    names
+}
+
+/// The testenv's fixture fleet (`fixtures/testenv/nodes`), as `tests/gpu_fixtures.rs`
+/// derives it.
+fn fixture_fleet() -> BTreeMap<String, (u32, Vec<String>)> {
+    [
+        ("A100", 8, types("ON-PREM.GPU.A100", &[1, 2, 4, 8])),
+        ("H100", 16, types("ON-PREM.GPU.H100", &[1, 2, 4, 8])),
+        (
+            "H100-MIG-1g-10gb",
+            56,
+            types("ON-PREM.GPU.H100-MIG-1g-10gb", &[1, 2, 4, 8, 16, 32, 56]),
+        ),
+        ("L40S", 4, types("ON-PREM.GPU.L40S", &[1, 2, 4])),
+    ]
+    .into_iter()
+    .map(|(gpu, capacity, names)| (gpu.to_string(), (capacity, names)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_heartbeats_and_reports_the_fixture_fleet_exactly() {
+    let mut world = World::start("agent-fleet", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+
+    let fleet = world
+        .until("a registration with the fixture fleet", |record| {
+            let gpus = registered(record);
+            (gpus == fixture_fleet()).then_some(gpus)
+        })
+        .await;
+    assert_eq!(fleet.len(), 4);
+    let record = world
+        .until("two heartbeats", |record| {
+            (record.heartbeats >= 2).then(|| record.clone())
+        })
+        .await;
+    let registration = record.registration.as_ref().expect("registered");
+    assert_eq!(registration.status.as_str(), "READY");
+    assert!(
+        registration.k8s_version.starts_with("v1."),
+        "{registration:?}"
+    );
+    assert!(registration.allow_task_cluster_creation_queues);
+    let heartbeat = record.last_heartbeat.expect("a heartbeat");
+    assert_eq!(heartbeat["status"], "healthy");
+    assert_eq!(heartbeat["maintenanceMode"], "None");
+    assert_eq!(heartbeat["clusterOwnerNcaID"], "nca-agent-test");
+    for (gpu, (capacity, _)) in fixture_fleet() {
+        assert_eq!(
+            heartbeat["gpuUsage"][&gpu]["capacity"], capacity,
+            "{gpu}: {heartbeat}"
+        );
+    }
+
+    // Health as NVIDIA's agent writes it.
+    let (code, health) = world.healthz().await.expect("/healthz answers JSON");
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["Status"], "healthy");
+    assert!(
+        health["K8sVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("v1.")
+    );
+    assert_eq!(health["GPUUsage"]["H100"]["capacity"], 16);
+    assert_eq!(health["Components"]["gpu"]["Status"], "healthy");
+    assert_eq!(health["Components"]["sis"]["Status"], "healthy");
+    let livez = http()
+        .get(format!("http://{}/livez", world.health))
+        .send()
+        .await
+        .expect("/livez");
+    assert_eq!(livez.status().as_u16(), 200);
+
+    let metrics = world.metrics().await;
+    for line in [
+        "nvca_instance_type_capacity{nvca_nca_id=\"nca-agent-test\"",
+        "instance_type=\"ON-PREM.GPU.H100_1x\"} 16",
+        "instance_type=\"ON-PREM.GPU.H100-MIG-1g-10gb_56x\"} 1",
+        "nvca_gpu_node_total_count{",
+        "nvca_maintenance_mode_state{",
+        "mode=\"None\"} 1",
+        "operation=\"register\",status=\"success\",http_status=\"200\"}",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+
+    // The agent labelled every ready GPU node of the fleet.
+    let nodes: Api<Node> = Api::all(world.client());
+    let h100 = nodes.get("gpu-h100-0").await.expect("gpu-h100-0");
+    assert_eq!(
+        h100.metadata.labels.unwrap_or_default()["nvca.nvcf.nvidia.io/instance-type"],
+        "ON-PREM.GPU.H100"
+    );
+
+    // nvca-state dump sees the session, registered, with nothing failing.
+    let session = world.session().await.expect("the session machine");
+    assert_eq!(session["state"], "registered", "{session}");
+
+    // Credentials were renewed, at once and on the interval.
+    let calls = world.admin.calls().await.expect("calls");
+    let credentials = calls
+        .iter()
+        .filter(|c| c.route.contains("/credentials"))
+        .count();
+    assert!(credentials >= 1, "no credentials call");
+
+    let status = world.stop_agent();
+    assert!(status.success(), "SIGTERM ends the agent cleanly: {status}");
+}
+
+fn gpu_node(name: &str, product: &str, count: u32) -> Node {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/os": "linux",
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": product,
+                "nvidia.com/gpu.family": "blackwell",
+                "nvidia.com/gpu.machine": "DGX-B200",
+                "nvidia.com/gpu.memory": "183359",
+                "nvidia.com/gpu.count": count.to_string(),
+            }
+        },
+        "spec": {},
+        "status": {
+            "capacity": {"cpu": "224", "memory": "2063425Mi", "ephemeral-storage": "3840Gi", "pods": "110", "nvidia.com/gpu": count.to_string()},
+            "allocatable": {"cpu": "224", "memory": "2063425Mi", "ephemeral-storage": "3840Gi", "pods": "110", "nvidia.com/gpu": count.to_string()}
+        }
+    }))
+    .expect("a node")
+}
+
+/// Deletes the test's node on drop, whatever happens.
+struct NodeGuard {
+    name: String,
+    client: Client,
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let config = self.client.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let nodes: Api<Node> = Api::all(config);
+                let _ = nodes.delete(&name, &DeleteParams::default()).await;
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_relabelled_and_deleted_node_reaches_sis() {
+    let world = World::start("agent-nodes", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    world
+        .until("the fixture fleet registered", |record| {
+            (registered(record) == fixture_fleet()).then_some(())
+        })
+        .await;
+
+    let name = format!("agent-b200-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let nodes: Api<Node> = Api::all(world.client());
+    let mut node = gpu_node(&name, "NVIDIA-B200", 8);
+    node.metadata.name = Some(name.clone());
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create a kwok B200 node");
+    let _guard = NodeGuard {
+        name: name.clone(),
+        client: world.client(),
+    };
+
+    let added = tokio::time::Instant::now();
+    world
+        .until("B200 registered", |record| {
+            let gpus = registered(record);
+            (gpus.get("B200") == Some(&(8, types("ON-PREM.GPU.B200", &[1, 2, 4, 8])))).then_some(())
+        })
+        .await;
+    eprintln!("added node reached SIS after {:?}", added.elapsed());
+    let labelled = eventually(WAIT, "the B200 node labelled", || {
+        let nodes = nodes.clone();
+        let name = name.clone();
+        async move {
+            let node = nodes.get(&name).await.ok()?;
+            node.metadata
+                .labels?
+                .get("nvca.nvcf.nvidia.io/instance-type")
+                .cloned()
+        }
+    })
+    .await;
+    assert_eq!(labelled, "ON-PREM.GPU.B200");
+
+    // Relabelled as an L40S: B200 goes, L40S grows by 8.
+    let relabel = json!({"metadata": {"labels": {"nvidia.com/gpu.product": "NVIDIA-L40S"}}});
+    nodes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .expect("relabel");
+    let relabelled = tokio::time::Instant::now();
+    world
+        .until("B200 gone and 12 L40S", |record| {
+            let gpus = registered(record);
+            (!gpus.contains_key("B200") && gpus.get("L40S").map(|g| g.0) == Some(12)).then_some(())
+        })
+        .await;
+    eprintln!(
+        "relabelled node reached SIS after {:?}",
+        relabelled.elapsed()
+    );
+
+    nodes
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete the node");
+    let deleted = tokio::time::Instant::now();
+    world
+        .until("the fixture fleet again", |record| {
+            (registered(record) == fixture_fleet()).then_some(())
+        })
+        .await;
+    let elapsed = deleted.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "a deleted node reached SIS after {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_sis_is_retried_shown_and_recovered() {
+    let mut world = World::start("agent-sis-down", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    world
+        .until("two heartbeats", |record| {
+            (record.heartbeats >= 2).then_some(())
+        })
+        .await;
+
+    // SIS goes away: the port refuses connections.
+    let before = world.cluster().await.heartbeats;
+    world.sim.take().expect("sis-sim runs").stop().await;
+    let shown = eventually(WAIT, "/healthz shows SIS lost", || {
+        let world = &world;
+        async move {
+            let (code, health) = world.healthz().await?;
+            (health["Components"]["sis"]["Status"] == "unhealthy").then_some((code, health))
+        }
+    })
+    .await;
+    assert_eq!(
+        shown.0, 200,
+        "a lost SIS is a warning, not unreadiness: {}",
+        shown.1
+    );
+    let error = shown.1["Components"]["sis"]["Errors"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("retrying"), "{error}");
+    let session = eventually(WAIT, "the dump shows the retries", || {
+        let world = &world;
+        async move {
+            let session = world.session().await?;
+            let attempts = session["pending"][0]["attempts"].as_u64()?;
+            (attempts >= 2).then_some(session)
+        }
+    })
+    .await;
+    assert!(
+        session["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connection"),
+        "{session}"
+    );
+
+    // SIS comes back on the same address with its state.
+    let sim = nvca::sis::sim::start(sim_config(
+        world.sim_addr,
+        &world.state_file,
+        &world.env.endpoints.nats_url,
+    ))
+    .await
+    .expect("sis-sim starts again");
+    world.sim = Some(sim);
+    world
+        .until("heartbeats again", |record| {
+            (record.heartbeats > before + 1).then_some(())
+        })
+        .await;
+    eventually(WAIT, "/healthz shows SIS back", || {
+        let world = &world;
+        async move {
+            let (_, health) = world.healthz().await?;
+            (health["Components"]["sis"]["Status"] == "healthy").then_some(())
+        }
+    })
+    .await;
+    assert!(world.stop_agent().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_is_read_again() {
+    let world = World::start("agent-token", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    world
+        .until("two heartbeats", |record| {
+            (record.heartbeats >= 2).then_some(())
+        })
+        .await;
+    let old = std::fs::read_to_string(&world.token_file).expect("token");
+    let new = world
+        .admin
+        .issue_token_with(TokenRequest {
+            authorities: None,
+            cluster_id: Some(world.cluster_id.clone()),
+        })
+        .await
+        .expect("a new token");
+    // The kubelet replaces the projected token; the old one expires.
+    let staged = world.dir.path().join("token.new");
+    std::fs::write(&staged, &new).expect("new token");
+    std::fs::rename(&staged, &world.token_file).expect("rotate");
+    world.admin.revoke_token(&old).await.expect("revoke");
+    world.admin.clear_calls().await.expect("clear calls");
+    let heartbeats = world.cluster().await.heartbeats;
+    world
+        .until("heartbeats with the new token", |record| {
+            (record.heartbeats >= heartbeats + 2).then_some(())
+        })
+        .await;
+    let session = world.session().await.expect("session");
+    assert_eq!(session["state"], "registered", "{session}");
+    // The new file was read before the next call: SIS never saw the revoked token.
+    let calls = world.admin.calls().await.expect("calls");
+    let heartbeats: Vec<u16> = calls
+        .iter()
+        .filter(|c| c.route.ends_with("/heartbeat"))
+        .map(|c| c.status)
+        .collect();
+    assert!(
+        !heartbeats.is_empty() && heartbeats.iter().all(|status| *status == 200),
+        "{heartbeats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_destruct_evicts_workloads_and_silences_the_cluster() {
+    let mut world = World::start("agent-destruct", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    world
+        .until("a heartbeat", |record| {
+            (record.heartbeats >= 1).then_some(())
+        })
+        .await;
+    // A workload pod, as function deployments label them.
+    let pods: Api<Pod> = world.ns.api();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "0-sr-destruct", "labels": {"icms-request-id": "destruct"}},
+        "spec": {"nodeName": "cpu-0", "containers": [{"name": "inference", "image": "busybox"}]}
+    }))
+    .expect("a pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create the workload pod");
+
+    world
+        .admin
+        .set_heartbeat_answer(&world.cluster_id, HeartbeatAction::SelfDestruct)
+        .await
+        .expect("set the answer");
+    let session = eventually(WAIT, "the session self-destructed", || {
+        let world = &world;
+        async move {
+            let session = world.session().await?;
+            (session["state"] == "self_destructed").then_some(session)
+        }
+    })
+    .await;
+    assert_eq!(session["state"], "self_destructed");
+    eventually(WAIT, "the workload pod evicted", || {
+        let pods = pods.clone();
+        async move {
+            match pods.get_opt("0-sr-destruct").await {
+                Ok(None) => Some(()),
+                Ok(Some(pod)) if pod.metadata.deletion_timestamp.is_some() => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+
+    // Silence: no call reaches SIS any more, across a restart too.
+    world.admin.clear_calls().await.expect("clear calls");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(world.stop_agent().success());
+    world.start_agent();
+    eventually(WAIT, "the restarted agent answers /healthz", || {
+        let world = &world;
+        async move { world.healthz().await.map(|_| ()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = world.admin.calls().await.expect("calls");
+    let to_cluster: Vec<_> = calls
+        .iter()
+        .filter(|c| c.route.contains("/v1/nvca/"))
+        .collect();
+    assert!(
+        to_cluster.is_empty(),
+        "calls after SELF_DESTRUCT: {to_cluster:?}"
+    );
+    let (_, health) = world.healthz().await.expect("health");
+    assert!(
+        health["Components"]["sis"]["Errors"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SELF_DESTRUCT"),
+        "{health}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_patch_to_config_yaml_reaches_sis_without_a_restart() {
+    let world = World::start("agent-drain", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    world
+        .until("registered READY", |record| {
+            record
+                .registration
+                .as_ref()
+                .filter(|r| r.status.as_str() == "READY")
+                .map(|_| ())
+        })
+        .await;
+    // What the operator does on uninstall: the flag, and the mode.
+    let text = std::fs::read_to_string(&world.config).expect("config");
+    let mut file = nvca::kube::agent_config::AgentConfigFile::parse(&text).expect("config");
+    file.set_maintenance("CordonAndDrainMaintenance");
+    std::fs::write(&world.config, file.to_yaml().expect("yaml")).expect("write config");
+    world
+        .until("registered CORDON_AND_DRAIN", |record| {
+            record
+                .registration
+                .as_ref()
+                .filter(|r| r.status.as_str() == "CORDON_AND_DRAIN")
+                .map(|_| ())
+        })
+        .await;
+    world
+        .until("a heartbeat in CordonAndDrain", |record| {
+            record
+                .last_heartbeat
+                .as_ref()
+                .filter(|h| h["maintenanceMode"] == "CordonAndDrain")
+                .map(|_| ())
+        })
+        .await;
+    let metrics = world.metrics().await;
+    assert!(metrics.contains("mode=\"CordonAndDrain\"} 1"), "{metrics}");
+}
