@@ -17,18 +17,24 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Node, Pod, Secre
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use nvca::driver::{Backoff, DriverConfig};
+use nvca::functions::executor::wire_update;
 use nvca::functions::{
     FunctionsContext, FunctionsHandle, FunctionsSettings, Mode, Pacing, Placement,
 };
 use nvca::gpu::{DiscoveryOptions, Inventory, discover};
 use nvca::kube::crd::ICMSRequest;
+use nvca::machines::instance::{
+    InstanceReport, LegacyAction, RequestState as WireRequestState, WireInstanceState, WireStatus,
+};
 use nvca::sis::client::{SisClient, SisConfig};
-use nvca::sis::queue::{QueueConfig, QueueStream};
+use nvca::sis::queue::{QueueConfig, QueueConsumer, QueueStream};
 use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
 use nvca::sis::sim::state::RequestRecord;
 use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
-use nvca::sis::types::{CloudProvider, ClusterCreationRequest, InstanceState};
+use nvca::sis::types::{
+    AckRequest, CloudProvider, ClusterCreationRequest, InstanceState, RequestStatusCode,
+};
 use nvca::store::Store;
 use support::testenv::{TestEnv, TestNamespace, eventually, testenv_with_namespace};
 use tokio::sync::watch;
@@ -168,9 +174,14 @@ impl World {
         world
     }
 
-    async fn start(&mut self, settings: FunctionsSettings) {
+    fn queue(&self) -> QueueConfig {
         let mut queue = QueueConfig::new(&self.nats_url, &self.cluster_id);
         queue.fetch_wait = Duration::from_millis(300);
+        queue
+    }
+
+    async fn start(&mut self, settings: FunctionsSettings) {
+        let queue = self.queue();
         let context = FunctionsContext::new(
             self.env.client.clone(),
             self.sis.clone(),
@@ -542,6 +553,72 @@ async fn a_helm_function_is_refused_with_a_terminal_report_an_event_and_an_ack()
             .iter()
             .any(|reason| reason == "WorkloadNotSupported"),
         "{reasons:?}"
+    );
+    assert!(world.pods(&request_id).await.is_empty());
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn an_instance_sis_lists_but_the_cluster_does_not_run_is_reported_terminated() {
+    let mut world = World::new("fn-sync").await;
+    world.handle.take().expect("running").stop().await;
+    // A request taken and reported running by someone else: nvca never saw it.
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    let (_, request_id) = world.deploy(&function, 1, 1).await;
+    let other = QueueConsumer::connect(world.queue()).await.unwrap();
+    let taken = eventually(WAIT, "the message", || async {
+        other.fetch_creations().await.ok()?.messages.pop()
+    })
+    .await;
+    taken.acker.ack().await.unwrap();
+    let batch = taken.body.message_batch_id.clone();
+    world
+        .sis
+        .acknowledge(
+            &request_id,
+            &AckRequest {
+                status: RequestStatusCode::PendingFulfillment,
+                message_batch_id: batch,
+                instance_count: Some(1),
+                reservation_id: None,
+                capacity_type: None,
+            },
+        )
+        .await
+        .unwrap();
+    let ghost = format!("0-sr-{request_id}");
+    let mut running = wire_update(&InstanceReport {
+        instance_id: ghost.clone(),
+        instance_state: WireInstanceState::Running,
+        status: WireStatus::Fulfilled,
+        request_state: WireRequestState::Active,
+        action: LegacyAction::RequestSpotInstances,
+        termination_cause: None,
+        system_failure: None,
+        error_log: None,
+    });
+    running.health_info = Default::default();
+    world
+        .sis
+        .report_instance(&request_id, &ghost, &running)
+        .await
+        .unwrap();
+
+    let mut settings = FunctionsSettings::new(Placement {
+        namespace: world.ns.name.clone(),
+        ..Placement::default()
+    });
+    settings.pacing.poll = Duration::from_millis(200);
+    settings.sis_sync = Duration::from_millis(500);
+    world.start(settings).await;
+    let record = eventually(WAIT, "SIS hears the ghost terminated", || async {
+        let record = world.request(&request_id).await;
+        (record.instances[&ghost].instance_state == InstanceState::Terminated).then_some(record)
+    })
+    .await;
+    assert_eq!(
+        record.instances[&ghost].termination_cause.as_deref(),
+        Some("instance-terminated-sync-action")
     );
     assert!(world.pods(&request_id).await.is_empty());
     world.stop().await;

@@ -18,6 +18,7 @@
 //!   [`executor::FunctionExecutor`] (pods, the ICMSRequest projection, SIS calls, queue
 //!   acks, Events);
 //! - [`pods`]: the pod watch feeding `PodObserved` and `InstanceDeleted`;
+//! - [`reconcile`]: SIS's periodic instance list, handed to the machines;
 //! - drain: under `CordonAndDrainMaintenance` every machine is told `DrainRequested`.
 //!
 //! Pure parts: [`launch`] (what a creation message asks for), [`objects`] (the
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod objects;
 pub mod observe;
 mod pods;
+mod reconcile;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -70,6 +72,8 @@ pub struct FunctionsSettings {
     pub rejudge: Duration,
     /// How long SIS may answer 404 to an acknowledgement (NVIDIA: 5 min).
     pub ack_retry: Duration,
+    /// How often SIS's instance list is reconciled (NVIDIA: 5 min).
+    pub sis_sync: Duration,
     pub driver: DriverConfig,
 }
 
@@ -82,6 +86,7 @@ impl FunctionsSettings {
             pacing: Pacing::default(),
             rejudge: Duration::from_secs(5),
             ack_retry: Duration::from_secs(300),
+            sis_sync: Duration::from_secs(300),
             driver: DriverConfig::default(),
         }
     }
@@ -176,11 +181,12 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         maintenance,
         hooks,
     } = context;
+    let cluster_id = queue.cluster_id.clone();
     let consumer = Arc::new(QueueConsumer::connect(queue).await?);
     let metrics = Arc::new(Metrics::default());
     let executor = Arc::new(FunctionExecutor::new(
         client.clone(),
-        sis,
+        sis.clone(),
         consumer.clone(),
         settings.placement.clone(),
         settings.env_overrides.clone(),
@@ -215,6 +221,12 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         tokio::spawn(intake.run()),
         tokio::spawn(pods.run()),
         tokio::spawn(drain(driver.clone(), maintenance)),
+        tokio::spawn(reconcile::run(
+            driver.clone(),
+            sis,
+            cluster_id,
+            settings.sis_sync,
+        )),
     ];
     Ok(FunctionsHandle {
         driver,

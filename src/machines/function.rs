@@ -39,7 +39,8 @@ use statig::prelude::*;
 
 use super::failure::{FailureClass, PodObservation, Timeouts, Verdict, judge};
 use super::instance::{
-    EndCause, Instance, InstanceReport, InstanceState, WireInstanceState, WorkloadKind,
+    EndCause, Instance, InstanceReport, InstanceState, LegacyAction, RequestState,
+    WireInstanceState, WireStatus, WorkloadKind,
 };
 use super::{Describe, Kind, Machine, Step, Timestamp};
 
@@ -108,6 +109,9 @@ pub enum Event {
     InstanceReported { instance_id: String },
     /// SIS answered a status update with 412: it has closed the request.
     ReportPreconditionFailed { instance_id: String },
+    /// SIS's periodic instance list names this instance of the request as active, in
+    /// `state` (`starting`, `running` or `shutting-down`).
+    InstanceListed { instance_id: String, state: String },
     /// NVCF asked to terminate these instances; none named means all.
     TerminationRequested { instance_ids: Vec<String> },
     /// The agent entered `CordonAndDrainMaintenance`.
@@ -348,6 +352,7 @@ impl Deployment {
             Event::MessageReceived { receipt, .. } | Event::MessageRefused { receipt, .. } => {
                 self.ack_again(receipt, step)
             }
+            Event::InstanceListed { instance_id, state } => self.listed(instance_id, state, step),
             _ => self.ignore(event),
         }
     }
@@ -365,6 +370,9 @@ impl Deployment {
         match event {
             Event::MessageReceived { receipt, .. } | Event::MessageRefused { receipt, .. } => {
                 return self.ack_again(receipt, step);
+            }
+            Event::InstanceListed { instance_id, state } => {
+                return self.listed(instance_id, state, step);
             }
             Event::InstanceCreated { instance_id } => {
                 if let Some(instance) = self.live_instance(instance_id) {
@@ -456,6 +464,29 @@ impl Deployment {
         for receipt in self.unacked.drain(..) {
             step.queue(Effect::AckMessage { receipt });
         }
+    }
+
+    /// SIS believes an instance is in `state`: when that is not what it was last told, tell
+    /// it again (NVIDIA's periodic `UpdateOnly` correction); an instance this request never
+    /// had is reported terminated for a sync action (`TerminateAndUpdate`).
+    fn listed(
+        &mut self,
+        instance_id: &str,
+        state: &str,
+        step: &mut Step<Effect>,
+    ) -> Outcome<State> {
+        let kind = self.kind();
+        let Some(instance) = self.instance(instance_id) else {
+            step.queue(Effect::ReportInstance(sync_termination(instance_id)));
+            return Handled;
+        };
+        if let Some(report) = instance.report(instance_id, kind)
+            && <&str>::from(report.instance_state) != state
+        {
+            step.queue(Effect::ReportInstance(report.clone()));
+            instance.reported = Some(report);
+        }
+        Handled
     }
 
     /// A redelivery after the ack: ack it, create nothing.
@@ -636,6 +667,22 @@ impl Deployment {
 
     fn log_transition(&mut self, source: &State, target: &State, _step: &mut Step<Effect>) {
         tracing::debug!(from = state_name(source), to = state_name(target), request = %self.request_id, "function deployment");
+    }
+}
+
+/// The report that ends an instance SIS lists but this cluster does not run (NVIDIA's
+/// `handleNotFoundInstanceStatusSyncAction`).
+pub fn sync_termination(instance_id: &str) -> InstanceReport {
+    let cause = FailureClass::TerminatedDuetoSyncAction;
+    InstanceReport {
+        instance_id: instance_id.to_string(),
+        instance_state: WireInstanceState::Terminated,
+        status: WireStatus::TerminatedByService,
+        request_state: RequestState::Closed,
+        action: LegacyAction::TerminateInstances,
+        termination_cause: Some(cause),
+        system_failure: Some(cause.wire().to_string()),
+        error_log: Some(format!("instance {instance_id} is not on this cluster")),
     }
 }
 
@@ -885,6 +932,10 @@ pub(crate) fn sample_events() -> Vec<Event> {
             reason: "admission webhook denied the request".to_string(),
         },
         refused(RECEIPT),
+        Event::InstanceListed {
+            instance_id: id(0),
+            state: "starting".to_string(),
+        },
     ]
 }
 
@@ -1029,12 +1080,14 @@ mod tests {
             TAKE_DOWN,
         ),
         row("running", "MessageReceived", "running", ACK),
+        row("running", "InstanceListed", "running", REPORT),
         row("running", "MessageRefused", "running", ACK),
         row("running", "InstanceDeleted", "failed", FAIL),
         row("running", "ReportPreconditionFailed", "failed", PURGE),
         row("running", "TerminationRequested", "terminating", TAKE_DOWN),
         row("running", "DrainRequested", "terminating", TAKE_DOWN),
         row("failed", "MessageReceived", "failed", ACK),
+        row("failed", "InstanceListed", "failed", REPORT),
         row("failed", "MessageRefused", "failed", ACK),
         row(
             "failed",
@@ -1044,9 +1097,11 @@ mod tests {
         ),
         row("failed", "DrainRequested", "terminating", TAKE_DOWN_ONE),
         row("terminating", "MessageReceived", "terminating", ACK),
+        row("terminating", "InstanceListed", "terminating", REPORT),
         row("terminating", "MessageRefused", "terminating", ACK),
         row("terminating", "InstanceDeleted", "terminating", REPORT),
         row("terminated", "MessageReceived", "terminated", ACK),
+        row("terminated", "InstanceListed", "terminated", REPORT),
         row("terminated", "MessageRefused", "terminated", ACK),
     ];
 
@@ -1553,6 +1608,30 @@ mod tests {
     }
 
     #[test]
+    fn sis_listing_an_instance_wrongly_is_told_again_and_a_stranger_is_terminated() {
+        let mut machine = machine_in("running");
+        let listed = |id: String, state: &str| Event::InstanceListed {
+            instance_id: id,
+            state: state.to_string(),
+        };
+        assert!(step(&mut machine, &listed(id(0), "running")).is_empty());
+        let again = step(&mut machine, &listed(id(1), "starting"));
+        assert_eq!(wire(reports(&again)[0]).0, WireInstanceState::Running);
+        let stranger = step(&mut machine, &listed(id(7), "running"));
+        assert_eq!(
+            wire(reports(&stranger)[0]),
+            (
+                WireInstanceState::Terminated,
+                WireStatus::TerminatedByService,
+                RequestState::Closed,
+                LegacyAction::TerminateInstances,
+                Some(FailureClass::TerminatedDuetoSyncAction)
+            )
+        );
+        assert_eq!(machine.state_name(), "running");
+    }
+
+    #[test]
     fn a_request_stored_with_its_creation_message_still_reads() {
         // Records written before the message moved to the request's Secret carry it.
         let old = r#"{"request_id":"r1","function_id":"fn-1","function_version_id":"fv-1",
@@ -1630,9 +1709,15 @@ mod tests {
             start in 0..8usize,
             picks in prop::collection::vec((0..64usize, any::<bool>(), 0..600_000u64), 0..60),
         ) {
-            // A redelivered queue message is acked every time: that repetition is meant.
+            // A redelivered queue message is acked every time, and an instance SIS keeps
+            // listing wrongly is reported every time: those repetitions are meant.
             let redelivery = |event: &Event| {
-                matches!(event, Event::MessageReceived { .. } | Event::MessageRefused { .. })
+                matches!(
+                    event,
+                    Event::MessageReceived { .. }
+                        | Event::MessageRefused { .. }
+                        | Event::InstanceListed { .. }
+                )
             };
             testkit::replay(sample_machines()[start].clone(), &fuzz_events(), &picks, redelivery);
         }
