@@ -7,7 +7,8 @@
 //!   present from the start for every path;
 //! - `nvca_webhook_requests_in_flight{webhook}`.
 //!
-//! `webhook` is the path, one of a fixed list, so the label set is bounded.
+//! `webhook` is the path, one of a fixed list, so the label set is bounded. (The
+//! encoder ends each help text with a full stop, so ours have none.)
 
 use std::time::Instant;
 
@@ -60,12 +61,12 @@ impl Metrics {
         );
         registry.register(
             "nvca_webhook_requests",
-            "Total number of admission requests by HTTP status code.",
+            "Total number of admission requests by HTTP status code",
             requests.clone(),
         );
         registry.register(
             "nvca_webhook_requests_in_flight",
-            "Current number of admission requests being served.",
+            "Current number of admission requests being served",
             in_flight.clone(),
         );
         for webhook in paths {

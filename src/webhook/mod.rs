@@ -60,6 +60,7 @@ pub fn main(args: WebhookArgs) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let result = tokio::runtime::Runtime::new()
         .map_err(|error| WebhookError::Runtime(error.to_string()))
