@@ -401,6 +401,13 @@ async fn registers_heartbeats_and_reports_the_fixture_fleet_exactly() {
         .expect("/livez");
     assert_eq!(livez.status().as_u16(), 200);
 
+    // Function deployments start once they reach NATS; give them a moment.
+    let _ = tokio::time::timeout(WAIT, async {
+        while !world.metrics().await.contains("nvca_workload_result_total") {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
     let metrics = world.metrics().await;
     for line in [
         "nvca_instance_type_capacity{nvca_nca_id=\"nca-agent-test\"",
@@ -410,6 +417,8 @@ async fn registers_heartbeats_and_reports_the_fixture_fleet_exactly() {
         "nvca_maintenance_mode_state{",
         "mode=\"None\"} 1",
         "operation=\"register\",status=\"success\",http_status=\"200\"}",
+        // Function deployments run beside the session and add their series.
+        "# TYPE nvca_workload_result_total counter",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
@@ -422,9 +431,26 @@ async fn registers_heartbeats_and_reports_the_fixture_fleet_exactly() {
         "ON-PREM.GPU.H100"
     );
 
-    // nvca-state dump sees the session, registered, with nothing failing.
+    // nvca-state dump sees the session, registered, with nothing failing: through the
+    // admin endpoint the running agent wrote into its store directory.
     let session = world.session().await.expect("the session machine");
     assert_eq!(session["state"], "registered", "{session}");
+    let dump = std::process::Command::new(env!("CARGO_BIN_EXE_nvca-state"))
+        .args(["dump", "--kind", "session", "-o", "json", "--store"])
+        .arg(world.dir.path().join("store"))
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .expect("nvca-state runs");
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(
+        text.contains(&world.cluster_id) && text.contains("registered"),
+        "{text}"
+    );
 
     // Credentials were renewed, at once and on the interval.
     let calls = world.admin.calls().await.expect("calls");
