@@ -827,3 +827,46 @@ async fn a_drain_patch_to_config_yaml_reaches_sis_without_a_restart() {
     let metrics = world.metrics().await;
     assert!(metrics.contains("mode=\"CordonAndDrain\"} 1"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kai_scheduler_flag_without_kai_is_unhealthy_with_nvidias_message() {
+    let world = World::start(
+        "agent-kai",
+        &["DynamicGPUDiscovery", "SelfHosted", "KAIScheduler"],
+    )
+    .await;
+    let (code, health) = eventually(WAIT, "/healthz with the KAI component", || {
+        let world = &world;
+        async move {
+            let (code, health) = world.healthz().await?;
+            health["Components"]
+                .get("kai-scheduler-queues")
+                .is_some()
+                .then_some((code, health))
+        }
+    })
+    .await;
+    assert_eq!(code, 503, "{health}");
+    assert_eq!(health["Status"], "unhealthy");
+    let component = &health["Components"]["kai-scheduler-queues"];
+    assert_eq!(component["Status"], "unhealthy");
+    assert!(
+        component["Errors"][0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(
+                "KAI Scheduler is not installed but the KAIScheduler feature flag is enabled"
+            ),
+        "{component}"
+    );
+    // SIS hears it in the heartbeat.
+    world
+        .until("an unhealthy heartbeat", |record| {
+            record
+                .last_heartbeat
+                .as_ref()
+                .filter(|h| h["status"] == "unhealthy")
+                .map(|_| ())
+        })
+        .await;
+}
