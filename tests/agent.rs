@@ -66,6 +66,12 @@ fn sim_config(addr: SocketAddr, state_file: &Path, nats_url: &str) -> SimConfig 
 
 impl World {
     async fn start(prefix: &str, flags: &[&str]) -> World {
+        World::start_with(prefix, flags, None).await
+    }
+
+    /// `manual`: the cluster is created without `DynamicGPUDiscovery`, with these GPUs,
+    /// and the agent gets them as `agent.gpuManualInstanceConfigB64`.
+    async fn start_with(prefix: &str, flags: &[&str], manual: Option<Value>) -> World {
         let lock = support::lock::cluster_wide_async().await;
         let (env, ns) = testenv_with_namespace(prefix).await;
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -100,7 +106,15 @@ impl World {
                     cloud_provider: Some(CloudProvider::OnPrem),
                     region: "us-west-1".into(),
                     nvca_version: "0.0.0".into(),
-                    capabilities: vec!["DynamicGPUDiscovery".into()],
+                    capabilities: if manual.is_some() {
+                        Vec::new()
+                    } else {
+                        vec!["DynamicGPUDiscovery".into()]
+                    },
+                    gpus: manual
+                        .as_ref()
+                        .map(|gpus| serde_json::from_value(gpus.clone()).expect("GPUs"))
+                        .unwrap_or_default(),
                     ..ClusterCreationRequest::default()
                 },
             )
@@ -133,6 +147,14 @@ impl World {
             token = token_file.display(),
             ns = ns.name,
         );
+        let text = match &manual {
+            Some(gpus) => {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(gpus.to_string());
+                format!("{text}  gpuManualInstanceConfigB64: {b64}\n")
+            }
+            None => text,
+        };
         std::fs::write(&config, text).expect("config.yaml");
         let mut world = World {
             env,
@@ -869,4 +891,69 @@ async fn kai_scheduler_flag_without_kai_is_unhealthy_with_nvidias_message() {
                 .map(|_| ())
         })
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dynamic_discovery_the_manual_configuration_is_registered() {
+    let instance_type = |name: &str, count: u32| {
+        json!({
+            "name": name, "value": "ON-PREM.GPU.H100", "description": "H100 by hand",
+            "default": count == 1, "cpuCores": 8 * count, "systemMemory": format!("{}G", 128 * count),
+            "gpuMemory": "80G", "gpuCount": count, "os": "linux", "driverVersion": "570",
+            "cpuArch": "amd64", "storage": "1Ti"
+        })
+    };
+    let gpus = json!([{
+        "name": "H100",
+        "capacity": 16,
+        "instanceTypes": [instance_type("ON-PREM.GPU.H100_1x", 1), instance_type("ON-PREM.GPU.H100_8x", 8)]
+    }]);
+    // Manual mode counts nodes by their instance-type label, which an admin sets.
+    let env = support::testenv::testenv().await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let label =
+        json!({"metadata": {"labels": {"nvca.nvcf.nvidia.io/instance-type": "ON-PREM.GPU.H100"}}});
+    let _lock = support::lock::cluster_wide_async().await;
+    for name in ["gpu-h100-0", "gpu-h100-1"] {
+        nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .expect("label an H100 node");
+    }
+    drop(_lock);
+    let world = World::start_with("agent-manual", &["SelfHosted"], Some(gpus)).await;
+    let record = world
+        .until("the manual registration with node counts", |record| {
+            let gpu = record.registration.as_ref()?.gpus.first()?.clone();
+            (gpu.instance_types.first()?.max_instances == Some(16)).then(|| record.clone())
+        })
+        .await;
+    let registration = record.registration.expect("registered");
+    assert_eq!(registration.gpus.len(), 1);
+    let h100 = &registration.gpus[0];
+    assert_eq!((h100.name.as_str(), h100.capacity), ("H100", 16));
+    let sizes: Vec<(String, Option<u32>, Option<String>)> = h100
+        .instance_types
+        .iter()
+        .map(|t| (t.name.clone(), t.max_instances, t.system_memory.clone()))
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![
+            (
+                "ON-PREM.GPU.H100_1x".to_string(),
+                Some(16),
+                Some("128G".to_string())
+            ),
+            (
+                "ON-PREM.GPU.H100_8x".to_string(),
+                Some(2),
+                Some("1024G".to_string())
+            ),
+        ]
+    );
+    let heartbeat = world
+        .until("a heartbeat", |record| record.last_heartbeat.clone())
+        .await;
+    assert_eq!(heartbeat["gpuUsage"]["H100"]["capacity"], 16, "{heartbeat}");
 }
