@@ -213,16 +213,27 @@ impl World {
         function_id
     }
 
-    /// Deploy `count` instances of one GPU each; returns (deployment id, request id).
+    /// Deploy `count` instances of `gpus` H100s each; returns (deployment id, request id).
     async fn deploy(&self, function_id: &str, count: u32, gpus: u32) -> (String, String) {
+        self.deploy_on(H100, function_id, count, gpus).await
+    }
+
+    /// The same on instance type `instance_type` (of H100s).
+    async fn deploy_on(
+        &self,
+        instance_type: &str,
+        function_id: &str,
+        count: u32,
+        gpus: u32,
+    ) -> (String, String) {
         let (deployment, published) = self
             .admin
             .deploy(&DeploymentSpec {
                 function_id: function_id.into(),
                 cluster_id: self.cluster_id.clone(),
                 gpu: "H100".into(),
-                instance_type: H100.into(),
-                instance_type_name: Some(format!("{H100}_{gpus}x")),
+                instance_type: instance_type.into(),
+                instance_type_name: Some(format!("{instance_type}_{gpus}x")),
                 instance_count: count,
                 gpu_count: Some(gpus),
                 action: None,
@@ -621,5 +632,226 @@ async fn an_instance_sis_lists_but_the_cluster_does_not_run_is_reported_terminat
         Some("instance-terminated-sync-action")
     );
     assert!(world.pods(&request_id).await.is_empty());
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_pod_never_scheduled_fails_for_no_capacity_within_the_configured_timeout() {
+    let world = World::with("fn-nocap", |settings| {
+        settings.timeouts.scheduling = Duration::from_secs(2);
+    })
+    .await;
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    // No node carries this instance type: the pod waits for a node that never comes.
+    let (_, request_id) = world
+        .deploy_on("ON-PREM.GPU.H100-NOWHERE", &function, 1, 1)
+        .await;
+    let record = eventually(WAIT, "SIS hears the instance terminated", || async {
+        let record = world.request(&request_id).await;
+        (record.instances.values().next()?.instance_state == InstanceState::Terminated)
+            .then_some(record)
+    })
+    .await;
+    let instance = record.instances.values().next().unwrap();
+    assert_eq!(
+        instance.history,
+        [InstanceState::Starting, InstanceState::Terminated]
+    );
+    assert_eq!(
+        instance.termination_cause.as_deref(),
+        Some("instance-terminated-no-capacity")
+    );
+    assert_eq!(
+        instance.system_failure.as_deref(),
+        Some("instance-terminated-no-capacity")
+    );
+    let requests: Api<ICMSRequest> = world.ns.api();
+    eventually(WAIT, "the pod and the ICMSRequest gone", || async {
+        let gone = world.pods(&request_id).await.is_empty()
+            && requests
+                .get_opt(&format!("sr-{request_id}"))
+                .await
+                .ok()?
+                .is_none();
+        gone.then_some(())
+    })
+    .await;
+    let handle = world.handle.as_ref().unwrap();
+    assert_eq!(handle.metrics.results("no_capacity"), 1);
+    assert!(
+        handle
+            .metrics
+            .render()
+            .contains("nvca_workload_result_total{failure_category=\"no_capacity\"} 1")
+    );
+    world.stop().await;
+}
+
+/// A node of the test's own, run by the test's own kwok with the fault stages: pods on it
+/// fail the way real ones do. The node has no `nvidia.com/gpu.present` label, so GPU
+/// discovery (and every other test) ignores it; its instance type is its own.
+struct FaultyNode {
+    name: String,
+    kwok: std::process::Child,
+    client: kube::Client,
+}
+
+const FAULTY: &str = "ON-PREM.GPU.H100-FAULTS";
+
+impl FaultyNode {
+    async fn start(env: &TestEnv) -> FaultyNode {
+        let name = format!("nvca-faults-{}", &nvca::sis::sim::state::uuid_v4()[..8]);
+        let bin = std::env::var("NVCA_TESTENV_BIN")
+            .ok()
+            .or_else(|| {
+                support::testenv::parse_env_file(
+                    &std::fs::read_to_string(support::testenv::default_env_file()).ok()?,
+                )
+                .get("NVCA_TESTENV_BIN")
+                .cloned()
+            })
+            .expect("NVCA_TESTENV_BIN: run scripts/testenv up");
+        let kubeconfig = support::testenv::Endpoints::discover()
+            .expect("the test environment")
+            .kubeconfig;
+        let shipped = std::path::Path::new(&bin).join("../share/kwok-stages");
+        let stages = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/functions/kwok-fault-stages.yaml");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = std::process::Command::new(std::path::Path::new(&bin).join("kwok"));
+        command
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("-c")
+            .arg(shipped.join("node-fast-node-initialize.yaml"))
+            .arg("-c")
+            .arg(shipped.join("node-heartbeat-with-lease-node-heartbeat-with-lease.yaml"))
+            .arg("-c")
+            .arg(shipped.join("pod-fast-pod-delete.yaml"))
+            .arg("-c")
+            .arg(&stages)
+            .arg("--manage-all-nodes=false")
+            .arg(format!(
+                "--manage-nodes-with-annotation-selector=nvca.test/kwok={name}"
+            ))
+            .arg("--node-lease-duration-seconds=40")
+            .arg("--cidr=10.250.0.1/24")
+            .arg("--node-ip=127.0.0.1")
+            .arg(format!("--server-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let kwok = command.spawn().expect("the test's kwok starts");
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "annotations": {"nvca.test/kwok": name},
+                "labels": {"type": "kwok", "nvca.nvcf.nvidia.io/instance-type": FAULTY},
+            },
+            "status": {
+                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": "8"},
+                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": "8"},
+            }
+        }))
+        .unwrap();
+        let nodes: Api<Node> = Api::all(env.client.clone());
+        nodes
+            .create(&Default::default(), &node)
+            .await
+            .expect("create the faulty node");
+        eventually(WAIT, "the faulty node Ready", || {
+            let nodes = nodes.clone();
+            let name = name.clone();
+            async move {
+                let node = nodes.get(&name).await.ok()?;
+                node.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+        FaultyNode {
+            name,
+            kwok,
+            client: env.client.clone(),
+        }
+    }
+
+    async fn stop(mut self) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let _ = nodes.delete(&self.name, &Default::default()).await;
+        let _ = self.kwok.kill();
+        let _ = self.kwok.wait();
+    }
+}
+
+#[tokio::test]
+async fn pods_that_fail_as_real_ones_do_are_reported_with_nvidias_causes() {
+    let world = World::with("fn-faults", |settings| {
+        settings.timeouts.image_pull = Duration::from_secs(1);
+        settings.timeouts.restart_loop = Duration::from_secs(1);
+        settings.timeouts.degradation = Duration::from_secs(2);
+    })
+    .await;
+    let node = FaultyNode::start(&world.env).await;
+    let cases = [
+        ("faults/image-pull:1", "image-pull-issues", "image_pull"),
+        (
+            "faults/crash-loop:1",
+            "container-restart-loop",
+            "container_restart_loop",
+        ),
+        ("faults/degrades:1", "degraded-worker", "degraded_worker"),
+    ];
+    let mut requests = Vec::new();
+    for (image, _, _) in cases {
+        let function = world.function(Some(image), None).await;
+        let (_, request_id) = world.deploy_on(FAULTY, &function, 1, 1).await;
+        requests.push(request_id);
+    }
+    for ((image, cause, category), request_id) in cases.iter().zip(&requests) {
+        let record = eventually(WAIT, &format!("SIS hears {image} terminated"), || async {
+            let record = world.request(request_id).await;
+            (record.instances.values().next()?.instance_state == InstanceState::Terminated)
+                .then_some(record)
+        })
+        .await;
+        let instance = record.instances.values().next().unwrap();
+        assert_eq!(
+            instance.termination_cause.as_deref(),
+            Some(*cause),
+            "{image}"
+        );
+        assert_eq!(
+            instance.history.first(),
+            Some(&InstanceState::Starting),
+            "{image}"
+        );
+        eventually(WAIT, &format!("the pod of {image} gone"), || async {
+            world.pods(request_id).await.is_empty().then_some(())
+        })
+        .await;
+        assert_eq!(
+            world.handle.as_ref().unwrap().metrics.results(category),
+            1,
+            "{image}"
+        );
+    }
+    let degraded = world.request(&requests[2]).await;
+    assert!(
+        degraded
+            .instances
+            .values()
+            .next()
+            .unwrap()
+            .history
+            .contains(&InstanceState::Running),
+        "the degrading worker was running first"
+    );
+    node.stop().await;
     world.stop().await;
 }
