@@ -158,7 +158,7 @@ fn an_unknown_kind_is_refused_with_the_accepted_ones() {
     let (ok, _, stderr) = nvca_state(&["dump", "--kind", "pods"]);
     assert!(!ok);
     assert!(
-        stderr.contains("use cluster, backend or function"),
+        stderr.contains("use cluster, backend, function or session"),
         "{stderr}"
     );
 }

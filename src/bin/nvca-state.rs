@@ -48,7 +48,7 @@ enum Command {
     Dump {
         #[command(flatten)]
         source: SourceArgs,
-        /// Only machines of this kind: cluster, backend or function.
+        /// Only machines of this kind: cluster, backend, function or session.
         #[arg(long, value_parser = parse_kind)]
         kind: Option<Kind>,
     },
@@ -65,8 +65,7 @@ enum Command {
 }
 
 fn parse_kind(name: &str) -> Result<Kind, String> {
-    Kind::parse(name)
-        .ok_or_else(|| format!("unknown kind {name:?}: use cluster, backend or function"))
+    Kind::parse(name).ok_or_else(|| format!("unknown kind {name:?}: use {}", Kind::choices()))
 }
 
 #[tokio::main(flavor = "current_thread")]

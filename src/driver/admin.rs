@@ -68,7 +68,7 @@ async fn machines(
         Some(name) => Some(Kind::parse(name).ok_or_else(|| {
             (
                 StatusCode::BAD_REQUEST,
-                format!("unknown kind {name:?}: use cluster, backend or function"),
+                format!("unknown kind {name:?}: use {}", Kind::choices()),
             )
         })?),
     };
