@@ -111,6 +111,24 @@ fn secret_volume(name: &str, secret: &str) -> Volume {
     }
 }
 
+/// Pod-template annotation: a digest of the config.yaml the operator renders for the
+/// agent. A changed configuration (a feature gate from `helm upgrade`, new IDs) rolls the
+/// agent's pod, so the agent starts on it; NVIDIA's operator restarts the agent at every
+/// reconcile instead (`nvca-operator.nvcf.nvidia.io/restartedAt`). The drain's
+/// maintenance patch is not part of the rendering, so a drain never restarts the agent.
+pub const CONFIG_DIGEST_ANNOTATION: &str = "nvca.nvcf.nvidia.io/config-digest";
+
+/// The hex SHA-256 of the agent's config.yaml as the operator renders it.
+pub fn config_digest(config: &BackendConfig) -> String {
+    // A configuration that cannot be rendered fails the AgentConfig step, which runs
+    // before this one; the digest of nothing is then never applied.
+    let text = super::agent_config::file(config)
+        .to_yaml()
+        .unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// NVIDIA's vault agent injection annotations for the agent's pod.
 pub fn vault_annotations() -> BTreeMap<String, String> {
     [
@@ -225,7 +243,12 @@ pub fn deployment(config: &BackendConfig) -> Deployment {
         .as_ref()
         .filter(|(key, value)| !key.is_empty() && !value.is_empty())
         .map(|(key, value)| BTreeMap::from([(key.clone(), value.clone())]));
-    let annotations = config.settings.vault.then(vault_annotations);
+    let mut annotations = if config.settings.vault {
+        vault_annotations()
+    } else {
+        BTreeMap::new()
+    };
+    annotations.insert(CONFIG_DIGEST_ANNOTATION.to_string(), config_digest(config));
     Deployment {
         metadata: config.system_meta(NVCA),
         spec: DeploymentSpec {
@@ -237,7 +260,7 @@ pub fn deployment(config: &BackendConfig) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(config.app_labels()),
-                    annotations,
+                    annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -396,6 +419,34 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_configuration_rolls_the_agent_and_the_same_one_does_not() {
+        let digest = |config: &BackendConfig| {
+            deployment(config)
+                .spec
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_DIGEST_ANNOTATION]
+                .clone()
+        };
+        let mut config = config();
+        let first = digest(&config);
+        assert_eq!(first.len(), 64, "hex SHA-256: {first}");
+        assert_eq!(
+            digest(&config),
+            first,
+            "the same configuration, the same pod"
+        );
+        config.feature_flags.push("KAIScheduler".into());
+        assert_ne!(
+            digest(&config),
+            first,
+            "a new feature gate must roll the agent"
+        );
+    }
+
+    #[test]
     fn vault_annotations_node_selector_and_priority_follow_the_settings() {
         let mut config = config();
         let annotations = deployment(&config)
@@ -419,15 +470,19 @@ mod tests {
             Some(("node.kubernetes.io/instance-type".into(), "cpu".into()));
         config.settings.priority_class_name = Some("system-cluster-critical".into());
         let deployment = deployment(&config);
-        assert!(
-            deployment
-                .spec
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .annotations
-                .is_none()
+        let annotations = deployment
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            [CONFIG_DIGEST_ANNOTATION],
+            "without vault only the config digest is left"
         );
         let pod = pod(&deployment);
         assert_eq!(
