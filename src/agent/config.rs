@@ -145,6 +145,8 @@ pub struct AgentSettings {
     pub svc_address: String,
     /// `agent.adminAddr` (`127.0.0.1:8001`).
     pub admin_address: String,
+    /// `agent.logLevel` (`info` when empty).
+    pub log_level: String,
 }
 
 /// Why the configuration cannot be used. Each names the key and the fix.
@@ -360,6 +362,7 @@ impl AgentSettings {
             svc_address: present(&agent.svc_address).unwrap_or_else(|| ":8000".to_string()),
             admin_address: present(&agent.admin_addr)
                 .unwrap_or_else(|| "127.0.0.1:8001".to_string()),
+            log_level: present(&agent.log_level).unwrap_or_else(|| "info".to_string()),
         })
     }
 

@@ -211,7 +211,10 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let level = args.log_level.clone().unwrap_or_else(|| "info".to_string());
+    let level = args
+        .log_level
+        .clone()
+        .unwrap_or_else(|| settings.log_level.clone());
     init_logging(&level, args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
