@@ -16,8 +16,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -25,6 +25,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
 };
@@ -35,6 +36,7 @@ use kube::{Api, Client, ResourceExt};
 use nvca::kube::agent_config::AgentConfigFile;
 use nvca::kube::crd::NVCFBackend;
 use serde_json::json;
+use support::child::Process;
 use support::testenv::{TestEnv, TestNamespace, eventually, testenv_with_namespace};
 
 const BACKEND: &str = "ncp-local";
@@ -83,91 +85,48 @@ const CLEANUP: [&str; 7] = [
     "MirroredSecrets",
 ];
 
-/// The operator as a child process; killed (SIGKILL) when dropped.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Operator {
-    fn start(
-        env: &TestEnv,
-        namespace: &str,
-        store: &Path,
-        health_url: &str,
-        log: &Path,
-    ) -> Operator {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("operator log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_nvca-operator"))
-            .args([
-                "run",
-                "--system-namespace",
-                namespace,
-                "--kubeconfig",
-                env.endpoints
-                    .kubeconfig
-                    .to_str()
-                    .expect("kubeconfig path is UTF-8"),
-                "--store",
-                store.to_str().expect("store path is UTF-8"),
-                "--listen",
-                "127.0.0.1:0",
-                "--listen-admin",
-                "127.0.0.1:0",
-                "--agent-health-url",
-                health_url,
-                "--agent-health-interval",
-                "1s",
-                "--image-pull-secrets",
-                "regcred",
-                "--log-level",
-                "info,nvca=debug",
-                // A restarted operator (another identity) waits this long for the
-                // killed one's Lease.
-                "--leader-lease-duration",
-                "3s",
-            ])
-            .env_remove("POD_NAMESPACE")
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("HTTP_PROXY")
-            .stdout(Stdio::from(out.try_clone().expect("log handle")))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("start nvca-operator run");
-        Operator {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- nvca-operator log ({}):\n{}",
-                self.log.display(),
-                self.log_tail()
-            );
-        }
-    }
+/// `nvca-operator run` as a child process (SIGKILL when dropped), against the test's
+/// namespace and fake agent; `extra` flags are appended.
+fn start_operator(
+    env: &TestEnv,
+    namespace: &str,
+    store: &Path,
+    health_url: &str,
+    log: &Path,
+    extra: &[&str],
+) -> Process {
+    let kubeconfig = env
+        .endpoints
+        .kubeconfig
+        .to_str()
+        .expect("kubeconfig path is UTF-8");
+    let mut args = vec![
+        "run",
+        "--system-namespace",
+        namespace,
+        "--kubeconfig",
+        kubeconfig,
+        "--store",
+        store.to_str().expect("store path is UTF-8"),
+        "--listen",
+        "127.0.0.1:0",
+        "--listen-admin",
+        "127.0.0.1:0",
+        "--agent-health-url",
+        health_url,
+        "--agent-health-interval",
+        "1s",
+        "--image-pull-secrets",
+        "regcred",
+        "--log-level",
+        "info,nvca=debug",
+        // A restarted operator (another identity) waits this long for the killed one's
+        // Lease.
+        "--leader-lease-duration",
+        "3s",
+    ];
+    args.extend_from_slice(extra);
+    Process::start(env!("CARGO_BIN_EXE_nvca-operator"), &args, &[], log)
 }
 
 /// A fake agent `/healthz` on a loopback port (the real agent is a later issue).
@@ -336,13 +295,19 @@ impl World {
         }
     }
 
-    fn operator(&self) -> Operator {
-        Operator::start(
+    fn operator(&self) -> Process {
+        self.operator_as(&[], "store", "operator.log")
+    }
+
+    /// An operator with its own store directory and log, and `extra` flags.
+    fn operator_as(&self, extra: &[&str], store: &str, log: &str) -> Process {
+        start_operator(
             &self.env,
             &self.ns.name,
-            &self.store.path().join("store"),
+            &self.store.path().join(store),
             &self.health_url,
-            &self.store.path().join("operator.log"),
+            &self.store.path().join(log),
+            extra,
         )
     }
 
@@ -481,6 +446,24 @@ impl Drop for World {
         })
         .join();
     }
+}
+
+/// A log line without its terminal colours.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn labels(meta: &ObjectMeta) -> BTreeMap<String, String> {
@@ -712,8 +695,227 @@ async fn install_applies_every_object_in_nvidias_order_and_reports_health_and_re
     );
     world.wait_phase("Ready", None).await;
 
+    // Drift by modification: someone else scales the Deployment; it is put back.
+    let scale = json!({"spec": {"replicas": 3}});
+    let params = PatchParams {
+        field_manager: Some("kubectl-edit".to_string()),
+        ..PatchParams::default()
+    };
+    deployments
+        .patch("nvca", &params, &Patch::Merge(&scale))
+        .await
+        .expect("scale Deployment nvca");
+    eventually(WAIT, "Deployment nvca back at one replica", || async {
+        let back = deployments.get_opt("nvca").await.ok()??;
+        (back.spec.replicas == Some(1)).then_some(())
+    })
+    .await;
+    let drift = world.event_notes("DriftDetected").await;
+    assert!(
+        drift.iter().any(
+            |note| note.contains("Deployment nvca-system/nvca was modified")
+                && note.contains("kubectl-edit")
+        ),
+        "{drift:?}"
+    );
+    world.wait_phase("Ready", None).await;
+
+    // /metrics beside /healthz: the prefix, reconciles and the ready machine.
+    let log = strip_ansi(&operator.log_text());
+    let address = log
+        .lines()
+        .find(|line| line.contains("health endpoint listening"))
+        .and_then(|line| line.split("address=").nth(1))
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .expect("the health endpoint's address in the log");
+    let metrics = nvca::tls::http_client()
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for expected in [
+        "nvca_operator_reconciles_total",
+        "nvca_operator_machines{state=\"ready\"} 1",
+        "nvca_operator_leader 1",
+        "nvca_operator_step_duration_seconds_count{step=\"AgentDeployment\"}",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected:?} missing in:\n{metrics}"
+        );
+    }
+
     world.uninstall().await;
     operator.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
+    let world = World::new("operator-leader").await;
+    let mut first = world.operator_as(
+        &["--leader-election-identity", "replica-a"],
+        "store-a",
+        "a.log",
+    );
+    world.wait_phase("Ready", None).await;
+    let second = world.operator_as(
+        &["--leader-election-identity", "replica-b"],
+        "store-b",
+        "b.log",
+    );
+    let leases: Api<Lease> = world.ns.api();
+    let holder = || async {
+        leases
+            .get_opt("nvca-operator")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+    };
+    eventually(WAIT, "replica-b waiting for the Lease", || async {
+        second
+            .log_text()
+            .contains("another replica leads; waiting for the Lease")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(holder().await.as_deref(), Some("replica-a"));
+    let waiting = second.log_text();
+    assert!(
+        !waiting.contains("NVCFBackend written") && !waiting.contains("nvca-operator running"),
+        "the waiting replica acted:\n{waiting}"
+    );
+
+    // The leader dies without releasing the Lease; the other takes over once it expires
+    // and acts: a deleted Deployment comes back.
+    first.kill();
+    eventually(WAIT, "replica-b holds the Lease", || async {
+        (holder().await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(world.env.client.clone(), "nvca-system");
+    eventually(WAIT, "replica-b provisioned the backend", || async {
+        second
+            .log_text()
+            .contains("nvca-operator running")
+            .then_some(())
+    })
+    .await;
+    world.wait_phase("Ready", None).await;
+    let old_uid = deployments
+        .get("nvca")
+        .await
+        .expect("Deployment nvca")
+        .uid()
+        .expect("uid");
+    deployments
+        .delete("nvca", &DeleteParams::background())
+        .await
+        .expect("delete Deployment nvca");
+    eventually(
+        WAIT,
+        "Deployment nvca applied again by replica-b",
+        || async {
+            let back = deployments.get_opt("nvca").await.ok()??;
+            (back.uid()? != old_uid).then_some(())
+        },
+    )
+    .await;
+    world.uninstall().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_nvcfbackend_as_nvidias_operator_writes_it_is_adopted() {
+    let world = World::new("operator-adopt").await;
+    // Field names of NVIDIA's Go types (pkg/apis/nvcf/v1/nvcfbackend_types.go); values
+    // are this test's.
+    let written_by_nvidia = json!({
+        "apiVersion": "nvcf.nvidia.io/v1",
+        "kind": "NVCFBackend",
+        "metadata": {"name": BACKEND, "finalizers": [FINALIZER]},
+        "spec": {
+            "version": "2.50.0",
+            "nvcaImageConfig": {"repository": "nvcr.io/nvidia/nvcf-byoc/nvca", "tag": "2.50.0",
+                                "pullPolicy": "IfNotPresent", "pullSecretName": "regcred"},
+            "accountConfig": {"ncaID": "nca-test"},
+            "clusterConfig": {"clusterID": "cluster-1", "clusterName": BACKEND,
+                              "clusterGroupName": "nvcf-default", "clusterGroupID": "group-1",
+                              "cloudProvider": "NCP", "gpuDiscovery": {"dynamic": {}},
+                              "region": "us-west-1", "logLevel": "info",
+                              "k8sClusterNetworkCIDRs": ["10.0.0.0/8"], "attributes": []},
+            "featureGate": {"values": ["DynamicGPUDiscovery", "SelfHosted"]},
+            "oauthConfig": {"tokenURL": "", "clientID": "", "publicKeysetEndpoint": "",
+                            "clientSecretsEnvFile": ""},
+            "icmsConfig": {"icmsServiceURL": "http://127.0.0.1:9/sis", "tokenURL": ""},
+            "vaultConfig": {"enabled": false, "address": ""},
+            "webhookConfig": {"listenPort": 8443, "servicePort": 8443},
+            "agentConfig": {"natsURL": "nats://127.0.0.1:9"},
+            "clusterSource": "self-hosted",
+            "overrides": {"clusterConfig": {"logLevel": "debug"}}
+        }
+    });
+    let backend: NVCFBackend =
+        serde_json::from_value(written_by_nvidia).expect("NVIDIA's NVCFBackend reads");
+    let params = PostParams {
+        field_manager: Some("nvca-operator-go".to_string()),
+        ..PostParams::default()
+    };
+    world
+        .backends()
+        .create(&params, &backend)
+        .await
+        .expect("the served schema accepts NVIDIA's object");
+    let status = json!({"status": {"version": "2.50.0", "agentStatus": "healthy",
+        "lastUpdated": "2026-11-30T10:00:00Z"}});
+    world
+        .backends()
+        .patch_status(BACKEND, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("NVIDIA's status");
+
+    let _operator = world.operator();
+    let status = world.wait_phase("Ready", None).await;
+    assert_eq!(status["version"], "2.52.1", "the chart's version now");
+    let adopted = world
+        .backends()
+        .get(BACKEND)
+        .await
+        .expect("the NVCFBackend");
+    let spec = serde_json::to_value(&adopted.spec).expect("spec");
+    assert_eq!(
+        spec["overrides"]["clusterConfig"]["logLevel"], "debug",
+        "{spec}"
+    );
+    assert_eq!(spec["webhookConfig"]["listenPort"], 8443, "{spec}");
+    assert_eq!(
+        spec["nvcaImageConfig"]["pullSecretName"], "regcred",
+        "{spec}"
+    );
+    assert_eq!(spec["clusterConfig"]["clusterID"], "cluster-1", "{spec}");
+    assert_eq!(
+        adopted
+            .finalizers()
+            .iter()
+            .filter(|f| *f == FINALIZER)
+            .count(),
+        1,
+        "{:?}",
+        adopted.finalizers()
+    );
+    Api::<Deployment>::namespaced(world.env.client.clone(), "nvca-system")
+        .get("nvca")
+        .await
+        .expect("Deployment nvca");
+    world.uninstall().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

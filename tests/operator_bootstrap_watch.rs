@@ -126,7 +126,11 @@ async fn bootstrap_watch_refills_the_registration_and_leaves_a_reregistration_al
         ids(&configmaps)
     })
     .await;
-    assert_eq!(sis_clusters(), [first.0.clone()], "one cluster at SIS");
+    assert_eq!(
+        sis_clusters(),
+        std::slice::from_ref(&first.0),
+        "one cluster at SIS"
+    );
 
     // Deleted: written again with the same IDs, still one registration.
     configmaps

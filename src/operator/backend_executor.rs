@@ -109,6 +109,10 @@ impl BackendExecutor {
         }
     }
 
+    pub(super) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     fn backends(&self, namespace: &str) -> Api<NVCFBackend> {
         Api::namespaced(self.client.clone(), namespace)
     }
@@ -123,7 +127,10 @@ impl BackendExecutor {
 
     /// The NVCFBackend and the config built from it; a missing backend or an incomplete
     /// spec is permanent.
-    async fn config(&self, key: &str) -> Result<(NVCFBackend, BackendConfig), EffectError> {
+    pub(super) async fn config(
+        &self,
+        key: &str,
+    ) -> Result<(NVCFBackend, BackendConfig), EffectError> {
         let backend = self.backend(key).await?.ok_or_else(|| {
             EffectError::Permanent(format!(
                 "NVCFBackend {key} does not exist any more; nothing to provision"
@@ -830,7 +837,7 @@ where
 }
 
 /// Transient unless Kubernetes says the request can never succeed as built.
-fn classify(doing: &str, error: kube::Error) -> EffectError {
+pub(super) fn classify(doing: &str, error: kube::Error) -> EffectError {
     match &error {
         kube::Error::Api(status) if matches!(status.code, 400 | 422) => {
             EffectError::Permanent(format!("{doing}: {} ({})", status.message, status.code))

@@ -20,6 +20,7 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod mirror;
+pub mod modified;
 pub mod run;
 
 /// The chart's ConfigMap with the cluster's description (`self-managed-nvcfbackend-cm.yaml`).

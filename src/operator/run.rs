@@ -1111,8 +1111,9 @@ where
         let kind = K::kind(&()).to_string();
         let mut events = watcher(api, config).boxed();
         while let Some(event) = events.next().await {
-            let object = match event {
-                Ok(WatchEvent::Delete(object)) => object,
+            let (object, deleted) = match event {
+                Ok(WatchEvent::Delete(object)) => (object, true),
+                Ok(WatchEvent::Apply(object)) => (object, false),
                 Ok(_) => continue,
                 Err(error) => {
                     tracing::debug!(%kind, %error, "watching owned objects; retrying");
@@ -1128,12 +1129,46 @@ where
                 Some(namespace) => format!("{kind} {namespace}/{name}"),
                 None => format!("{kind} {name}"),
             };
-            drift(&context, step, &what).await;
+            if deleted {
+                drift(&context, step, &what, None).await;
+            } else {
+                modified(&context, step, &kind, &name, &what).await;
+            }
         }
     })
 }
 
-async fn drift(context: &Context, step: ProvisionStep, what: &str) {
+/// A changed owned object of a ready backend: drift when it no longer carries what the
+/// operator applies (see `modified.rs`).
+async fn modified(context: &Context, step: ProvisionStep, kind: &str, name: &str, what: &str) {
+    for key in context.driver.names() {
+        let ready = context
+            .driver
+            .summary(&key)
+            .is_some_and(|summary| summary.state == "ready");
+        if !ready {
+            continue;
+        }
+        match context.executor.modified(&key, kind, name).await {
+            Ok(Some(change)) => drift(context, step, what, Some(&change)).await,
+            Ok(None) => {}
+            Err(error) => {
+                context.metrics.error("kubernetes");
+                tracing::debug!(object = %what, ?error, "cannot check an owned object for drift");
+            }
+        }
+    }
+}
+
+/// Tell every live machine that `what` drifted (deleted, or modified as `change` says),
+/// and say so in an Event.
+async fn drift(context: &Context, step: ProvisionStep, what: &str, change: Option<&str>) {
+    // Events of one reason and action merge into one with a count: the action says
+    // which kind of drift, so a modification is not hidden under an earlier deletion.
+    let (how, action) = match change {
+        None => ("was deleted".to_string(), "Recreate"),
+        Some(change) => (format!("was modified ({change})"), "Reapply"),
+    };
     for key in context.driver.names() {
         let Some(summary) = context.driver.summary(&key) else {
             continue;
@@ -1141,7 +1176,7 @@ async fn drift(context: &Context, step: ProvisionStep, what: &str) {
         if !matches!(summary.state.as_str(), "ready" | "provisioning") {
             continue;
         }
-        tracing::info!(backend = %key, object = %what, "owned object deleted: applying again");
+        tracing::info!(backend = %key, object = %what, "owned object {how}: applying again");
         if let Err(error) = context.driver.send(&key, Event::DriftDetected(step)).await {
             tracing::warn!(backend = %key, %error, "cannot report drift");
             continue;
@@ -1155,9 +1190,9 @@ async fn drift(context: &Context, step: ProvisionStep, what: &str) {
                         &backend.object_ref(&()),
                         true,
                         "DriftDetected",
-                        &format!("Repair{}", <&str>::from(step)),
+                        &format!("{action}{}", <&str>::from(step)),
                         format!(
-                            "{what} was deleted; the operator applies step {} again",
+                            "{what} {how}; the operator applies step {} again",
                             <&str>::from(step)
                         ),
                     )
