@@ -10,14 +10,11 @@
 //!   how users uninstall;
 //! - feeds one persistent backend machine per NVCFBackend ([`BackendMachine`], store at
 //!   `--store`) from watches: the NVCFBackend (spec generation, deletion), the objects it
-//!   owns (a deleted one is drift: the machine applies its steps again, and an Event says
-//!   so), ICMSRequests (while draining), and the agent's `/healthz` every 15 s;
-//! - serves `/healthz` and `/version` on `--listen` (`:8000`), and the machines' snapshot
-//!   for `nvca-state` on `--listen-admin` (`127.0.0.1:8001`).
-//!
-//! Not yet: leader election (NVIDIA's operator has none either; run one replica),
-//! `/metrics`, drift of a modified (rather than deleted) object, which is repaired at the
-//! next spec change.
+//!   owns (a deleted or modified one is drift: the machine applies its steps again, and an
+//!   Event says so), ICMSRequests (while draining), and the agent's `/healthz` every 15 s;
+//! - acts only while it holds the leader Lease ([`leader`]); a second replica waits;
+//! - serves `/healthz`, `/version` and `/metrics` on `--listen` (`:8000`), and the
+//!   machines' snapshot for `nvca-state` on `--listen-admin` (`127.0.0.1:8001`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
