@@ -668,15 +668,18 @@ async fn sync_registration(
         };
         let reason = match decision {
             None => continue,
-            // Not registered yet: the registration queued at start (or its retry) covers it.
-            Some(Reregister::First) => continue,
+            // Not registered yet: a registration still pending ignores this; one SIS
+            // refused (no GPUs then, say) is tried again with what is there now.
+            Some(Reregister::First) => "not registered yet".to_string(),
             Some(Reregister::Refresh) => "hourly refresh".to_string(),
             Some(Reregister::Changed(changes)) => {
                 let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
                 format!("GPUs changed: {}", text.join("; "))
             }
         };
-        tracing::info!(%reason, "registering again");
+        if last.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            tracing::info!(%reason, "registering again");
+        }
         send(&driver, &cluster_id, Event::RegistrationDue { reason }).await;
     }
 }
