@@ -693,7 +693,8 @@ async fn a_pod_never_scheduled_fails_for_no_capacity_within_the_configured_timeo
 struct FaultyNode {
     name: String,
     kwok: std::process::Child,
-    client: kube::Client,
+    kubectl: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
 }
 
 const FAULTY: &str = "ON-PREM.GPU.H100-FAULTS";
@@ -777,15 +778,23 @@ impl FaultyNode {
         FaultyNode {
             name,
             kwok,
-            client: env.client.clone(),
+            kubectl: std::path::Path::new(&bin).join("kubectl"),
+            kubeconfig,
         }
     }
+}
 
-    async fn stop(mut self) {
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let _ = nodes.delete(&self.name, &Default::default()).await;
+/// Also when the test fails: the node goes, the test's kwok stops.
+impl Drop for FaultyNode {
+    fn drop(&mut self) {
         let _ = self.kwok.kill();
         let _ = self.kwok.wait();
+        let _ = std::process::Command::new(&self.kubectl)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(["delete", "node", &self.name, "--wait=false"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -795,6 +804,9 @@ async fn pods_that_fail_as_real_ones_do_are_reported_with_nvidias_causes() {
         settings.timeouts.image_pull = Duration::from_secs(1);
         settings.timeouts.restart_loop = Duration::from_secs(1);
         settings.timeouts.degradation = Duration::from_secs(2);
+        // kwok may turn the worker not ready within a second of its start, which NVIDIA
+        // judges as never ready: the start-up timeout, same class.
+        settings.timeouts.startup = Duration::from_secs(2);
     })
     .await;
     let node = FaultyNode::start(&world.env).await;
@@ -852,6 +864,57 @@ async fn pods_that_fail_as_real_ones_do_are_reported_with_nvidias_causes() {
             .contains(&InstanceState::Running),
         "the degrading worker was running first"
     );
-    node.stop().await;
+    drop(node);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn cordon_stops_new_work_and_drain_takes_running_work_down() {
+    let world = World::new("fn-drain").await;
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    let (_, running) = world.deploy(&function, 1, 1).await;
+    eventually(WAIT, "the first deployment running", || async {
+        let heard = world.heard(&running).await;
+        (heard.len() == 1 && heard[0].1.last() == Some(&InstanceState::Running)).then_some(())
+    })
+    .await;
+
+    world.mode.send_replace(Mode::CordonOnly);
+    let (_, waiting) = world.deploy(&function, 1, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        world.request(&waiting).await.batches[0]
+            .acked_instances
+            .is_none(),
+        "no new work while cordoned"
+    );
+    assert_eq!(
+        world.heard(&running).await[0].1.last(),
+        Some(&InstanceState::Running),
+        "running work stays"
+    );
+
+    world.mode.send_replace(Mode::CordonAndDrain);
+    let record = eventually(WAIT, "the running deployment drained", || async {
+        let record = world.request(&running).await;
+        (record.instances.values().next()?.instance_state == InstanceState::Terminated)
+            .then_some(record)
+    })
+    .await;
+    assert_eq!(
+        record
+            .instances
+            .values()
+            .next()
+            .unwrap()
+            .termination_cause
+            .as_deref(),
+        Some("instance-terminated-service-maintenance")
+    );
+    eventually(WAIT, "its pod gone", || async {
+        world.pods(&running).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(world.pods(&waiting).await.is_empty());
     world.stop().await;
 }

@@ -139,6 +139,11 @@ impl Intake {
         // GPUs accepted in this pull, by GPU name: NVIDIA's cumulative request.
         let mut accepted: HashMap<String, u64> = HashMap::new();
         for message in messages {
+            // Maintenance may have begun while the pull was waiting: give it back.
+            if !self.mode.borrow().accepts_new_work() {
+                let _ = message.acker.nak(None).await;
+                continue;
+            }
             self.creation(message, &mut accepted).await;
         }
     }
