@@ -514,7 +514,8 @@ pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError>
             Arc::clone(&health),
         )));
     }
-    let functions = if args.no_functions {
+    // After SELF_DESTRUCT the workloads were evicted already: nothing to run or report.
+    let functions = if args.no_functions || *self_destructed_rx.borrow() {
         None
     } else {
         Some(tokio::spawn(run_functions(
@@ -622,9 +623,32 @@ async fn run_functions(
         .unwrap_or_else(|e| e.into_inner())
         .push(Arc::new(move || rendered.render()));
     tracing::info!("function deployments running");
-    context.stopping().await;
+    let mut destructed = context.self_destructed.clone();
+    tokio::select! {
+        () = context.stopping() => {}
+        () = async { let _ = destructed.wait_for(|destructed| *destructed).await; } => {
+            // NVIDIA's agent stops every SIS tick after SELF_DESTRUCT, terminations of the
+            // eviction aside: let the drain report them, then stop pulling and reporting.
+            let deadline = tokio::time::Instant::now() + SELF_DESTRUCT_DRAIN;
+            while tokio::time::Instant::now() < deadline && !all_final(&handle.driver) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            tracing::warn!("function deployments stopped after SELF_DESTRUCT");
+        }
+    }
     handle.stop().await;
     follow.abort();
+}
+
+/// How long function deployments may take to report the terminations of a
+/// `SELF_DESTRUCT` eviction before they stop.
+const SELF_DESTRUCT_DRAIN: Duration = Duration::from_secs(120);
+
+fn all_final(driver: &crate::functions::Driver) -> bool {
+    driver
+        .names()
+        .iter()
+        .all(|name| driver.summary(name).is_none_or(|summary| summary.is_final))
 }
 
 /// Registers again when [`registration::decide`] says so: on every inventory publish and
