@@ -107,6 +107,10 @@ pub struct RunArgs {
     /// Where the agent answers health; override to reach an agent outside the cluster.
     #[arg(long, default_value = health::DEFAULT_URL)]
     pub agent_health_url: String,
+    /// Call the admission webhooks at this base URL (e.g. `https://127.0.0.1:18443`)
+    /// instead of Service nvca: for an agent run outside the cluster.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
     /// How often the agent's health is read, e.g. 15s.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     pub agent_health_interval: Duration,
@@ -390,6 +394,7 @@ fn settings(args: &RunArgs) -> OperatorSettings {
             .collect(),
         vault: args.agent_vault_inject,
         log_level: args.log_level.clone(),
+        webhook_url: args.webhook_url.clone(),
     }
 }
 

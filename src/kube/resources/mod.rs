@@ -115,6 +115,10 @@ pub struct OperatorSettings {
     pub vault: bool,
     /// The agent's log level, written into its config.
     pub log_level: String,
+    /// `--webhook-url`: the admission webhooks are called at this base URL instead of
+    /// through Service `nvca` (an agent run outside the cluster: development, the demo);
+    /// its host joins the serving certificate's names.
+    pub webhook_url: Option<String>,
 }
 
 impl Default for OperatorSettings {
@@ -136,6 +140,7 @@ impl Default for OperatorSettings {
             .to_vec(),
             vault: true,
             log_level: "info".to_string(),
+            webhook_url: None,
         }
     }
 }
@@ -354,9 +359,15 @@ impl BackendConfig {
     }
 
     /// The DNS name the webhook server's certificate is for: `nvca.<system ns>.svc`.
+    /// The names the webhook serving certificate holds: the Service's, and the host of
+    /// `--webhook-url` when set.
     pub fn service_dns_names(&self) -> Vec<String> {
         let svc = format!("{NVCA}.{}.svc", self.system_namespace);
-        vec![svc.clone(), format!("{svc}.cluster.local")]
+        let mut names = vec![svc.clone(), format!("{svc}.cluster.local")];
+        if let Some(host) = self.settings.webhook_url.as_deref().and_then(url_host) {
+            names.push(host);
+        }
+        names
     }
 
     pub fn has_flag(&self, flag: &str) -> bool {
@@ -380,6 +391,19 @@ pub fn app_selector() -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The host of an `https://host[:port][/path]` URL (IPv6 in brackets unwrapped).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 #[cfg(test)]
@@ -419,6 +443,34 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+
+    #[test]
+    fn a_webhook_url_moves_the_webhooks_off_the_service_and_into_the_certificate() {
+        assert_eq!(
+            url_host("https://127.0.0.1:18443"),
+            Some("127.0.0.1".into())
+        );
+        assert_eq!(url_host("https://[::1]:8443/x"), Some("::1".into()));
+        assert_eq!(
+            url_host("https://dev.example.org/"),
+            Some("dev.example.org".into())
+        );
+        let mut config = config();
+        assert_eq!(config.service_dns_names().len(), 2);
+        config.settings.webhook_url = Some("https://127.0.0.1:18443/".into());
+        assert_eq!(
+            config.service_dns_names().last().map(String::as_str),
+            Some("127.0.0.1")
+        );
+        let configuration = webhooks::mutating_configuration(&config, b"ca");
+        for webhook in configuration.webhooks.unwrap_or_default() {
+            let client = webhook.client_config;
+            assert!(client.service.is_none());
+            let url = client.url.expect("a URL");
+            assert!(url.starts_with("https://127.0.0.1:18443/"), "{url}");
+            assert!(!url.contains("18443//"), "{url}");
+        }
+    }
 
     #[test]
     fn reads_the_spec_and_fills_nvidias_defaults() {

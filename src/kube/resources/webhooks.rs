@@ -29,6 +29,13 @@ pub const NEEDS_ENFORCE: &str = "nvca.nvcf.nvidia.io/needs-enforce";
 pub const SMB_SERVER_POD: &str = "nvcf-smb-server";
 
 fn client_config(config: &BackendConfig, ca_bundle: &[u8], path: &str) -> WebhookClientConfig {
+    if let Some(base) = &config.settings.webhook_url {
+        return WebhookClientConfig {
+            ca_bundle: Some(ByteString(ca_bundle.to_vec())),
+            service: None,
+            url: Some(format!("{}{path}", base.trim_end_matches('/'))),
+        };
+    }
     WebhookClientConfig {
         ca_bundle: Some(ByteString(ca_bundle.to_vec())),
         service: Some(ServiceReference {
