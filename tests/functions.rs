@@ -918,3 +918,62 @@ async fn cordon_stops_new_work_and_drain_takes_running_work_down() {
     assert!(world.pods(&waiting).await.is_empty());
     world.stop().await;
 }
+
+#[tokio::test]
+async fn a_lost_store_is_rebuilt_from_icms_requests_and_pods_without_repeating_anything() {
+    let mut world = World::new("fn-rebuild").await;
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    let (deployment, request_id) = world.deploy(&function, 2, 1).await;
+    eventually(WAIT, "both instances running", || async {
+        let heard = world.heard(&request_id).await;
+        (heard.len() == 2
+            && heard
+                .iter()
+                .all(|(_, states)| states.last() == Some(&InstanceState::Running)))
+        .then_some(())
+    })
+    .await;
+    let uids = |pods: Vec<Pod>| {
+        let mut uids: Vec<String> = pods.into_iter().filter_map(|p| p.metadata.uid).collect();
+        uids.sort();
+        uids
+    };
+    let before = uids(world.pods(&request_id).await);
+
+    world.handle.take().expect("running").stop().await;
+    world.store_dir = tempfile::tempdir().unwrap();
+    let mut settings = FunctionsSettings::new(Placement {
+        namespace: world.ns.name.clone(),
+        ..Placement::default()
+    });
+    settings.pacing.poll = Duration::from_millis(200);
+    world.start(settings).await;
+    let handle = world.handle.as_ref().unwrap();
+    let summary = handle.driver.summary(&request_id).expect("rebuilt");
+    assert_eq!(summary.state, "running", "{summary:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        uids(world.pods(&request_id).await),
+        before,
+        "no pod made again"
+    );
+    for (instance, states) in world.heard(&request_id).await {
+        assert_eq!(
+            states,
+            [InstanceState::Starting, InstanceState::Running],
+            "{instance}: nothing reported twice"
+        );
+    }
+
+    world.admin.undeploy(&deployment).await.unwrap();
+    eventually(WAIT, "SIS hears both terminated, pods gone", || async {
+        let heard = world.heard(&request_id).await;
+        (heard
+            .iter()
+            .all(|(_, states)| states.last() == Some(&InstanceState::Terminated))
+            && world.pods(&request_id).await.is_empty())
+        .then_some(())
+    })
+    .await;
+    world.stop().await;
+}

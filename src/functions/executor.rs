@@ -105,7 +105,7 @@ impl FunctionExecutor {
     }
 
     /// The launch of `request_id`: from memory, else from the request's Secret.
-    async fn launch(&self, request_id: &str) -> Result<Arc<Launch>, EffectError> {
+    pub(super) async fn launch(&self, request_id: &str) -> Result<Arc<Launch>, EffectError> {
         if let Some(launch) = self.lock().get(request_id).cloned() {
             return Ok(launch);
         }

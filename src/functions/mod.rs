@@ -19,6 +19,7 @@
 //!   acks, Events);
 //! - [`pods`]: the pod watch feeding `PodObserved` and `InstanceDeleted`;
 //! - [`reconcile`]: SIS's periodic instance list, handed to the machines;
+//! - [`rebuild`]: at start, a machine for every ICMSRequest the store has lost;
 //! - drain: under `CordonAndDrainMaintenance` every machine is told `DrainRequested`.
 //!
 //! Pure parts: [`launch`] (what a creation message asks for), [`objects`] (the
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod objects;
 pub mod observe;
 mod pods;
+mod rebuild;
 mod reconcile;
 
 use std::collections::{BTreeMap, HashMap};
@@ -196,6 +198,20 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
     let (driver, report) = Driver::start(store, executor.clone(), hooks, settings.driver.clone())?;
     for quarantined in &report.quarantined {
         tracing::error!(key = %quarantined.key, reason = %quarantined.reason, "function record set aside");
+    }
+    // Before pulling: a redelivered message must find its rebuilt machine.
+    match rebuild::run(
+        &client,
+        &settings.placement.namespace,
+        &driver,
+        &executor,
+        settings.timeouts,
+    )
+    .await
+    {
+        Ok(0) => {}
+        Ok(rebuilt) => tracing::warn!(rebuilt, "function machines rebuilt from the cluster"),
+        Err(error) => tracing::error!(%error, "cannot look for ICMSRequests without machines"),
     }
     let intake = intake::Intake {
         consumer,

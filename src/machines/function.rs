@@ -109,6 +109,15 @@ pub enum Event {
     InstanceReported { instance_id: String },
     /// SIS answered a status update with 412: it has closed the request.
     ReportPreconditionFailed { instance_id: String },
+    /// The store lost the machine; its ICMSRequest and pods were found. `acknowledged`:
+    /// the ICMSRequest says SIS had the ack; `pods`: the request's pods, and whether each
+    /// is ready (SIS is taken to have heard `running` of a ready one, `starting` of
+    /// another, so nothing it has is reported again).
+    Rebuilt {
+        request: FunctionRequest,
+        acknowledged: bool,
+        pods: Vec<(String, bool)>,
+    },
     /// SIS's periodic instance list names this instance of the request as active, in
     /// `state` (`starting`, `running` or `shutting-down`).
     InstanceListed { instance_id: String, state: String },
@@ -280,6 +289,13 @@ impl Deployment {
                 reason,
             } if request.request_id == self.request_id => {
                 self.refuse(request, receipt, reason, step)
+            }
+            Event::Rebuilt {
+                request,
+                acknowledged,
+                pods,
+            } if request.request_id == self.request_id => {
+                self.rebuild(request, *acknowledged, pods, step)
             }
             // Nothing was ever created for a request never received.
             Event::TerminationRequested { .. } => Transition(State::terminated()),
@@ -487,6 +503,48 @@ impl Deployment {
             instance.reported = Some(report);
         }
         Handled
+    }
+
+    /// Start again from what the cluster shows: before the ack, acknowledge again (SIS
+    /// takes the same batch twice); after it, adopt the pods found and create the others.
+    fn rebuild(
+        &mut self,
+        request: &FunctionRequest,
+        acknowledged: bool,
+        pods: &[(String, bool)],
+        step: &mut Step<Effect>,
+    ) -> Outcome<State> {
+        self.request = Some(request.clone());
+        if !acknowledged {
+            step.queue(Effect::AcknowledgeRequest {
+                instance_count: request.instance_count,
+                message_batch_id: request.message_batch_id.clone(),
+                received_at: step.now,
+            });
+            return Transition(State::received());
+        }
+        let kind = request.kind;
+        for index in 0..request.instance_count {
+            let id = instance_id(&self.request_id, index);
+            let mut instance = Instance::new(index);
+            match pods.iter().find(|(pod, _)| *pod == id) {
+                Some((_, ready)) => {
+                    instance.created = true;
+                    instance.state = if *ready {
+                        InstanceState::Running
+                    } else {
+                        InstanceState::Starting
+                    };
+                    instance.reported = instance.report(&id, kind);
+                }
+                None => step.queue(Effect::CreateInstance {
+                    instance_id: id,
+                    index,
+                }),
+            }
+            self.instances.insert(index, instance);
+        }
+        self.settle(None, step)
     }
 
     /// A redelivery after the ack: ack it, create nothing.
@@ -936,6 +994,11 @@ pub(crate) fn sample_events() -> Vec<Event> {
             instance_id: id(0),
             state: "starting".to_string(),
         },
+        Event::Rebuilt {
+            request: sample_request(),
+            acknowledged: true,
+            pods: vec![(id(0), true)],
+        },
     ]
 }
 
@@ -1004,6 +1067,7 @@ mod tests {
     const ACK: &[&str] = &["AckMessage"];
     const REPORT: &[&str] = &["ReportInstance"];
     const START_AND_RUN: &[&str] = &["ReportInstance", "ReportInstance"];
+    const REBUILD: &[&str] = &["CreateInstance", "ProjectRequest"];
     const FAIL: &[&str] = &["ReportInstance", "ProjectRequest"];
     const PURGE: &[&str] = &["DeleteInstance", "ReportInstance", "ProjectRequest"];
     const TAKE_DOWN: &[&str] = &[
@@ -1025,6 +1089,7 @@ mod tests {
     const ROWS: &[Row] = &[
         row("idle", "MessageReceived", "received", RECEIVE),
         row("idle", "MessageRefused", "terminated", REFUSE),
+        row("idle", "Rebuilt", "acknowledged", REBUILD),
         row("idle", "TerminationRequested", "terminated", NONE),
         row("received", "Acknowledged", "acknowledged", CREATE),
         row("received", "TerminationRequested", "terminated", GIVE_UP),
@@ -1605,6 +1670,34 @@ mod tests {
             .is_empty()
         );
         assert!(machine.is_final());
+    }
+
+    #[test]
+    fn a_machine_rebuilt_from_the_cluster_reports_nothing_sis_has() {
+        let mut machine = FunctionMachine::new("r1", Timeouts::default());
+        let effects = step(
+            &mut machine,
+            &Event::Rebuilt {
+                request: sample_request(),
+                acknowledged: true,
+                pods: vec![(id(0), true), (id(1), true)],
+            },
+        );
+        assert_eq!(
+            effects,
+            vec![Effect::ProjectRequest(RequestStatus::RequestCompleted)]
+        );
+        assert_eq!(machine.state_name(), "running");
+        assert!(step(&mut machine, &observed(0, ready_pod())).is_empty());
+        let before_ack = step(
+            &mut FunctionMachine::new("r1", Timeouts::default()),
+            &Event::Rebuilt {
+                request: sample_request(),
+                acknowledged: false,
+                pods: Vec::new(),
+            },
+        );
+        assert_eq!(names(&before_ack), ["AcknowledgeRequest"]);
     }
 
     #[test]
