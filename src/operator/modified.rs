@@ -98,20 +98,27 @@ fn comparable(mut value: serde_json::Value) -> serde_json::Value {
 /// How many differing paths a message names.
 const NAMED_PATHS: usize = 5;
 
-/// The paths (`.spec.replicas`) where `a` and `b` differ, at most [`NAMED_PATHS`].
-fn differences(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
-    use serde_json::Value::Object;
+/// The paths (`.spec.replicas`) of what the operator sets (`desired`) where `a` and `b`
+/// differ, at most [`NAMED_PATHS`]. Other fields (status, what controllers add) may change
+/// between the two reads and are none of the operator's business.
+fn differences(
+    desired: &serde_json::Value,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value::{Null, Object};
     if out.len() >= NAMED_PATHS || a == b {
         return;
     }
-    match (a, b) {
-        (Object(a), Object(b)) => {
-            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for key in keys {
-                let null = serde_json::Value::Null;
+    match desired {
+        Object(fields) => {
+            for (key, wanted) in fields {
                 differences(
-                    a.get(key).unwrap_or(&null),
-                    b.get(key).unwrap_or(&null),
+                    wanted,
+                    a.get(key).unwrap_or(&Null),
+                    b.get(key).unwrap_or(&Null),
                     &format!("{path}.{key}"),
                     out,
                 );
@@ -155,7 +162,13 @@ impl BackendExecutor {
                         .unwrap_or_default()
                 };
                 let mut paths = Vec::new();
-                differences(&encode(&current), &encode(&would_be), "", &mut paths);
+                differences(
+                    &comparable(object.clone()),
+                    &encode(&current),
+                    &encode(&would_be),
+                    "",
+                    &mut paths,
+                );
                 if paths.is_empty() {
                     Ok(None)
                 } else {
@@ -185,8 +198,21 @@ mod tests {
             "spec": {"replicas": 1}});
         assert_eq!(comparable(a.clone()), comparable(b));
         let c = json!({"metadata": {"name": "nvca"}, "spec": {"replicas": 3}});
+        let desired = json!({"metadata": {"name": "nvca"}, "spec": {"replicas": 1}});
         let mut paths = Vec::new();
-        differences(&comparable(a), &comparable(c), "", &mut paths);
+        differences(
+            &desired,
+            &comparable(a.clone()),
+            &comparable(c),
+            "",
+            &mut paths,
+        );
         assert_eq!(paths, [".spec.replicas"]);
+        // A status written between the two reads is not the operator's.
+        let d = json!({"metadata": {"name": "nvca"}, "spec": {"replicas": 1},
+            "status": {"replicas": 1}});
+        let mut paths = Vec::new();
+        differences(&desired, &comparable(a), &comparable(d), "", &mut paths);
+        assert!(paths.is_empty(), "{paths:?}");
     }
 }
