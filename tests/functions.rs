@@ -977,3 +977,24 @@ async fn a_lost_store_is_rebuilt_from_icms_requests_and_pods_without_repeating_a
     .await;
     world.stop().await;
 }
+
+#[tokio::test]
+async fn acking_a_message_again_after_a_restart_is_answered() {
+    // The machine's AckMessage may run twice (a crash between the ack and its record):
+    // JetStream must answer the second ack too, or the machine would wait forever.
+    let mut world = World::new("fn-reack").await;
+    world.handle.take().expect("running").stop().await;
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    world.deploy(&function, 1, 1).await;
+    let consumer = QueueConsumer::connect(world.queue()).await.unwrap();
+    let taken = eventually(WAIT, "the message", || async {
+        consumer.fetch_creations().await.ok()?.messages.pop()
+    })
+    .await;
+    let reply = taken.acker.reply().to_string();
+    consumer.acker(&reply).ack().await.expect("first ack");
+    let again = QueueConsumer::connect(world.queue()).await.unwrap();
+    again.acker(&reply).ack().await.expect("the same ack again");
+    assert_eq!(world.creation_backlog().await, (0, 0));
+    world.stop().await;
+}
