@@ -600,15 +600,29 @@ fn store_is_an_empty_dir_by_default_and_a_claim_with_persistence() {
         .find(|v| v["name"] == "store")
         .expect("store volume");
     assert_eq!(store["emptyDir"], json!({}));
-    let operator = container(pod, "containers", "nvca-operator");
-    assert!(
-        operator["volumeMounts"]
-            .as_array()
-            .expect("mounts")
-            .iter()
-            .any(|m| m["name"] == "store" && m["mountPath"] == "/var/lib/nvca"),
-        "store not mounted at /var/lib/nvca"
-    );
+    // The operator's store and the bootstrap's (init container, bootstrap-watch, a
+    // manual `kubectl exec` in the operator container) are on the volume: the root
+    // filesystem is read-only.
+    for (list, name) in [
+        ("containers", "nvca-operator"),
+        ("initContainers", "nvca-self-managed-bootstrap"),
+        ("containers", "nvca-bootstrap-watch"),
+    ] {
+        let c = container(pod, list, name);
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .expect("mounts")
+                .iter()
+                .any(|m| m["name"] == "store" && m["mountPath"] == "/var/lib/nvca"),
+            "store not mounted at /var/lib/nvca in {name}"
+        );
+        assert_eq!(
+            env_value(c, "NVCA_BOOTSTRAP_STORE").as_deref(),
+            Some("/var/lib/nvca/bootstrap"),
+            "{name}"
+        );
+    }
 
     let persistent = render_with(&[
         "persistence.enabled=true",

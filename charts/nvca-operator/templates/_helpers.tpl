@@ -203,6 +203,10 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
     fieldRef: {fieldPath: metadata.namespace}
 - name: NVCA_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+{{- /* The bootstrap's store, on the store volume: the init container, bootstrap-watch
+       and a manual `kubectl exec ... nvca-self-managed bootstrap` share it. */}}
+- name: NVCA_BOOTSTRAP_STORE
+  value: /var/lib/nvca/bootstrap
 {{- end -}}
 
 {{/* Every container: non-root, read-only root filesystem, no privilege escalation, no capabilities. */}}
