@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -234,33 +233,9 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
-    crate::tls::ensure_crypto_provider();
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(|error| {
-                RunError::Kubernetes(format!(
-                    "cannot read kubeconfig {}: {error}; pass a readable file to --kubeconfig",
-                    path.display()
-                ))
-            })?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(|error| {
-                    RunError::Kubernetes(format!(
-                        "kubeconfig {} is not usable: {error}; fix it or pass another to --kubeconfig",
-                        path.display()
-                    ))
-                })?
-        }
-        None => kube::Config::infer().await.map_err(|error| {
-            RunError::Kubernetes(format!(
-                "no in-cluster service account and no usable $KUBECONFIG ({error}); run inside the agent pod or pass --kubeconfig"
-            ))
-        })?,
-    };
-    Client::try_from(config).map_err(|error| {
-        RunError::Kubernetes(format!("cannot build the Kubernetes client: {error}"))
-    })
+    crate::kube::client::connect(kubeconfig, "agent")
+        .await
+        .map_err(RunError::Kubernetes)
 }
 
 type SessionDriver = Driver<SessionMachine, SessionExecutor>;

@@ -2,5 +2,6 @@
 //! the builders of every object the operator applies for the agent.
 
 pub mod agent_config;
+pub mod client;
 pub mod crd;
 pub mod resources;

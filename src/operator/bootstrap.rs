@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use thiserror::Error;
 
 use super::cluster_dto::{ClusterDto, DtoError};
@@ -370,33 +369,9 @@ async fn register(
 }
 
 async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, BootstrapError> {
-    crate::tls::ensure_crypto_provider();
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(|error| {
-                BootstrapError::Kubernetes(format!(
-                    "cannot read kubeconfig {}: {error}; pass a readable file to --kubeconfig",
-                    path.display()
-                ))
-            })?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(|error| {
-                    BootstrapError::Kubernetes(format!(
-                        "kubeconfig {} is not usable: {error}; fix it or pass another to --kubeconfig",
-                        path.display()
-                    ))
-                })?
-        }
-        None => kube::Config::infer().await.map_err(|error| {
-            BootstrapError::Kubernetes(format!(
-                "no in-cluster service account and no usable $KUBECONFIG ({error}); run inside the operator pod or pass --kubeconfig"
-            ))
-        })?,
-    };
-    kube::Client::try_from(config).map_err(|error| {
-        BootstrapError::Kubernetes(format!("cannot build the Kubernetes client: {error}"))
-    })
+    crate::kube::client::connect(kubeconfig, "operator")
+        .await
+        .map_err(BootstrapError::Kubernetes)
 }
 
 fn kube_read_error(object: &str, namespace: &str, error: kube::Error) -> BootstrapError {

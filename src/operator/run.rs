@@ -31,7 +31,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -490,33 +489,9 @@ async fn serve_health(address: SocketAddr, metrics: Arc<Metrics>) -> Result<Sock
 }
 
 pub(crate) async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
-    crate::tls::ensure_crypto_provider();
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(|error| {
-                RunError::Kubernetes(format!(
-                    "cannot read kubeconfig {}: {error}; pass a readable file to --kubeconfig",
-                    path.display()
-                ))
-            })?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(|error| {
-                    RunError::Kubernetes(format!(
-                        "kubeconfig {} is not usable: {error}; fix it or pass another to --kubeconfig",
-                        path.display()
-                    ))
-                })?
-        }
-        None => kube::Config::infer().await.map_err(|error| {
-            RunError::Kubernetes(format!(
-                "no in-cluster service account and no usable $KUBECONFIG ({error}); run inside the operator pod or pass --kubeconfig"
-            ))
-        })?,
-    };
-    Client::try_from(config).map_err(|error| {
-        RunError::Kubernetes(format!("cannot build the Kubernetes client: {error}"))
-    })
+    crate::kube::client::connect(kubeconfig, "operator")
+        .await
+        .map_err(RunError::Kubernetes)
 }
 
 /// A released backend machine has done everything; its record is history. Dropping it
