@@ -1043,9 +1043,10 @@ async fn deletion_drains_while_function_deployments_remain_then_cleans_up() {
         file.agent.maintenance_mode.is_some().then_some(file)
     })
     .await;
+    // NVIDIA's agent accepts only its mode names here.
     assert_eq!(
         file.agent.maintenance_mode.as_deref(),
-        Some("CordonAndDrainMaintenance")
+        Some("CordonAndDrain")
     );
     assert!(
         file.agent

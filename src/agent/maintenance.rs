@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::sis::types::ClusterStatus;
 
 /// The feature flag that cordons the cluster.
-pub const CORDON_FLAG: &str = "CordonMaintenance";
+pub const CORDON_FLAG: &str = crate::kube::agent_config::CORDON_FLAG;
 /// The feature flag that cordons and drains the cluster.
 pub const DRAIN_FLAG: &str = crate::kube::agent_config::DRAIN_FLAG;
 

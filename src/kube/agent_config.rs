@@ -20,6 +20,8 @@ pub const MOUNT_DIR: &str = "/var/run/nvca";
 pub const PATH: &str = "/var/run/nvca/config.yaml";
 /// The feature flag NVIDIA's clean-up adds to drain the agent.
 pub const DRAIN_FLAG: &str = "CordonAndDrainMaintenance";
+/// The feature flag that stops new work and keeps running workloads.
+pub const CORDON_FLAG: &str = "CordonMaintenance";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,12 +130,20 @@ impl AgentConfigFile {
         serde_yaml::to_string(self)
     }
 
-    /// Put the agent into `mode`, as NVIDIA's drain does: the mode in
-    /// `agent.maintenanceMode`, and the mode's feature flag added once.
-    pub fn set_maintenance(&mut self, mode: &str) {
+    /// Put the agent into the maintenance of feature flag `flag`, as NVIDIA's drain does
+    /// (`N/pkg/operator/cleanup/cleanup.go` `PatchNVCAMaintenanceMode`): the flag added
+    /// once, and `agent.maintenanceMode` set to the mode's own name
+    /// (`N/pkg/types/types.go`: `CordonOnly`, `CordonAndDrain`), which NVIDIA's agent
+    /// requires there.
+    pub fn set_maintenance(&mut self, flag: &str) {
+        let mode = match flag {
+            DRAIN_FLAG => "CordonAndDrain",
+            CORDON_FLAG => "CordonOnly",
+            other => other,
+        };
         self.agent.maintenance_mode = Some(mode.to_string());
-        if !self.agent.feature_flags.iter().any(|flag| flag == mode) {
-            self.agent.feature_flags.push(mode.to_string());
+        if !self.agent.feature_flags.iter().any(|f| f == flag) {
+            self.agent.feature_flags.push(flag.to_string());
         }
     }
 }
@@ -159,7 +169,7 @@ mod tests {
         );
         assert_eq!(
             again.agent.maintenance_mode.as_deref(),
-            Some("CordonAndDrainMaintenance")
+            Some("CordonAndDrain")
         );
         assert_eq!(
             again.cluster.other["validationPolicy"]["name"],
