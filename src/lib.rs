@@ -9,6 +9,7 @@ pub mod functions;
 pub mod gpu;
 pub mod inspect;
 pub mod kube;
+pub mod logging;
 pub mod machines;
 pub mod operator;
 pub mod sis;

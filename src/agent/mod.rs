@@ -26,6 +26,7 @@ pub mod nodes;
 pub mod server;
 pub mod session;
 
+pub use crate::logging::LogFormat;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -54,12 +55,6 @@ use session::SessionExecutor;
 
 /// Default store directory (the Deployment mounts an emptyDir at `/var/lib/nvca/agent`).
 pub const DEFAULT_STORE: &str = "/var/lib/nvca/agent/store";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// How the queue consumer authenticates to NATS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -189,18 +184,6 @@ impl RunError {
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 /// The whole command, for the binary.
 pub fn main(args: RunArgs) -> ExitCode {
     let settings = match AgentSettings::read(&args.config, &args.overrides()) {
@@ -214,7 +197,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         .log_level
         .clone()
         .unwrap_or_else(|| settings.log_level.clone());
-    init_logging(&level, args.log_format);
+    crate::logging::init(&level, args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

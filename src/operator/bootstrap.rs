@@ -13,6 +13,7 @@
 //! 3 an input is missing or wrong (ConfigMap, key, field, token file, Kubernetes access,
 //! store directory). Every message names the thing and the fix.
 
+pub use crate::logging::LogFormat;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,12 +38,6 @@ use crate::store::{Store, StoreError};
 /// volume. Not the operator's directory itself: sled lets one process hold a directory,
 /// and the guide runs the bootstrap by hand inside the running operator's container.
 pub const DEFAULT_STORE: &str = "/var/lib/nvca/operator/bootstrap";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// The shape of `--token-file`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -170,17 +165,9 @@ pub struct Registered {
     pub ids: ClusterIds,
 }
 
-/// Set up logging on stderr in the chosen format; `RUST_LOG` refines the level.
+/// Logging at `info` in the chosen format (`RUST_LOG` refines it).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    crate::logging::init("info", format);
 }
 
 /// The whole command, for the binaries: logging, a runtime, [`run`], the exit code.

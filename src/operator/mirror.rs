@@ -29,7 +29,7 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 
-use super::run::{LogFormat, init_logging, kube_client, wait_for_signal};
+use super::run::{LogFormat, kube_client, wait_for_signal};
 use crate::kube::resources::pull_secrets::{LABEL_ADDITIONAL_PULL_SECRET, MIRROR, mirror_copy};
 
 /// NVIDIA's `AdditionalImagePullSecretsEnvVar`: base64 of the chart's `imagePullSecrets`
@@ -139,7 +139,7 @@ pub fn decode_names(b64: &str) -> Result<Vec<String>, MirrorError> {
 
 /// The whole command, for the binary.
 pub fn main(args: MirrorArgs) -> ExitCode {
-    init_logging(&args.log_level, args.log_format);
+    crate::logging::init(&args.log_level, args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

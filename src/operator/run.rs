@@ -52,6 +52,7 @@ use crate::kube::resources::{
     DEFAULT_IMAGE_REPOSITORY, NVCA, OperatorSettings, REQUESTS_NAMESPACE, SYSTEM_NAMESPACE,
     network_policies, pull_secrets, webhook_certs,
 };
+pub use crate::logging::LogFormat;
 use crate::machines::Kind;
 use crate::machines::backend::{BackendMachine, Event, ProvisionStep};
 use crate::store::{Store, Write, store_key};
@@ -62,12 +63,6 @@ pub const DEFAULT_STORE: &str = "/var/lib/nvca/operator/store";
 const CLEANUP_RETRY: Duration = Duration::from_secs(30);
 /// How often a draining backend recounts the ICMSRequests, beside the watch.
 const DRAIN_RECOUNT: Duration = Duration::from_secs(10);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// The flags of `run`; NVIDIA's names where its operator has the flag.
 #[derive(Clone, Debug, clap::Args)]
@@ -210,22 +205,9 @@ pub enum SpecError {
     Name(String),
 }
 
-/// Set up logging on stderr: `--log-level`, refined by `RUST_LOG`.
-pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 /// The whole command, for the binary.
 pub fn main(args: RunArgs) -> ExitCode {
-    init_logging(&args.log_level, args.log_format);
+    crate::logging::init(&args.log_level, args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
