@@ -11,16 +11,14 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container};
 use kube::Api;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::DeleteParams;
 use nvca::kube::crd::NVCFBackend;
 use nvca::sis::sim::SimConfig;
 use nvca::sis::sim::admin::AdminClient;
@@ -185,25 +183,7 @@ async fn installed_chart_bootstraps_provisions_a_healthy_agent_and_upgrades_with
     let token_file = token_file.to_string_lossy().to_string();
 
     // The guide's first step: the pull secret its values name.
-    let secrets: Api<Secret> = ns.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("nvcr-pull-secret".to_string()),
-                    ..ObjectMeta::default()
-                },
-                type_: Some("kubernetes.io/dockerconfigjson".to_string()),
-                data: Some(BTreeMap::from([(
-                    ".dockerconfigjson".to_string(),
-                    ByteString(br#"{"auths":{}}"#.to_vec()),
-                )])),
-                ..Secret::default()
-            },
-        )
-        .await
-        .expect("create the pull secret nvcr-pull-secret");
+    ns.create_pull_secret("nvcr-pull-secret").await;
 
     // Install with the guide's values; only the control plane's URLs are this test's.
     let fullname = format!("nvca-operator-{}", &ns.name[ns.name.len() - 8..]);

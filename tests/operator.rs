@@ -20,7 +20,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -266,25 +265,7 @@ impl World {
             )
             .await
             .expect("create nvca-cluster-registration");
-        let secrets: Api<Secret> = ns.api();
-        secrets
-            .create(
-                &PostParams::default(),
-                &Secret {
-                    metadata: ObjectMeta {
-                        name: Some("regcred".to_string()),
-                        ..ObjectMeta::default()
-                    },
-                    type_: Some("kubernetes.io/dockerconfigjson".to_string()),
-                    data: Some(BTreeMap::from([(
-                        ".dockerconfigjson".to_string(),
-                        ByteString(br#"{"auths":{}}"#.to_vec()),
-                    )])),
-                    ..Secret::default()
-                },
-            )
-            .await
-            .expect("create pull secret regcred");
+        ns.create_pull_secret("regcred").await;
         let health_url = fake_agent().await;
         World {
             _lock: lock,

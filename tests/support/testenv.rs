@@ -18,7 +18,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -313,6 +314,27 @@ impl TestNamespace {
         <K as kube::Resource>::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Creates a pull secret `name` here (type `kubernetes.io/dockerconfigjson`, no
+    /// registries), as the guide has users do before `helm install`.
+    pub async fn create_pull_secret(&self, name: &str) {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("kubernetes.io/dockerconfigjson".to_string()),
+            data: Some(std::collections::BTreeMap::from([(
+                ".dockerconfigjson".to_string(),
+                ByteString(br#"{"auths":{}}"#.to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("create pull secret {name} in {}: {e}", self.name));
     }
 
     /// Deletes the namespace now (best effort) instead of at drop.
