@@ -5,6 +5,7 @@
 //! for cpu, gpu and memory. Anything else makes the agent unhealthy, with NVIDIA's
 //! messages.
 
+use crate::kube::not_found::not_found;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ pub async fn watch_queues(client: Client, health: Arc<Health>) {
                     .collect();
                 judge(&specs)
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => Component::unhealthy(
+            Err(error) if not_found(&error) => Component::unhealthy(
                 Level::Error,
                 "KAI Scheduler is not installed but the KAIScheduler feature flag is enabled. Either install KAI Scheduler (see https://github.com/NVIDIA/KAI-Scheduler) or disable the KAIScheduler feature flag",
             ),

@@ -20,6 +20,7 @@
 //! with capped backoff, the record shows it, and `/healthz` shows a warn-level `sis`
 //! component. A refusal (4xx) is permanent for that call.
 
+use crate::kube::not_found::not_found;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -251,7 +252,7 @@ impl SessionExecutor {
             .await
         {
             Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) if not_found(&error) => {}
             Err(error) => {
                 return Err(EffectError::Transient(format!(
                     "cannot delete the workload pods in {}: {error}",

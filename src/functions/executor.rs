@@ -4,6 +4,7 @@
 //! done, deletes treat "not found" as done, and SIS's answers to repeated calls are
 //! mapped as NVIDIA's agent maps them (`N/pkg/nvca/agent.go`).
 
+use crate::kube::not_found::not_found;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -186,7 +187,7 @@ impl FunctionExecutor {
         {
             Ok(_) => Ok(Event::RequestRecorded),
             // Nothing to project onto: the request was given up or removed.
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Event::RequestRecorded),
+            Err(error) if not_found(&error) => Ok(Event::RequestRecorded),
             Err(error) => Err(classify(
                 &format!("writing the status of ICMSRequest {name}"),
                 error,
@@ -348,7 +349,7 @@ impl FunctionExecutor {
             .await
         {
             Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(error) if not_found(&error) => {}
             Err(error) => {
                 return Err(classify(
                     &format!("removing the finalizers of ICMSRequest {name}"),
@@ -465,7 +466,7 @@ where
 {
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(error) if not_found(&error) => Ok(()),
         Err(error) => Err(classify(
             &format!("deleting {}", describe::<K>(name)),
             error,

@@ -14,6 +14,7 @@
 //! idempotent: a second run finds less (or nothing) and says so. The operator's own
 //! namespace is left: Helm owns it, and the guide deletes it after `helm uninstall`.
 
+use crate::kube::not_found::not_found;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -193,7 +194,7 @@ pub async fn plan(client: &Client) -> Result<Plan, ForceCleanupError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), REQUESTS_NAMESPACE);
     let pods = match pods.list(&ListParams::default()).await {
         Ok(list) => list.iter().map(|p| p.name_any()).collect(),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Vec::new(),
+        Err(error) if not_found(&error) => Vec::new(),
         Err(error) => {
             return Err(api_error(format!("listing pods in {REQUESTS_NAMESPACE}"))(
                 error,
@@ -266,7 +267,7 @@ where
                 finalizers: object.finalizers().to_vec(),
             })
             .collect()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Vec::new()),
+        Err(error) if not_found(&error) => Ok(Vec::new()),
         Err(error) => Err(api_error(format!("listing {kind}s"))(error)),
     }
 }
@@ -298,7 +299,7 @@ fn dynamic_api(client: &Client, found: &Found) -> Api<DynamicObject> {
 fn gone<T>(result: Result<T, kube::Error>) -> Result<bool, kube::Error> {
     match result {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        Err(error) if not_found(&error) => Ok(false),
         Err(error) => Err(error),
     }
 }

@@ -4,4 +4,5 @@
 pub mod agent_config;
 pub mod client;
 pub mod crd;
+pub mod not_found;
 pub mod resources;

@@ -20,6 +20,7 @@
 //! upgrade fixes, missing source Secrets, Terminating namespaces) is transient and backs
 //! off.
 
+use crate::kube::not_found::not_found;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -495,7 +496,7 @@ impl BackendExecutor {
         let list = match all.list(&ListParams::default()).await {
             Ok(list) => list,
             // No ICMSRequest CRD: nothing to delete.
-            Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
+            Err(error) if not_found(&error) => return Ok(()),
             Err(error) => return Err(classify("listing ICMSRequests", error)),
         };
         for request in &list {
@@ -510,7 +511,7 @@ impl BackendExecutor {
                     .await
                 {
                     Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.is_not_found() => continue,
+                    Err(error) if not_found(&error) => continue,
                     Err(error) => {
                         return Err(classify(
                             &format!("removing the finalizers of {what}"),
@@ -629,7 +630,7 @@ impl BackendExecutor {
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            Err(error) if not_found(&error) => Ok(()),
             Err(error) => Err(classify(
                 &format!("updating the finalizers of NVCFBackend {key}"),
                 error,
@@ -819,7 +820,7 @@ where
 {
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(error) if not_found(&error) => Ok(()),
         Err(error) => Err(classify(&format!("deleting {what}"), error)),
     }
 }

@@ -15,6 +15,7 @@
 //! never starts before its pull secret exists); the two write identical objects, each
 //! with server-side apply under its own field manager.
 
+use crate::kube::not_found::not_found;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -326,7 +327,7 @@ impl Mirror {
                 .await
             {
                 Ok(_) => pass.deleted.push(copy.name_any()),
-                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(error) if not_found(&error) => {}
                 Err(error) => return Err(error),
             }
         }

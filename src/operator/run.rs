@@ -16,6 +16,7 @@
 //! - serves `/healthz`, `/version` and `/metrics` on `--listen` (`:8000`), and the
 //!   machines' snapshot for `nvca-state` on `--listen-admin` (`127.0.0.1:8001`).
 
+use crate::kube::not_found::not_found;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -769,7 +770,7 @@ async fn remaining_deployments(
     let all: Api<ICMSRequest> = Api::namespaced(client.clone(), &requests_namespace(backend));
     match all.list(&ListParams::default()).await {
         Ok(list) => Ok(list.iter().map(|r| r.name_any()).collect()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Vec::new()),
+        Err(error) if not_found(&error) => Ok(Vec::new()),
         Err(error) => Err(error),
     }
 }
