@@ -38,11 +38,12 @@ use tokio::sync::watch;
 
 pub use context::AgentContext;
 
-use crate::driver::{Backoff, Driver, DriverConfig, NoHooks};
+use crate::driver::crash_point::{CrashPoint, CrashPointError, Names};
+use crate::driver::{Backoff, Driver, DriverConfig, Hooks, NoHooks};
 use crate::gpu::registration::{self, Registered, Reregister};
 use crate::gpu::{DiscoveryOptions, Inventory};
-use crate::machines::Timestamp;
-use crate::machines::session::{Event, SessionMachine};
+use crate::machines::session::{self as session_machine, Event, SessionMachine};
+use crate::machines::{Kind, Timestamp, function};
 use crate::sis::queue::NatsAuth;
 use crate::sis::types::QueueCredentials;
 use crate::sis::{QueueConfig, RetryPolicy, SisClient, SisConfig};
@@ -161,6 +162,8 @@ pub enum RunError {
     Kubernetes(String),
     #[error("{0}")]
     Store(String),
+    #[error(transparent)]
+    CrashPoint(#[from] CrashPointError),
     #[error("cannot reach SIS: {0}")]
     Sis(String),
     #[error("cannot listen on {what} {address}: {reason}; pass a free address to --{flag}")]
@@ -178,6 +181,7 @@ impl RunError {
             RunError::Config(error) => error.category(),
             RunError::Kubernetes(_) => "kubernetes",
             RunError::Store(_) => "store",
+            RunError::CrashPoint(error) => error.category(),
             RunError::Sis(_) => "sis",
             RunError::Listen { .. } => "listen",
         }
@@ -223,11 +227,38 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
 
 type SessionDriver = Driver<SessionMachine, SessionExecutor>;
 
+/// The machines of the agent, by the names crash points (`NVCA_CRASH_AT`) may use.
+const CRASH_POINT_MACHINES: [Names; 2] = [
+    Names {
+        kind: Kind::Function,
+        states: function::STATE_NAMES,
+        effects: <function::Effect as strum::VariantNames>::VARIANTS,
+    },
+    Names {
+        kind: Kind::Session,
+        states: session_machine::STATE_NAMES,
+        effects: <session_machine::Effect as strum::VariantNames>::VARIANTS,
+    },
+];
+
+/// The drivers' hooks: none, unless a crash test set a crash point.
+fn hooks() -> Result<Arc<dyn Hooks>, CrashPointError> {
+    Ok(match CrashPoint::from_env(&CRASH_POINT_MACHINES)? {
+        Some(point) => {
+            tracing::warn!(point = ?point.moment(), kind = %point.kind(), occurrence = point.occurrence(),
+                "a crash point is set: this process kills itself there (tests only)");
+            Arc::new(point)
+        }
+        None => Arc::new(NoHooks),
+    })
+}
+
 /// Run until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError> {
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
+    let hooks = hooks()?;
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let store = Store::open(&args.store).map_err(|error| RunError::Store(error.to_string()))?;
     let cluster_id = settings.cluster.id.clone();
@@ -292,7 +323,7 @@ pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError>
             max: args.sis_backoff_max,
         },
     };
-    let (driver, report) = Driver::start(store.clone(), executor, Arc::new(NoHooks), driver_config)
+    let (driver, report) = Driver::start(store.clone(), executor, hooks.clone(), driver_config)
         .map_err(|error| RunError::Store(error.to_string()))?;
     for quarantined in &report.quarantined {
         tracing::warn!(key = %quarantined.key, reason = %quarantined.reason, "record set aside; the session starts again");
@@ -480,6 +511,7 @@ pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError>
             context.clone(),
             settings.clone(),
             extra,
+            hooks,
         )))
     };
     tracing::info!(cluster = %cluster_id, "nvca-agent running");
@@ -527,6 +559,7 @@ async fn run_functions(
     context: AgentContext,
     settings: AgentSettings,
     extra: server::ExtraMetrics,
+    hooks: Arc<dyn Hooks>,
 ) {
     use crate::functions::{FunctionsContext, FunctionsSettings, Placement, start};
     let (mode_tx, mode_rx) = watch::channel(context.current_maintenance());
@@ -555,7 +588,7 @@ async fn run_functions(
         image_pull_secrets: Vec::new(),
     };
     let handle = loop {
-        let functions = FunctionsContext::new(
+        let mut functions = FunctionsContext::new(
             context.client.clone(),
             Arc::new(context.sis.clone()),
             context.queue.clone(),
@@ -564,6 +597,7 @@ async fn run_functions(
             context.inventory.clone(),
             mode_rx.clone(),
         );
+        functions.hooks = hooks.clone();
         match start(functions).await {
             Ok(handle) => break handle,
             Err(error) => {

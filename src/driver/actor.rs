@@ -102,7 +102,12 @@ impl<M: Machine, X: Executor<M>> Actor<M, X> {
         if self.in_flight.as_deref() == Some(id.as_str()) {
             self.in_flight = None;
         }
-        if self.hooks.effect_ran(&self.record.summary, &id) == Flow::Halt {
+        let name = self
+            .record
+            .pending()
+            .find(|(meta, _)| meta.id == id)
+            .map_or("", |(_, effect)| effect.clone().into());
+        if self.hooks.effect_ran(&self.record.summary, &id, name) == Flow::Halt {
             return Flow::Halt;
         }
         match outcome {

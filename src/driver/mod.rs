@@ -15,6 +15,7 @@
 mod actor;
 pub mod admin;
 pub mod backoff;
+pub mod crash_point;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 pub use backoff::Backoff;
+pub use crash_point::CrashPoint;
 
 use crate::machines::{Machine, Timestamp};
 use crate::store::{Quarantined, Record, Store, StoreError, Summary, Write};
@@ -66,8 +68,8 @@ pub trait Hooks: Send + Sync + 'static {
     fn persisted(&self, _summary: &Summary) -> Flow {
         Flow::Continue
     }
-    /// An effect has run; its outcome is not yet persisted.
-    fn effect_ran(&self, _summary: &Summary, _effect_id: &str) -> Flow {
+    /// An effect has run; its outcome is not yet persisted. `effect` is its variant name.
+    fn effect_ran(&self, _summary: &Summary, _effect_id: &str, _effect: &'static str) -> Flow {
         Flow::Continue
     }
 }

@@ -23,7 +23,7 @@ pub(crate) enum TallyEvent {
     Closed,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub(crate) enum TallyEffect {
     Record(u64),
 }

@@ -759,6 +759,18 @@ fn purge(
     });
 }
 
+/// Every state's name, as [`Machine::state_name`] gives it (crash points use them).
+pub const STATE_NAMES: &[&str] = &[
+    "idle",
+    "received",
+    "acknowledged",
+    "instances_starting",
+    "running",
+    "failed",
+    "terminating",
+    "terminated",
+];
+
 fn state_name(state: &State) -> &'static str {
     match state {
         State::Idle {} => "idle",
@@ -1220,17 +1232,8 @@ mod tests {
     #[test]
     fn samples_cover_every_state_event_and_effect() {
         let states: Vec<&str> = sample_machines().iter().map(Machine::state_name).collect();
-        let all = [
-            "idle",
-            "received",
-            "acknowledged",
-            "instances_starting",
-            "running",
-            "failed",
-            "terminating",
-            "terminated",
-        ];
-        assert_covers("states", &states, &all);
+        assert_covers("states", &states, STATE_NAMES);
+        assert_covers("named states", STATE_NAMES, &states);
         assert_covers("events", &names(&sample_events()), Event::VARIANTS);
         assert_covers("effects", &names(&sample_effects()), Effect::VARIANTS);
     }

@@ -134,6 +134,7 @@ pub trait Machine: Serialize + DeserializeOwned + Send + Sync + 'static {
         + 'static;
     /// Work for the driver to do. Idempotent by construction: fixed names, applies,
     /// 404-tolerant deletes, look-ups before creates.
+    /// Its variant name (`Into<&'static str>`) is what crash points and logs call it.
     type Effect: Serialize
         + DeserializeOwned
         + Clone
@@ -142,6 +143,7 @@ pub trait Machine: Serialize + DeserializeOwned + Send + Sync + 'static {
         + Send
         + Sync
         + Describe
+        + Into<&'static str>
         + 'static;
 
     /// Handle one event. Pure: the same machine, event and `step.now` give the same result.

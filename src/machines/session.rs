@@ -305,6 +305,15 @@ impl Session {
     }
 }
 
+/// Every state's name, as [`Machine::state_name`] gives it (crash points use them).
+pub const STATE_NAMES: &[&str] = &[
+    "unregistered",
+    "registering",
+    "registered",
+    "refused",
+    "self_destructed",
+];
+
 fn state_name(state: &State) -> &'static str {
     match state {
         State::Unregistered {} => "unregistered",
@@ -524,14 +533,8 @@ mod tests {
     #[test]
     fn samples_cover_every_state_event_and_effect() {
         let states: Vec<&str> = sample_machines().iter().map(Machine::state_name).collect();
-        let all = [
-            "unregistered",
-            "registering",
-            "registered",
-            "refused",
-            "self_destructed",
-        ];
-        assert_covers("states", &states, &all);
+        assert_covers("states", &states, STATE_NAMES);
+        assert_covers("named states", STATE_NAMES, &states);
         assert_covers("events", &names(&sample_events()), Event::VARIANTS);
         assert_covers("effects", &names(&sample_effects()), Effect::VARIANTS);
     }

@@ -207,7 +207,7 @@ impl Hooks for Metrics {
         Flow::Continue
     }
 
-    fn effect_ran(&self, summary: &Summary, effect_id: &str) -> Flow {
+    fn effect_ran(&self, summary: &Summary, effect_id: &str, _effect: &'static str) -> Flow {
         let Some(effect) = summary.pending.iter().find(|e| e.id == effect_id) else {
             return Flow::Continue;
         };

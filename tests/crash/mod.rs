@@ -116,7 +116,7 @@ impl Hooks for CrashHooks {
         self.reached(Point::Persisted(at))
     }
 
-    fn effect_ran(&self, _summary: &Summary, _effect_id: &str) -> Flow {
+    fn effect_ran(&self, _summary: &Summary, _effect_id: &str, _effect: &'static str) -> Flow {
         let at = self.effects.fetch_add(1, Ordering::SeqCst) + 1;
         self.reached(Point::EffectRan(at))
     }
