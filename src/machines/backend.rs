@@ -533,12 +533,13 @@ impl Backend {
 }
 
 impl Backend {
-    /// Transition to `target`: queue its work, then the status it projects.
+    /// Transition to `target`: queue the status it projects, then its work, so that while
+    /// a step works (a namespace can take minutes to go) the status already names it.
     fn go(&self, target: State, work: Option<Effect>, step: &mut Step<Effect>) -> Outcome<State> {
+        step.queue(Effect::ProjectStatus(self.project(&target)));
         if let Some(work) = work {
             step.queue(work);
         }
-        step.queue(Effect::ProjectStatus(self.project(&target)));
         Transition(target)
     }
 
@@ -913,11 +914,11 @@ mod tests {
     use super::*;
     use crate::machines::testkit::{self, Row, T0, assert_covers, names, row, run, step, step_at};
 
-    const ADD: &[&str] = &["AddFinalizer", "ProjectStatus"];
-    const PROVISION: &[&str] = &["Provision", "ProjectStatus"];
+    const ADD: &[&str] = &["ProjectStatus", "AddFinalizer"];
+    const PROVISION: &[&str] = &["ProjectStatus", "Provision"];
     const STATUS: &[&str] = &["ProjectStatus"];
-    const DRAIN: &[&str] = &["SetMaintenance", "ProjectStatus"];
-    const CLEAN: &[&str] = &["Cleanup", "ProjectStatus"];
+    const DRAIN: &[&str] = &["ProjectStatus", "SetMaintenance"];
+    const CLEAN: &[&str] = &["ProjectStatus", "Cleanup"];
     const NONE: &[&str] = &[];
 
     /// Every pair not listed here must be ignored: same state, no effect.
@@ -1025,14 +1026,15 @@ mod tests {
     }
 
     #[test]
-    fn every_step_is_followed_by_its_status() {
+    fn every_step_is_announced_by_its_status_before_it_runs() {
         let mut machine = machine_in("provisioning");
         let effects = step(
             &mut machine,
             &Event::StepApplied(ProvisionStep::SystemNamespace),
         );
+        assert!(matches!(effects[0], Effect::ProjectStatus(_)));
         assert_eq!(
-            effects[0],
+            effects[1],
             Effect::Provision(ProvisionStep::RequestsNamespace)
         );
         let status = statuses(&effects)[0];
@@ -1075,7 +1077,7 @@ mod tests {
         let outcome = step_at(&mut machine, &Event::SpecChanged { generation: 2 }, T0);
         assert!(outcome.cancels);
         assert_eq!(
-            outcome.effects[0],
+            outcome.effects[1],
             Effect::Provision(ProvisionStep::SystemNamespace)
         );
         for generation in [1, 2] {
@@ -1094,7 +1096,7 @@ mod tests {
             &Event::DriftDetected(ProvisionStep::AgentConfig),
         );
         assert_eq!(
-            effects[0],
+            effects[1],
             Effect::Provision(ProvisionStep::SystemNamespace)
         );
         run(
@@ -1112,7 +1114,7 @@ mod tests {
         );
         assert!(outcome.cancels);
         assert_eq!(
-            outcome.effects[0],
+            outcome.effects[1],
             Effect::Provision(ProvisionStep::SystemNamespace)
         );
     }
@@ -1179,7 +1181,7 @@ mod tests {
         );
         assert!(outcome.cancels);
         assert_eq!(
-            outcome.effects[0],
+            outcome.effects[1],
             Effect::SetMaintenance(MaintenanceMode::CordonAndDrainMaintenance)
         );
         let deleting = condition(statuses(&outcome.effects)[0], ConditionKind::Deleting);
@@ -1218,7 +1220,7 @@ mod tests {
                 remaining: Vec::new(),
             },
         );
-        assert_eq!(effects[0], Effect::Cleanup(CleanupStep::IcmsRequests));
+        assert_eq!(effects[1], Effect::Cleanup(CleanupStep::IcmsRequests));
     }
 
     #[test]
@@ -1264,7 +1266,7 @@ mod tests {
         );
         assert!(outcome.cancels, "the finalizer is not needed any more");
         assert_eq!(
-            outcome.effects[0],
+            outcome.effects[1],
             Effect::Cleanup(CleanupStep::IcmsRequests)
         );
         assert!(step(&mut machine, &Event::FinalizerAdded).is_empty());
@@ -1284,7 +1286,7 @@ mod tests {
                 remaining: Vec::new(),
             },
         );
-        assert_eq!(effects[0], Effect::Cleanup(CleanupStep::IcmsRequests));
+        assert_eq!(effects[1], Effect::Cleanup(CleanupStep::IcmsRequests));
 
         let mut releasing = machine_in("releasing");
         let refused = Event::EffectFailed {
