@@ -392,6 +392,22 @@ async fn a_deployment_runs_is_reported_and_terminates_without_leftovers() {
     })
     .await;
 
+    // NVIDIA's finalizer: deleting the ICMSRequest by hand waits for the deployment to end;
+    // the pods it owns are not collected under it.
+    requests
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await
+        .expect("delete the ICMSRequest");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = requests.get(&name).await.expect("held by its finalizer");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        held.metadata.finalizers.as_deref(),
+        Some(&["nvca.finalizers.nvidia.io".to_string()][..])
+    );
+    let pods = world.pods(&request_id).await;
+    assert!(pods.len() == 2 && pods.iter().all(ready), "{pods:?}");
+
     world.admin.undeploy(&deployment).await.unwrap();
     eventually(
         WAIT,

@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::launch::Launch;
-use crate::kube::crd::{ICMSRequest, ICMSRequestSpec};
+use crate::kube::crd::{ICMS_REQUEST_FINALIZER, ICMSRequest, ICMSRequestSpec};
 use crate::sis::queue::QueueStream;
 
 /// The label every object of a request carries, with the request id (NVIDIA's
@@ -230,6 +230,10 @@ pub fn icms_request(launch: &Launch, placement: &Placement) -> ICMSRequest {
     object.metadata.namespace = Some(placement.namespace.clone());
     object.metadata.labels = Some(labels(launch, placement));
     object.metadata.annotations = Some(annotations(launch, placement));
+    // NVIDIA's finalizer: a `kubectl delete` waits until every instance is terminated and
+    // reported (the function machine's RemoveRequest takes it off), instead of the owned
+    // pods being collected under a running deployment.
+    object.metadata.finalizers = Some(vec![ICMS_REQUEST_FINALIZER.to_string()]);
     object
 }
 
@@ -705,6 +709,10 @@ mod tests {
         assert_eq!(request.metadata.name.as_deref(), Some("sr-r1"));
         assert_eq!(request.spec.request_id, "r1");
         assert_eq!(request.spec.action, "RequestICMSInstances");
+        assert_eq!(
+            request.metadata.finalizers.as_deref(),
+            Some(&["nvca.finalizers.nvidia.io".to_string()][..])
+        );
         let text = serde_json::to_string(&request).unwrap();
         assert!(!text.contains("s3cr"), "{text}");
         let secret = secret(&sample(), "{}", &placement(), &[]);
