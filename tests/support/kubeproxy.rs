@@ -15,8 +15,16 @@ use tokio::sync::watch;
 /// held with [`PausableProxy::pause`]. Answers always flow.
 pub struct PausableProxy {
     pub addr: SocketAddr,
-    open: watch::Sender<bool>,
+    gate: watch::Sender<Gate>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Whether request bytes pass, and which connections are still allowed to pass them: a
+/// connection accepted before the last [`PausableProxy::sever`] never sends again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Gate {
+    open: bool,
+    epoch: u64,
 }
 
 impl PausableProxy {
@@ -25,10 +33,14 @@ impl PausableProxy {
             .await
             .expect("bind a loopback port for the API server proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let (open, gate) = watch::channel(true);
+        let (sender, gate) = watch::channel(Gate {
+            open: true,
+            epoch: 0,
+        });
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let gate = gate.clone();
+                let epoch = gate.borrow().epoch;
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
@@ -43,7 +55,12 @@ impl PausableProxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
-                            if gate.wait_for(|open| *open).await.is_err() {
+                            let now = match gate.wait_for(|g| g.open || g.epoch != epoch).await {
+                                Ok(gate) => *gate,
+                                Err(_) => break,
+                            };
+                            if now.epoch != epoch {
+                                // Severed: what was held never reaches the server.
                                 break;
                             }
                             if server_write.write_all(&buffer[..n]).await.is_err() {
@@ -60,16 +77,25 @@ impl PausableProxy {
                 });
             }
         });
-        PausableProxy { addr, open, task }
+        PausableProxy {
+            addr,
+            gate: sender,
+            task,
+        }
     }
 
     /// Hold every request byte from now on, on open and new connections alike.
     pub fn pause(&self) {
-        self.open.send_replace(false);
+        self.gate.send_modify(|g| g.open = false);
     }
 
-    pub fn resume(&self) {
-        self.open.send_replace(true);
+    /// Close every connection open now, dropping the request bytes it holds (a killed
+    /// client's write that never reached the server), and let new connections through.
+    pub fn sever(&self) {
+        self.gate.send_modify(|g| {
+            g.open = true;
+            g.epoch += 1;
+        });
     }
 
     /// Write a copy of `kubeconfig` whose clusters point at this proxy.
