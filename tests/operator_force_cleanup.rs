@@ -9,7 +9,9 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceSpec, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nvca::kube::crd::{ICMSRequest, NVCFBackend};
@@ -158,6 +160,22 @@ async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
         .create(&post, &backend)
         .await
         .expect("create the NVCFBackend");
+    // The agent's cluster-scoped objects, as an interrupted uninstall leaves them.
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let _ = roles
+        .create(
+            &post,
+            &serde_json::from_value(json!({"metadata": {"name": "nvca"}})).expect("ClusterRole"),
+        )
+        .await;
+    let hooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let _ = hooks
+        .create(
+            &post,
+            &serde_json::from_value(json!({"metadata": {"name": "nvca"}}))
+                .expect("MutatingWebhookConfiguration"),
+        )
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stuck = namespaces
         .get("nvca-system")
@@ -179,6 +197,8 @@ async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
         ),
         "delete namespace nvca-system (Terminating",
         "delete namespace nvcf-backend (Active",
+        "delete MutatingWebhookConfiguration nvca",
+        "delete ClusterRole nvca",
         "Run again with --yes",
     ] {
         assert!(plan.contains(expected), "{expected:?} missing in:\n{plan}");
@@ -202,6 +222,8 @@ async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
         "deleted NVCFBackend",
         "deleted namespace nvcf-backend",
         "finalized namespace nvca-system",
+        "deleted MutatingWebhookConfiguration nvca",
+        "deleted ClusterRole nvca",
     ] {
         assert!(
             report.contains(expected),
@@ -214,7 +236,9 @@ async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
         || async {
             (gone(&namespaces, "nvca-system").await
                 && gone(&namespaces, "nvcf-backend").await
-                && gone(&backends, "stuck").await)
+                && gone(&backends, "stuck").await
+                && gone(&roles, "nvca").await
+                && gone(&hooks, "nvca").await)
                 .then_some(())
         },
     )

@@ -8,18 +8,27 @@
 //! (`nvca-system`, `nvcf-backend`, `nvca-modelcache-init` and workload namespaces
 //! labelled `nvca.nvcf.nvidia.io/workload-instance-type`); wait `--wait` for them to go;
 //! finalize those still Terminating (their finalizers removed, then the namespace
-//! `finalize` subresource with an empty `spec.finalizers`).
+//! `finalize` subresource with an empty `spec.finalizers`); then delete the agent's
+//! cluster-scoped objects `nvca` (webhook configurations, ClusterRoleBinding, ClusterRole),
+//! as the operator's own clean-up does last: a webhook configuration left behind would
+//! refuse pods in a re-created `nvcf-backend` until the operator applies it again.
 //!
 //! Without `--yes` it prints the plan and changes nothing. Everything it does is
 //! idempotent: a second run finds less (or nothing) and says so. The operator's own
-//! namespace is left: Helm owns it, and the guide deletes it after `helm uninstall`.
+//! namespace is left: Helm owns it, and the guide deletes it after `helm uninstall`. The
+//! CRDs are left too (NVIDIA's script deletes them; the guide's uninstall has them as a
+//! step of their own, since that removes every such object cluster-wide).
 
 use crate::kube::not_found::not_found;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -28,7 +37,8 @@ use thiserror::Error;
 
 use crate::kube::crd::{ICMSRequest, MiniService, NVCFBackend, StorageRequest};
 use crate::kube::resources::{
-    LABEL_WORKLOAD_INSTANCE_TYPE, MODELCACHE_INIT_NAMESPACE, REQUESTS_NAMESPACE, SYSTEM_NAMESPACE,
+    LABEL_WORKLOAD_INSTANCE_TYPE, MODELCACHE_INIT_NAMESPACE, NVCA, REQUESTS_NAMESPACE,
+    SYSTEM_NAMESPACE,
 };
 
 /// The flags of `force-cleanup`.
@@ -106,11 +116,16 @@ pub struct Plan {
     /// NVCFBackends and MiniServices deleted).
     pub objects: Vec<Found>,
     pub namespaces: Vec<FoundNamespace>,
+    /// Kinds of the agent's cluster-scoped objects named `nvca` that exist.
+    pub globals: Vec<String>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.pods.is_empty() && self.objects.is_empty() && self.namespaces.is_empty()
+        self.pods.is_empty()
+            && self.objects.is_empty()
+            && self.namespaces.is_empty()
+            && self.globals.is_empty()
     }
 
     /// The plan as people read it.
@@ -118,7 +133,7 @@ impl Plan {
         let mut out = String::new();
         if self.is_empty() {
             out.push_str(
-                "Nothing to clean up: no NVCA pods, custom objects or namespaces are left.\n",
+                "Nothing to clean up: no NVCA pods, custom objects, namespaces or cluster-scoped objects `nvca` are left.\n",
             );
             return out;
         }
@@ -158,8 +173,21 @@ impl Plan {
                 humantime::format_duration(wait)
             );
         }
+        for kind in &self.globals {
+            let _ = writeln!(out, "  delete {kind} {NVCA}");
+        }
         out
     }
+}
+
+/// The agent's cluster-scoped objects, all named `nvca`, in the operator's clean-up order.
+fn global_resources() -> [ApiResource; 4] {
+    [
+        ApiResource::erase::<ValidatingWebhookConfiguration>(&()),
+        ApiResource::erase::<MutatingWebhookConfiguration>(&()),
+        ApiResource::erase::<ClusterRoleBinding>(&()),
+        ApiResource::erase::<ClusterRole>(&()),
+    ]
 }
 
 /// NVCFBackends and MiniServices are deleted one by one; the others go with their
@@ -227,10 +255,19 @@ pub async fn plan(client: &Client) -> Result<Plan, ForceCleanupError> {
         })
         .map(found_namespace)
         .collect();
+    let mut globals = Vec::new();
+    for resource in global_resources() {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let doing = format!("reading {} {NVCA}", resource.kind);
+        if api.get_opt(NVCA).await.map_err(api_error(doing))?.is_some() {
+            globals.push(resource.kind);
+        }
+    }
     Ok(Plan {
         pods,
         objects,
         namespaces,
+        globals,
     })
 }
 
@@ -393,6 +430,16 @@ async fn act(
             namespace.name
         ));
     }
+    for resource in global_resources()
+        .into_iter()
+        .filter(|resource| plan.globals.contains(&resource.kind))
+    {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let doing = format!("deleting {} {NVCA}", resource.kind);
+        if gone(api.delete(NVCA, &DeleteParams::background()).await).map_err(api_error(doing))? {
+            done.push(format!("deleted {} {NVCA}", resource.kind));
+        }
+    }
     if done.is_empty() {
         done.push("nothing needed doing: it was already done".to_string());
     }
@@ -483,6 +530,7 @@ mod tests {
                 terminating: true,
                 finalizers: vec!["kubernetes".to_string()],
             }],
+            globals: vec!["MutatingWebhookConfiguration".to_string()],
         }
     }
 
@@ -495,6 +543,7 @@ mod tests {
             "delete NVCFBackend nvca-operator/ncp-local",
             "remove finalizers [x] from ICMSRequest nvcf-backend/sr-1",
             "delete namespace nvcf-backend (Terminating, finalizers [kubernetes]); finalize it if it is still there after 30s",
+            "delete MutatingWebhookConfiguration nvca",
         ] {
             assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
         }
