@@ -22,6 +22,27 @@ const WAIT: Duration = Duration::from_secs(90);
 const STUCK: &str = "nvca.test/never-removed";
 const HOLD: &str = "nvca.test/hold";
 
+/// `nvca-state doctor` without a store, its report and whether it passed.
+fn doctor(env: &TestEnv, operator_namespace: &str) -> (String, bool) {
+    let output = Command::new(env!("CARGO_BIN_EXE_nvca-state"))
+        .args([
+            "doctor",
+            "--store",
+            "/nonexistent/nvca-store",
+            "--stuck-after",
+            "1s",
+        ])
+        .args(["--operator-namespace", operator_namespace, "--kubeconfig"])
+        .arg(&env.endpoints.kubeconfig)
+        .env_remove("NVCA_STORE")
+        .output()
+        .expect("run nvca-state doctor");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        output.status.success(),
+    )
+}
+
 fn force_cleanup(env: &TestEnv, extra: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_nvca-state"))
         .args(["force-cleanup", "--kubeconfig"])
@@ -168,12 +189,23 @@ async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
             &serde_json::from_value(json!({"metadata": {"name": "nvca"}})).expect("ClusterRole"),
         )
         .await;
+    // Its webhook calls the agent's Service, gone with nvca-system (it matches no
+    // namespace, so it refuses nothing here).
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let _ = hooks
         .create(
             &post,
-            &serde_json::from_value(json!({"metadata": {"name": "nvca"}}))
-                .expect("MutatingWebhookConfiguration"),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "nvca"},
+                "webhooks": [{
+                    "name": "pods.nvca.test",
+                    "clientConfig": {"service": {"namespace": "nvca-system", "name": "nvca"}},
+                    "namespaceSelector": {"matchLabels": {"nvca.test/no-such": "namespace"}},
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                }],
+            }))
+            .expect("MutatingWebhookConfiguration"),
         )
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -185,6 +217,24 @@ async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
         stuck.metadata.deletion_timestamp.is_some(),
         "nvca-system is not Terminating"
     );
+
+    // Doctor names each problem and fails.
+    let (report, healthy) = doctor(&env, &operator_ns.name);
+    assert!(!healthy, "doctor passed:\n{report}");
+    for expected in [
+        "FAIL  namespace nvca-system: Terminating for ",
+        "FAIL  webhook configurations nvca: call Service nvca-system/nvca, which does not exist",
+        &format!(
+            "FAIL  NVCFBackend {}/stuck: agentStatus \"\"",
+            operator_ns.name
+        ),
+        "fix: `kubectl get namespace <name> -o yaml` shows what holds it; `nvca-state force-cleanup` finalizes it",
+    ] {
+        assert!(
+            report.contains(expected),
+            "{expected:?} missing in:\n{report}"
+        );
+    }
 
     // The plan, and nothing changed.
     let plan = force_cleanup(&env, &[]);
@@ -247,4 +297,6 @@ async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
     // Idempotent: a second run finds nothing.
     let again = force_cleanup(&env, &["--yes", "--wait", "5s"]);
     assert!(again.contains("Nothing to clean up"), "{again}");
+    let (report, healthy) = doctor(&env, &operator_ns.name);
+    assert!(healthy, "doctor still fails after the clean-up:\n{report}");
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nvca::inspect::doctor::{self, DoctorArgs};
 use nvca::inspect::force_cleanup::{self, ForceCleanupArgs};
 use nvca::inspect::{Format, Source, load_snapshot, render_dump, render_show};
 use nvca::machines::{Kind, Timestamp};
@@ -62,6 +63,10 @@ enum Command {
     /// strip NVCA's finalizers, delete and finalize NVCA's namespaces. Prints the plan;
     /// acts only with --yes.
     ForceCleanup(ForceCleanupArgs),
+    /// What is wrong and what to do: stuck or failing machines, the registration, each
+    /// NVCFBackend's conditions, namespaces stuck Terminating, webhooks without their
+    /// Service, the agent's Deployment. Exits 1 when a check failed.
+    Doctor(DoctorArgs),
 }
 
 fn parse_kind(name: &str) -> Result<Kind, String> {
@@ -72,28 +77,46 @@ fn parse_kind(name: &str) -> Result<Kind, String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let now = Timestamp::now();
-    let output = match &cli.command {
-        Command::Dump { source, kind } => match load_snapshot(&source.source(), *kind).await {
-            Ok(snapshot) => render_dump(&snapshot, source.output, now),
-            Err(error) => Err(error),
-        }
-        .map_err(|error| error.to_string()),
-        Command::Show { key, source } => {
-            let kind = key.split('/').next().and_then(Kind::parse);
-            match load_snapshot(&source.source(), kind).await {
-                Ok(snapshot) => render_show(&snapshot, key, source.output, now),
+    // Doctor prints its report either way; a failed check makes the exit status 1.
+    let (output, failed) = match &cli.command {
+        Command::Dump { source, kind } => (
+            match load_snapshot(&source.source(), *kind).await {
+                Ok(snapshot) => render_dump(&snapshot, source.output, now),
                 Err(error) => Err(error),
             }
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.to_string()),
+            false,
+        ),
+        Command::Show { key, source } => {
+            let kind = key.split('/').next().and_then(Kind::parse);
+            (
+                match load_snapshot(&source.source(), kind).await {
+                    Ok(snapshot) => render_show(&snapshot, key, source.output, now),
+                    Err(error) => Err(error),
+                }
+                .map_err(|error| error.to_string()),
+                false,
+            )
         }
-        Command::ForceCleanup(args) => force_cleanup::run(args)
-            .await
-            .map_err(|error| format!("force-cleanup: {error}")),
+        Command::ForceCleanup(args) => (
+            force_cleanup::run(args)
+                .await
+                .map_err(|error| format!("force-cleanup: {error}")),
+            false,
+        ),
+        Command::Doctor(args) => {
+            let (report, failed) = doctor::run(args).await;
+            (Ok(report), failed)
+        }
     };
     match output {
         Ok(text) => {
             print!("{text}");
-            ExitCode::SUCCESS
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(error) => {
             eprintln!("nvca-state: {error}");

@@ -4,6 +4,7 @@
 //! no process holds it, from the store directory itself. Only summaries are read; they
 //! never hold secrets.
 
+pub mod doctor;
 pub mod force_cleanup;
 pub mod render;
 mod source;

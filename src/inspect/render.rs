@@ -286,7 +286,7 @@ fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
 }
 
 /// An age as people read it: "3m 12s", whole seconds.
-fn age(elapsed: Duration) -> String {
+pub(crate) fn age(elapsed: Duration) -> String {
     humantime::format_duration(Duration::from_secs(elapsed.as_secs())).to_string()
 }
 
