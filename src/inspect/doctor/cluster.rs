@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
+use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 
 use super::Finding;
@@ -160,35 +161,18 @@ pub async fn gather(client: &Client, operator_namespace: &str) -> ClusterFacts {
         }
     }
     let mut services = Vec::new();
-    match Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .get_opt(NVCA)
-        .await
-    {
-        Ok(found) => services.extend(called(found.into_iter().flat_map(|c| {
-            c.webhooks
-                .unwrap_or_default()
-                .into_iter()
-                .map(|w| w.client_config)
-        }))),
-        Err(error) => facts.unreadable.push(unreadable(
-            "reading ValidatingWebhookConfiguration nvca",
-            error,
-        )),
-    }
-    match Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .get_opt(NVCA)
-        .await
-    {
-        Ok(found) => services.extend(called(found.into_iter().flat_map(|c| {
-            c.webhooks
-                .unwrap_or_default()
-                .into_iter()
-                .map(|w| w.client_config)
-        }))),
-        Err(error) => facts.unreadable.push(unreadable(
-            "reading MutatingWebhookConfiguration nvca",
-            error,
-        )),
+    for resource in [
+        ApiResource::erase::<ValidatingWebhookConfiguration>(&()),
+        ApiResource::erase::<MutatingWebhookConfiguration>(&()),
+    ] {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        match api.get_opt(NVCA).await {
+            Ok(found) => services.extend(found.iter().flat_map(called)),
+            Err(error) => facts.unreadable.push(unreadable(
+                &format!("reading {} {NVCA}", resource.kind),
+                error,
+            )),
+        }
     }
     services.sort();
     services.dedup();
@@ -221,11 +205,23 @@ pub async fn gather(client: &Client, operator_namespace: &str) -> ClusterFacts {
     facts
 }
 
-/// The Services (`namespace/name`) these webhooks call; URL webhooks call none.
-fn called(configs: impl Iterator<Item = WebhookClientConfig>) -> Vec<String> {
-    configs
-        .filter_map(|config| config.service)
-        .map(|service| format!("{}/{}", service.namespace, service.name))
+/// The Services (`namespace/name`) a webhook configuration's webhooks call; URL webhooks
+/// call none.
+fn called(configuration: &DynamicObject) -> Vec<String> {
+    let webhooks = configuration.data["webhooks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    webhooks
+        .iter()
+        .filter_map(|webhook| {
+            let service = &webhook["clientConfig"]["service"];
+            Some(format!(
+                "{}/{}",
+                service["namespace"].as_str()?,
+                service["name"].as_str()?
+            ))
+        })
         .collect()
 }
 
