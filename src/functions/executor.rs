@@ -19,6 +19,7 @@ use serde_json::json;
 use super::launch::{self, Launch};
 use super::metrics::Metrics;
 use super::objects::{self, MESSAGE_KEY, Placement, request_name};
+use super::sis_view::{SisView, Verdict};
 use crate::driver::{EffectError, Executor};
 use crate::kube::crd::ICMSRequest;
 use crate::machines::Timestamp;
@@ -49,6 +50,8 @@ pub struct FunctionExecutor {
     pub(super) ack_retry: Duration,
     pub(super) recorder: Recorder,
     pub(super) metrics: Arc<Metrics>,
+    /// What SIS has heard of each instance: no state is reported twice.
+    pub(super) sis_view: Arc<SisView>,
     /// Launches decoded by the intake, so creating pods need not read the Secret back.
     launches: Mutex<HashMap<String, Arc<Launch>>>,
 }
@@ -63,6 +66,7 @@ impl FunctionExecutor {
         overrides: std::collections::BTreeMap<String, String>,
         ack_retry: Duration,
         metrics: Arc<Metrics>,
+        sis_view: Arc<SisView>,
     ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_string(),
@@ -77,6 +81,7 @@ impl FunctionExecutor {
             overrides,
             ack_retry,
             metrics,
+            sis_view,
             launches: Mutex::new(HashMap::new()),
         }
     }
@@ -306,22 +311,45 @@ impl FunctionExecutor {
     async fn report(
         &self,
         request_id: &str,
+        effect_id: &str,
         report: &InstanceReport,
     ) -> Result<Event, EffectError> {
         let update = wire_update(report);
+        let instance = &report.instance_id;
+        let state: &'static str = report.instance_state.into();
         let reported = Event::InstanceReported {
-            instance_id: report.instance_id.clone(),
+            instance_id: instance.clone(),
+        };
+        let counted = |reported: Event| {
+            if report.instance_state == WireInstanceState::Terminated {
+                self.metrics.workload_result(report.termination_cause);
+            }
+            Ok(reported)
         };
         match self
-            .sis
-            .report_instance(request_id, &report.instance_id, &update)
+            .sis_view
+            .before_report(&self.sis, effect_id, instance, state)
             .await
         {
+            Ok(Verdict::Send) => {}
+            Ok(Verdict::Done(why)) => {
+                tracing::info!(%instance, state, why, "status update not sent again");
+                return counted(reported);
+            }
+            Err(error) => {
+                return Err(EffectError::Transient(format!(
+                    "cannot look up whether SIS has instance {instance} {state} already: {error}"
+                )));
+            }
+        }
+        let outcome = self
+            .sis
+            .report_instance(request_id, instance, &update)
+            .await;
+        match outcome {
             Ok(()) => {
-                if report.instance_state == WireInstanceState::Terminated {
-                    self.metrics.workload_result(report.termination_cause);
-                }
-                Ok(reported)
+                self.sis_view.reported(effect_id, instance, state);
+                counted(reported)
             }
             // NVIDIA ignores these answers to a `terminated` report: SIS has closed or
             // forgotten the instance already.
@@ -329,14 +357,24 @@ impl FunctionExecutor {
                 if report.instance_state == WireInstanceState::Terminated
                     && matches!(error.status(), Some(404 | 409 | 412 | 500)) =>
             {
-                tracing::info!(instance = %report.instance_id, %error, "SIS has the instance closed already");
+                tracing::info!(%instance, %error, "SIS has the instance closed already");
+                self.sis_view.reported(effect_id, instance, state);
                 Ok(reported)
             }
-            Err(SisError::PreconditionFailed { .. }) => Ok(Event::ReportPreconditionFailed {
-                instance_id: report.instance_id.clone(),
-            }),
-            Err(error) if error.is_transient() => Err(EffectError::Transient(error.to_string())),
-            Err(error) => Err(EffectError::Permanent(error.to_string())),
+            Err(SisError::PreconditionFailed { .. }) => {
+                self.sis_view.settled(effect_id);
+                Ok(Event::ReportPreconditionFailed {
+                    instance_id: instance.clone(),
+                })
+            }
+            Err(error) if error.is_transient() => {
+                self.sis_view.unanswered(effect_id);
+                Err(EffectError::Transient(error.to_string()))
+            }
+            Err(error) => {
+                self.sis_view.settled(effect_id);
+                Err(EffectError::Permanent(error.to_string()))
+            }
         }
     }
 
@@ -430,7 +468,7 @@ pub fn wire_update(report: &InstanceReport) -> InstanceStatusUpdate {
 }
 
 impl Executor<FunctionMachine> for FunctionExecutor {
-    async fn execute(&self, name: &str, _id: &str, effect: &Effect) -> Result<Event, EffectError> {
+    async fn execute(&self, name: &str, id: &str, effect: &Effect) -> Result<Event, EffectError> {
         match effect {
             Effect::RecordRequest => self.record_request(name).await,
             Effect::ProjectRequest(status) => self.project(name, *status).await,
@@ -447,7 +485,7 @@ impl Executor<FunctionMachine> for FunctionExecutor {
                 self.create_instance(name, instance_id).await
             }
             Effect::DeleteInstance { instance_id } => self.delete_instance(instance_id).await,
-            Effect::ReportInstance(report) => self.report(name, report).await,
+            Effect::ReportInstance(report) => self.report(name, id, report).await,
             Effect::RemoveRequest => self.remove_request(name).await,
             Effect::RecordEvent {
                 warning,

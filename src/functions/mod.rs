@@ -35,6 +35,7 @@ pub mod observe;
 mod pods;
 mod rebuild;
 mod reconcile;
+mod sis_view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use tokio::task::JoinHandle;
 pub use crate::agent::maintenance::MaintenanceMode as Mode;
 use crate::driver::{DriverConfig, DriverError, Hooks, NoHooks};
 use crate::gpu::Inventory;
+use crate::machines::Kind;
 use crate::machines::failure::Timeouts;
 use crate::machines::function::{Event, FunctionMachine};
 use crate::sis::{QueueConfig, QueueConsumer, QueueError, SisClient};
@@ -186,6 +188,16 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
     let cluster_id = queue.cluster_id.clone();
     let consumer = Arc::new(QueueConsumer::connect(queue).await?);
     let metrics = Arc::new(Metrics::default());
+    // Effects pending now may have made their calls before the last process died.
+    let sis_view = Arc::new(sis_view::SisView::new(&cluster_id));
+    match store.summaries(Some(Kind::Function)) {
+        Ok((summaries, _)) => sis_view.resumed(
+            summaries
+                .into_iter()
+                .flat_map(|summary| summary.pending.into_iter().map(|effect| effect.id)),
+        ),
+        Err(error) => tracing::warn!(%error, "cannot list the effects pending at start"),
+    }
     let executor = Arc::new(FunctionExecutor::new(
         client.clone(),
         sis.clone(),
@@ -194,6 +206,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         settings.env_overrides.clone(),
         settings.ack_retry,
         metrics.clone(),
+        sis_view.clone(),
     ));
     let (driver, report) = Driver::start(store, executor.clone(), hooks, settings.driver.clone())?;
     for quarantined in &report.quarantined {
@@ -239,6 +252,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         tokio::spawn(drain(driver.clone(), maintenance)),
         tokio::spawn(reconcile::run(
             driver.clone(),
+            sis_view,
             sis,
             cluster_id,
             settings.sis_sync,

@@ -9,16 +9,23 @@ use std::time::Duration;
 
 use super::Driver;
 use super::executor::wire_update;
+use super::sis_view::SisView;
 use crate::machines::function::{Event, sync_termination};
 use crate::sis::SisClient;
 
-pub(super) async fn run(driver: Driver, sis: Arc<SisClient>, cluster_id: String, every: Duration) {
+pub(super) async fn run(
+    driver: Driver,
+    view: Arc<SisView>,
+    sis: Arc<SisClient>,
+    cluster_id: String,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate: a restarted agent hears SIS's view at once.
     loop {
         tick.tick().await;
-        if let Err(error) = once(&driver, &sis, &cluster_id).await {
+        if let Err(error) = once(&driver, &view, &sis, &cluster_id).await {
             tracing::warn!(%error, "cannot reconcile instances with SIS; trying at the next tick");
         }
     }
@@ -26,10 +33,15 @@ pub(super) async fn run(driver: Driver, sis: Arc<SisClient>, cluster_id: String,
 
 async fn once(
     driver: &Driver,
+    view: &SisView,
     sis: &SisClient,
     cluster_id: &str,
 ) -> Result<(), crate::sis::SisError> {
-    for listed in sis.list_instances(cluster_id).await? {
+    let asked_at = std::time::Instant::now();
+    let list = sis.list_instances(cluster_id).await?;
+    // First, so that a correction the machines queue now is checked against this list.
+    view.learn(&list, asked_at).await;
+    for listed in list {
         if driver.summary(&listed.request_id).is_some() {
             let event = Event::InstanceListed {
                 instance_id: listed.instance_id.clone(),
