@@ -702,6 +702,32 @@ async fn install_applies_every_object_in_nvidias_order_and_reports_health_and_re
     );
     world.wait_phase("Ready", None).await;
 
+    // A webhook someone set to fail open: it is put back to NVIDIA's failurePolicy.
+    let hooks: Api<MutatingWebhookConfiguration> = Api::all(world.env.client.clone());
+    let open = json!([{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]);
+    hooks
+        .patch(
+            "nvca",
+            &params,
+            &Patch::<()>::Json(serde_json::from_value(open).expect("a JSON patch")),
+        )
+        .await
+        .expect("edit MutatingWebhookConfiguration nvca");
+    eventually(WAIT, "the webhook back at failurePolicy Fail", || async {
+        let back = hooks.get_opt("nvca").await.ok()??;
+        let policy = back.webhooks?.first()?.failure_policy.clone()?;
+        (policy == "Fail").then_some(())
+    })
+    .await;
+    let drift = world.event_notes("DriftDetected").await;
+    assert!(
+        drift
+            .iter()
+            .any(|note| note.contains("MutatingWebhookConfiguration nvca was modified")),
+        "{drift:?}"
+    );
+    world.wait_phase("Ready", None).await;
+
     // /metrics beside /healthz: the prefix, reconciles and the ready machine.
     let log = strip_ansi(&operator.log_text());
     let address = log

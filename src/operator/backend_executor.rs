@@ -265,18 +265,7 @@ impl BackendExecutor {
                 .await
             }
             ProvisionStep::WebhookConfigurations => {
-                let ca = self
-                    .namespaced::<Secret>(&system)
-                    .get_opt(webhook_certs::CA_SECRET)
-                    .await
-                    .map_err(|error| classify("reading the webhook CA Secret", error))?;
-                let bundle = ca.as_ref().and_then(webhook_certs::ca_bundle).ok_or_else(|| {
-                    EffectError::Transient(format!(
-                        "Secret {system}/{} has no CA certificate in {}; the WebhookCerts step writes it and runs again when drift is seen",
-                        webhook_certs::CA_SECRET,
-                        webhook_certs::KEY_CA
-                    ))
-                })?;
+                let bundle = self.webhook_ca_bundle(&system).await?;
                 self.apply(
                     &self.cluster_api::<ValidatingWebhookConfiguration>(),
                     &webhooks::validating(&config, &bundle),
@@ -382,6 +371,22 @@ impl BackendExecutor {
         }
         self.apply(&secrets, &ca).await?;
         self.apply(&secrets, &server).await
+    }
+
+    /// The CA certificate the webhook configurations carry, from the CA Secret.
+    pub(super) async fn webhook_ca_bundle(&self, system: &str) -> Result<Vec<u8>, EffectError> {
+        let ca = self
+            .namespaced::<Secret>(system)
+            .get_opt(webhook_certs::CA_SECRET)
+            .await
+            .map_err(|error| classify("reading the webhook CA Secret", error))?;
+        ca.as_ref().and_then(webhook_certs::ca_bundle).ok_or_else(|| {
+            EffectError::Transient(format!(
+                "Secret {system}/{} has no CA certificate in {}; the WebhookCerts step writes it and runs again when drift is seen",
+                webhook_certs::CA_SECRET,
+                webhook_certs::KEY_CA
+            ))
+        })
     }
 
     async fn set_maintenance(&self, key: &str, mode: &str) -> Result<(), EffectError> {

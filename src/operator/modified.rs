@@ -11,9 +11,13 @@
 //!
 //! Checked: the namespaces, ConfigMaps `nvca-namespace-networkpolicies` and
 //! `agent-config`, ServiceAccount, ClusterRole and ClusterRoleBinding `nvca`, Service
-//! `nvca` and Deployment `nvca`. The webhook configurations and Secrets (their CA bundle
-//! and keys are generated) are repaired when deleted, not when edited.
+//! `nvca`, the webhook configurations `nvca` (with the CA bundle of the CA Secret: an
+//! edited `caBundle` or `failurePolicy` is put back) and Deployment `nvca`. The webhook
+//! Secrets (their keys are generated) are repaired when deleted, not when edited.
 
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -27,15 +31,24 @@ use super::backend_executor::{BackendExecutor, classify};
 use crate::driver::EffectError;
 use crate::kube::agent_config;
 use crate::kube::resources::{
-    self, BackendConfig, NVCA, deployment, namespaces, network_policies, rbac, service,
+    self, BackendConfig, NVCA, deployment, namespaces, network_policies, rbac, service, webhooks,
 };
 
+/// Whether `kind` is checked with the webhook CA bundle.
+fn needs_ca_bundle(kind: &str) -> bool {
+    matches!(
+        kind,
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration"
+    )
+}
+
 /// The object the operator applies under `kind`/`name`, with where it lives; `None` for
-/// objects this check does not cover.
+/// objects this check does not cover. `ca_bundle` is read for the kinds that need it.
 fn desired(
     config: &BackendConfig,
     kind: &str,
     name: &str,
+    ca_bundle: &[u8],
 ) -> Result<Option<(ApiResource, Option<String>, serde_json::Value)>, EffectError> {
     fn entry<K>(
         object: &K,
@@ -78,6 +91,13 @@ fn desired(
         }
         ("Service", NVCA) => entry::<Service>(&service::service(config), system),
         ("Deployment", NVCA) => entry::<Deployment>(&deployment::deployment(config), system),
+        ("ValidatingWebhookConfiguration", NVCA) => {
+            entry::<ValidatingWebhookConfiguration>(&webhooks::validating(config, ca_bundle), None)
+        }
+        ("MutatingWebhookConfiguration", NVCA) => entry::<MutatingWebhookConfiguration>(
+            &webhooks::mutating_configuration(config, ca_bundle),
+            None,
+        ),
         _ => Ok(None),
     }
 }
@@ -138,7 +158,12 @@ impl BackendExecutor {
         name: &str,
     ) -> Result<Option<String>, EffectError> {
         let (_, config) = self.config(key).await?;
-        let Some((resource, namespace, object)) = desired(&config, kind, name)? else {
+        let ca_bundle = if needs_ca_bundle(kind) {
+            self.webhook_ca_bundle(&config.system_namespace).await?
+        } else {
+            Vec::new()
+        };
+        let Some((resource, namespace, object)) = desired(&config, kind, name, &ca_bundle)? else {
             return Ok(None);
         };
         let api: Api<DynamicObject> = match &namespace {
