@@ -283,7 +283,8 @@ impl Harness {
             ns,
             id: ids.cluster_id,
             store: dir.join("store"),
-            log: dir.join("agent.log"),
+            dir: dir.clone(),
+            starts: std::cell::Cell::new(0),
             config,
             admin_addr,
             kubeconfig: self.env.endpoints.kubeconfig.clone(),
@@ -498,7 +499,9 @@ struct Cluster {
     id: String,
     config: PathBuf,
     store: PathBuf,
-    log: PathBuf,
+    /// Holds `agent-<n>.log` of the n-th agent started on it.
+    dir: PathBuf,
+    starts: std::cell::Cell<u32>,
     admin_addr: String,
     kubeconfig: PathBuf,
     nats_url: String,
@@ -538,11 +541,13 @@ impl Cluster {
         if let Some(point) = crash_at {
             envs.push((nvca::driver::crash_point::VARIABLE, point));
         }
-        let _ = std::fs::write(&self.log, format!("--- agent, crash point {crash_at:?}\n"));
-        let mut agent = Process::start(env!("CARGO_BIN_EXE_nvca-agent"), &args, &envs, &self.log);
+        self.starts.set(self.starts.get() + 1);
+        let log_path = self.log();
+        let _ = std::fs::write(&log_path, format!("--- crash point {crash_at:?}\n"));
+        let mut agent = Process::start(env!("CARGO_BIN_EXE_nvca-agent"), &args, &envs, &log_path);
         // Deploy only once the agent pulls: its consumers exist then.
         until("the agent's function deployments running", || {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let exited = agent.child.try_wait().ok().flatten();
             async move {
                 match exited {
@@ -558,6 +563,11 @@ impl Cluster {
         })
         .await??;
         Ok(agent)
+    }
+
+    /// The log of the agent started last.
+    fn log(&self) -> PathBuf {
+        self.dir.join(format!("agent-{}.log", self.starts.get()))
     }
 
     /// Waits for the agent to die by its own SIGKILL at `point`.
@@ -654,8 +664,8 @@ async fn run_case(harness: &Harness, case: &Case) -> Result<(), String> {
     let cluster = harness.cluster(&case.name()).await?;
     let outcome = crash_and_resume(harness, &cluster, case).await;
     cluster.remove_consumers().await;
-    let log = std::fs::read_to_string(&cluster.log).unwrap_or_default();
-    let log_path = cluster.log.clone();
+    let log_path = cluster.log();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     cluster.ns.delete().await;
     outcome.map_err(|error| {
         format!(
