@@ -69,20 +69,24 @@ const TERMINATE_STATES: [&str; 2] = ["terminating", "terminated"];
 const NOT_IN_THIS_FLOW: [&str; 2] = ["idle", "failed"];
 
 /// The effects that talk to Kubernetes, SIS or NATS, with the arrival to die at: the n-th
-/// run of that effect in the phase (`ReportInstance@4` is the last `running` report of a
-/// deployment, `@3` the first `terminated` of a termination).
-const DEPLOY_EFFECTS: [&str; 7] = [
+/// run of that effect in the phase (`ProjectRequest@4` writes `RequestCompleted`,
+/// `ReportInstance@4` is the last `running` report of a deployment, `@3` the first
+/// `terminated` of a termination). `RecordEvent` is not run in this flow.
+const DEPLOY_EFFECTS: [&str; 9] = [
     "RecordRequest",
     "ProjectRequest",
+    "ProjectRequest@4",
     "AcknowledgeRequest",
     "AckMessage",
     "CreateInstance",
+    "CreateInstance@2",
     "ReportInstance",
     "ReportInstance@4",
 ];
-const TERMINATE_EFFECTS: [&str; 4] = [
+const TERMINATE_EFFECTS: [&str; 5] = [
     "ReportInstance",
     "DeleteInstance",
+    "DeleteInstance@2",
     "ReportInstance@3",
     "RemoveRequest",
 ];
