@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use child::Process;
 use futures_util::StreamExt;
 use futures_util::stream;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -582,7 +582,23 @@ async fn run_nvca(
     let (peak_kib, end_kib) = memory_kib(pid);
     drop(agent);
     delete_consumers(&env.endpoints.nats_url, &cluster_id).await;
+    // Gone before the plain client starts: its deletion must not weigh on that run.
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    let name = ns.name.clone();
     ns.delete().await;
+    eventually(limit, "the agent's namespace deleted", || {
+        let namespaces = namespaces.clone();
+        let name = name.clone();
+        async move {
+            namespaces
+                .get_opt(&name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
     NvcaRun {
         deploy,
         running,
@@ -783,6 +799,7 @@ async fn run_plain(
         .collect()
         .await;
     assert_eq!(created.len(), n);
+    let created = started.elapsed();
     let shared = sim.shared().clone();
     until_count(
         "SIS heard running from the plain client",
@@ -808,7 +825,8 @@ async fn run_plain(
         "all pods Ready"
     );
     println!(
-        "plain client: {n} pods Ready after {:.1} s, running at SIS after {:.1} s",
+        "plain client: {n} pods created after {:.1} s, Ready after {:.1} s, running at SIS after {:.1} s",
+        created.as_secs_f64(),
         ready.as_secs_f64(),
         running.as_secs_f64()
     );
