@@ -64,8 +64,9 @@ enum Phase {
 /// those it does not.
 const DEPLOY_STATES: [&str; 4] = ["received", "acknowledged", "instances_starting", "running"];
 const TERMINATE_STATES: [&str; 2] = ["terminating", "terminated"];
-/// States no step of this flow persists: `idle` is written by `Driver::ensure` (not a
-/// step) and left by the first step; `failed` needs an instance to fail.
+/// States no step of this flow persists: a function machine is created together with its
+/// first step (`Driver::create_with`), so `idle` is never written; `failed` needs an
+/// instance to fail.
 const NOT_IN_THIS_FLOW: [&str; 2] = ["idle", "failed"];
 
 /// The effects that talk to Kubernetes, SIS or NATS, with the arrival to die at: the n-th

@@ -211,6 +211,56 @@ impl<M: Machine, X: Executor<M>> Driver<M, X> {
         Ok(true)
     }
 
+    /// Create machine `name` with `make` and take its first step on `first`, in one durable
+    /// write: a crash can never leave it created but not started (a created machine waits
+    /// for an event that, once its message was taken, may not come again for minutes).
+    /// When the machine exists, `first` goes to it as [`Driver::send`] would. Returns the
+    /// summary after the step.
+    pub async fn create_with(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> M,
+        first: M::Event,
+    ) -> Result<Summary, DriverError> {
+        if self.lock().contains_key(name) {
+            return self.send(name, first).await;
+        }
+        let now = Timestamp::now();
+        let mut record = Record::new(name, make(), now);
+        if let Some(transition) = record.step(&first, now, None) {
+            tracing::info!(machine = %name, from = %transition.from, to = %transition.to, event = %transition.event, "transition");
+        }
+        let key = record.key();
+        let bytes = record.encode().map_err(|reason| DriverError::Encode {
+            key: key.clone(),
+            reason,
+        })?;
+        self.shared
+            .store
+            .commit(vec![Write::Put { key, bytes }])
+            .await?;
+        let summary = record.summary.clone();
+        if self.shared.hooks.persisted(&summary) == Flow::Halt {
+            return Ok(summary);
+        }
+        let created = {
+            let mut machines = self.lock();
+            // Another caller may have created it while this record was written (the same
+            // first step, as `ensure` may write the same initial record twice); then the
+            // event goes to that one.
+            let free = !machines.contains_key(name);
+            if free {
+                machines.insert(name.to_string(), self.spawn_actor(record));
+            }
+            free
+        };
+        if created {
+            Ok(summary)
+        } else {
+            self.send(name, first).await
+        }
+    }
+
     /// Hand `event` to machine `name`; returns its summary once the step is durable.
     pub async fn send(&self, name: &str, event: M::Event) -> Result<Summary, DriverError> {
         let (reply, answer) = oneshot::channel();

@@ -252,6 +252,35 @@ async fn ensure_creates_a_machine_once() {
 }
 
 #[tokio::test]
+async fn create_with_makes_the_machine_and_its_first_step_one_durable_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let world = Arc::new(World::default());
+    // Halted right after that write, as a crash there would leave it.
+    let halted = start(&store, &world, Arc::new(HaltAfter(1))).await;
+    let summary = halted
+        .create_with("t", TallyMachine::new, TallyEvent::AmountGiven(4))
+        .await
+        .unwrap();
+    assert_eq!((summary.seq, summary.pending.len()), (1, 1));
+    assert!(world.ran().is_empty(), "halted before the effect");
+    drop(halted);
+
+    // The restart finds the step taken and runs its effect; a second creation of the same
+    // machine hands its event over instead.
+    let driver = start(&store, &world, Arc::new(NoHooks)).await;
+    settle(&driver, "t").await;
+    assert_eq!(world.ran().len(), 1);
+    driver
+        .create_with("t", TallyMachine::new, TallyEvent::AmountGiven(2))
+        .await
+        .unwrap();
+    settle(&driver, "t").await;
+    let (records, _) = store.load::<TallyMachine>(Timestamp::now()).unwrap();
+    assert_eq!(records[0].machine.total(), 6);
+}
+
+#[tokio::test]
 async fn a_transient_failure_is_retried_with_its_count_and_error_in_the_record() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

@@ -250,13 +250,9 @@ impl Intake {
         let timeouts = self.timeouts;
         if let Err(error) = self
             .driver
-            .ensure(id, || FunctionMachine::new(id, timeouts))
+            .create_with(id, || FunctionMachine::new(id, timeouts), event)
             .await
         {
-            tracing::error!(request = %id, %error, "cannot create the request's machine");
-            return;
-        }
-        if let Err(error) = self.driver.send(id, event).await {
             tracing::error!(request = %id, %error, "cannot hand the message to its machine");
         }
     }
