@@ -193,22 +193,8 @@ impl<M: Machine, X: Executor<M>> Driver<M, X> {
             return Ok(false);
         }
         let record = Record::new(name, make(), Timestamp::now());
-        let key = record.key();
-        let bytes = record.encode().map_err(|reason| DriverError::Encode {
-            key: key.clone(),
-            reason,
-        })?;
-        self.shared
-            .store
-            .commit(vec![Write::Put { key, bytes }])
-            .await?;
-        let mut machines = self.lock();
-        if machines.contains_key(name) {
-            // Another caller created it while we were writing the same initial record.
-            return Ok(false);
-        }
-        machines.insert(name.to_string(), self.spawn_actor(record));
-        Ok(true)
+        self.write_new(&record).await?;
+        Ok(self.adopt(name, record))
     }
 
     /// Create machine `name` with `make` and take its first step on `first`, in one durable
@@ -230,6 +216,20 @@ impl<M: Machine, X: Executor<M>> Driver<M, X> {
         if let Some(transition) = record.step(&first, now, None) {
             tracing::info!(machine = %name, from = %transition.from, to = %transition.to, event = %transition.event, "transition");
         }
+        self.write_new(&record).await?;
+        let summary = record.summary.clone();
+        if self.shared.hooks.persisted(&summary) == Flow::Halt {
+            return Ok(summary);
+        }
+        if self.adopt(name, record) {
+            Ok(summary)
+        } else {
+            self.send(name, first).await
+        }
+    }
+
+    /// Write the first record of a new machine; durable when this returns.
+    async fn write_new(&self, record: &Record<M>) -> Result<(), DriverError> {
         let key = record.key();
         let bytes = record.encode().map_err(|reason| DriverError::Encode {
             key: key.clone(),
@@ -239,26 +239,18 @@ impl<M: Machine, X: Executor<M>> Driver<M, X> {
             .store
             .commit(vec![Write::Put { key, bytes }])
             .await?;
-        let summary = record.summary.clone();
-        if self.shared.hooks.persisted(&summary) == Flow::Halt {
-            return Ok(summary);
+        Ok(())
+    }
+
+    /// Start the actor of a machine just written, unless another caller created it while
+    /// the record was written (the same first record, written twice). Whether it started.
+    fn adopt(&self, name: &str, record: Record<M>) -> bool {
+        let mut machines = self.lock();
+        if machines.contains_key(name) {
+            return false;
         }
-        let created = {
-            let mut machines = self.lock();
-            // Another caller may have created it while this record was written (the same
-            // first step, as `ensure` may write the same initial record twice); then the
-            // event goes to that one.
-            let free = !machines.contains_key(name);
-            if free {
-                machines.insert(name.to_string(), self.spawn_actor(record));
-            }
-            free
-        };
-        if created {
-            Ok(summary)
-        } else {
-            self.send(name, first).await
-        }
+        machines.insert(name.to_string(), self.spawn_actor(record));
+        true
     }
 
     /// Hand `event` to machine `name`; returns its summary once the step is durable.
