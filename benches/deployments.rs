@@ -26,6 +26,8 @@
 #[path = "../tests/support/child.rs"]
 #[allow(dead_code)]
 mod child;
+#[path = "../tests/support/cluster.rs"]
+mod cluster;
 #[path = "../tests/support/lock.rs"]
 #[allow(dead_code)]
 mod lock;
@@ -51,8 +53,8 @@ use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec, TokenRequ
 use nvca::sis::sim::state::SimState;
 use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
 use nvca::sis::types::{
-    AckRequest, CloudProvider, ClusterCreationRequest, HealthInfo, InstanceState, InstanceStatus,
-    InstanceStatusUpdate, RequestAction, RequestState, RequestStatusCode,
+    AckRequest, HealthInfo, InstanceState, InstanceStatus, InstanceStatusUpdate, RequestAction,
+    RequestState, RequestStatusCode,
 };
 use nvca::sis::{RetryPolicy, SisClient, SisConfig, TokenSource};
 use testenv::{TestEnv, eventually, testenv};
@@ -339,19 +341,7 @@ async fn cluster_client(
 
 async fn create_cluster(sis: &SisClient, name: &str) -> (String, String) {
     let ids = sis
-        .create_cluster(
-            NCA,
-            &ClusterCreationRequest {
-                cluster_name: name.to_string(),
-                cluster_group_name: name.to_string(),
-                nca_id: NCA.into(),
-                cloud_provider: Some(CloudProvider::OnPrem),
-                region: "us-west-1".into(),
-                nvca_version: "0.0.0".into(),
-                capabilities: vec!["DynamicGPUDiscovery".into()],
-                ..ClusterCreationRequest::default()
-            },
-        )
+        .create_cluster(NCA, &cluster::on_prem_cluster(name, NCA, "us-west-1"))
         .await
         .expect("sis-sim creates the cluster");
     (ids.cluster_id, ids.cluster_group_id)

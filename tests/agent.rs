@@ -18,7 +18,7 @@ use kube::{Api, Client};
 use nvca::sis::sim::admin::{AdminClient, TokenRequest};
 use nvca::sis::sim::state::ClusterRecord;
 use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
-use nvca::sis::types::{CloudProvider, ClusterCreationRequest, HeartbeatAction};
+use nvca::sis::types::{ClusterCreationRequest, HeartbeatAction};
 use nvca::sis::{SisClient, SisConfig, TokenSource};
 use serde_json::{Value, json};
 use support::child::Process;
@@ -100,12 +100,6 @@ impl World {
             .create_cluster(
                 "nca-agent-test",
                 &ClusterCreationRequest {
-                    cluster_name: name.clone(),
-                    cluster_group_name: name.clone(),
-                    nca_id: "nca-agent-test".into(),
-                    cloud_provider: Some(CloudProvider::OnPrem),
-                    region: "us-west-1".into(),
-                    nvca_version: "0.0.0".into(),
                     capabilities: if manual.is_some() {
                         Vec::new()
                     } else {
@@ -115,7 +109,7 @@ impl World {
                         .as_ref()
                         .map(|gpus| serde_json::from_value(gpus.clone()).expect("GPUs"))
                         .unwrap_or_default(),
-                    ..ClusterCreationRequest::default()
+                    ..support::cluster::on_prem_cluster(&name, "nca-agent-test", "us-west-1")
                 },
             )
             .await

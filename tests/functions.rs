@@ -32,9 +32,7 @@ use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
 use nvca::sis::sim::state::RequestRecord;
 use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
-use nvca::sis::types::{
-    AckRequest, CloudProvider, ClusterCreationRequest, InstanceState, RequestStatusCode,
-};
+use nvca::sis::types::{AckRequest, InstanceState, RequestStatusCode};
 use nvca::store::Store;
 use support::testenv::{TestEnv, TestNamespace, eventually, testenv_with_namespace};
 use tokio::sync::watch;
@@ -120,16 +118,7 @@ impl World {
         let ids = sis
             .create_cluster(
                 NCA,
-                &ClusterCreationRequest {
-                    cluster_name: cluster_name.clone(),
-                    cluster_group_name: cluster_name.clone(),
-                    nca_id: NCA.into(),
-                    cloud_provider: Some(CloudProvider::OnPrem),
-                    region: "us-west-2".into(),
-                    nvca_version: "0.0.0".into(),
-                    capabilities: vec!["DynamicGPUDiscovery".into()],
-                    ..Default::default()
-                },
+                &support::cluster::on_prem_cluster(&cluster_name, NCA, "us-west-2"),
             )
             .await
             .unwrap();

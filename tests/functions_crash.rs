@@ -38,7 +38,7 @@ use nvca::sis::queue::QueueStream;
 use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec, TokenRequest};
 use nvca::sis::sim::state::RequestRecord;
 use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
-use nvca::sis::types::{CloudProvider, ClusterCreationRequest, InstanceState};
+use nvca::sis::types::InstanceState;
 use nvca::sis::{SisClient, SisConfig, TokenSource};
 use serde_json::Value;
 use support::child::Process;
@@ -241,16 +241,7 @@ impl Harness {
             .management
             .create_cluster(
                 NCA,
-                &ClusterCreationRequest {
-                    cluster_name: name.clone(),
-                    cluster_group_name: name.clone(),
-                    nca_id: NCA.into(),
-                    cloud_provider: Some(CloudProvider::OnPrem),
-                    region: "us-west-1".into(),
-                    nvca_version: "0.0.0".into(),
-                    capabilities: vec!["DynamicGPUDiscovery".into()],
-                    ..ClusterCreationRequest::default()
-                },
+                &support::cluster::on_prem_cluster(&name, NCA, "us-west-1"),
             )
             .await
             .map_err(|error| format!("sis-sim cannot create a cluster: {error}"))?;

@@ -1,6 +1,9 @@
 //! The SIS client against `sis-sim` over real HTTP on loopback: every call, SIS's
 //! validation answers, token rotation and 401s, and each HTTP fault switch.
 
+#[path = "support/cluster.rs"]
+mod cluster;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,16 +80,7 @@ fn fast_retry(max_attempts: u32) -> RetryPolicy {
 }
 
 fn creation(name: &str) -> ClusterCreationRequest {
-    ClusterCreationRequest {
-        cluster_name: name.into(),
-        cluster_group_name: name.into(),
-        nca_id: NCA.into(),
-        cloud_provider: Some(CloudProvider::OnPrem),
-        region: "us-west-2".into(),
-        nvca_version: "0.0.0".into(),
-        capabilities: vec!["DynamicGPUDiscovery".into()],
-        ..Default::default()
-    }
+    cluster::on_prem_cluster(name, NCA, "us-west-2")
 }
 
 fn registration() -> RegistrationRequest {

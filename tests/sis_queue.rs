@@ -6,6 +6,8 @@
 //! own `nats-server` from the same binaries. Missing either fails the test, saying how to
 //! start it.
 
+#[path = "support/cluster.rs"]
+mod cluster;
 #[path = "support/nats.rs"]
 mod nats_support;
 
@@ -58,16 +60,7 @@ impl Env {
         let ids = client
             .create_cluster(
                 NCA,
-                &ClusterCreationRequest {
-                    cluster_name: cluster_name.clone(),
-                    cluster_group_name: cluster_name.clone(),
-                    nca_id: NCA.into(),
-                    cloud_provider: Some(CloudProvider::OnPrem),
-                    region: "us-west-2".into(),
-                    nvca_version: "0.0.0".into(),
-                    capabilities: vec!["DynamicGPUDiscovery".into()],
-                    ..Default::default()
-                },
+                &cluster::on_prem_cluster(&cluster_name, NCA, "us-west-2"),
             )
             .await
             .unwrap();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod cluster;
 pub mod crds;
 pub mod helm;
 pub mod kubeproxy;
