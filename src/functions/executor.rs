@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
@@ -19,6 +20,7 @@ use serde_json::json;
 use super::launch::{self, Launch};
 use super::metrics::Metrics;
 use super::objects::{self, MESSAGE_KEY, Placement, request_name};
+use super::projector::Projector;
 use super::sis_view::{SisView, Verdict};
 use crate::driver::{EffectError, Executor};
 use crate::kube::crd::ICMSRequest;
@@ -37,6 +39,19 @@ pub const FIELD_MANAGER: &str = "nvca-agent";
 
 /// How long pods may take to go after a delete before the effect is retried.
 const DELETE_WAIT: Duration = Duration::from_secs(60);
+/// The first and the longest pause between looks at a deleted pod: a pod takes seconds
+/// to go, and a thousand of them looked at every 100 ms crowd the API server.
+const DELETE_POLL: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(5));
+
+/// What this process knows of a request without asking the API server: the launch the
+/// intake decoded, the ICMSRequest it wrote (the owner of the other objects), and whether
+/// the request's ConfigMap and Service are applied (once for all its instances).
+#[derive(Clone)]
+struct Known {
+    launch: Arc<Launch>,
+    owner: Option<OwnerReference>,
+    shared_objects_applied: bool,
+}
 
 /// What the executor works with.
 pub struct FunctionExecutor {
@@ -52,8 +67,10 @@ pub struct FunctionExecutor {
     pub(super) metrics: Arc<Metrics>,
     /// What SIS has heard of each instance: no state is reported twice.
     pub(super) sis_view: Arc<SisView>,
-    /// Launches decoded by the intake, so creating pods need not read the Secret back.
-    launches: Mutex<HashMap<String, Arc<Launch>>>,
+    /// The ICMSRequest status writer.
+    projector: Arc<Projector>,
+    /// By request id; so creating pods need not read the Secret and ICMSRequest back.
+    known: Mutex<HashMap<String, Known>>,
 }
 
 impl FunctionExecutor {
@@ -74,6 +91,7 @@ impl FunctionExecutor {
         };
         FunctionExecutor {
             recorder: Recorder::new(client.clone(), reporter),
+            projector: Arc::new(Projector::new(client.clone(), &placement.namespace)),
             client,
             sis,
             queue,
@@ -82,8 +100,12 @@ impl FunctionExecutor {
             ack_retry,
             metrics,
             sis_view,
-            launches: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub(super) fn projector(&self) -> &Arc<Projector> {
+        &self.projector
     }
 
     fn api<K>(&self) -> Api<K>
@@ -94,25 +116,35 @@ impl FunctionExecutor {
         Api::namespaced(self.client.clone(), &self.placement.namespace)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Launch>>> {
-        self.launches
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        self.known
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Remember a launch the intake decoded.
-    pub fn remember(&self, launch: Launch) {
+    /// Remember a launch the intake decoded and the ICMSRequest it wrote for it.
+    pub fn remember(&self, launch: Launch, owner: Option<OwnerReference>) {
+        let known = Known {
+            launch: Arc::new(launch),
+            owner,
+            shared_objects_applied: false,
+        };
         self.lock()
-            .insert(launch.request.request_id.clone(), Arc::new(launch));
+            .insert(known.launch.request.request_id.clone(), known);
     }
 
     fn forget(&self, request_id: &str) {
         self.lock().remove(request_id);
+        self.projector.forget(request_id);
+    }
+
+    fn known<T>(&self, request_id: &str, read: impl FnOnce(&Known) -> T) -> Option<T> {
+        self.lock().get(request_id).map(read)
     }
 
     /// The launch of `request_id`: from memory, else from the request's Secret.
     pub(super) async fn launch(&self, request_id: &str) -> Result<Arc<Launch>, EffectError> {
-        if let Some(launch) = self.lock().get(request_id).cloned() {
+        if let Some(launch) = self.known(request_id, |known| known.launch.clone()) {
             return Ok(launch);
         }
         let name = request_name(request_id);
@@ -148,8 +180,31 @@ impl FunctionExecutor {
         let launch = launch::read(&creation, &self.overrides)
             .map_err(|refusal| EffectError::Permanent(refusal.reason))?;
         let launch = Arc::new(launch);
-        self.lock().insert(request_id.to_string(), launch.clone());
+        self.lock()
+            .entry(request_id.to_string())
+            .or_insert_with(|| Known {
+                launch: launch.clone(),
+                owner: None,
+                shared_objects_applied: false,
+            });
         Ok(launch)
+    }
+
+    /// The owner reference to the request's ICMSRequest: from memory, else read (and then
+    /// remembered). Empty when the ICMSRequest is gone.
+    async fn owner(&self, request_id: &str) -> Result<Vec<OwnerReference>, EffectError> {
+        if let Some(Some(owner)) = self.known(request_id, |known| known.owner.clone()) {
+            return Ok(vec![owner]);
+        }
+        let owner = self
+            .icms_request(request_id)
+            .await?
+            .as_ref()
+            .and_then(objects::owner);
+        if let (Some(owner), Some(known)) = (&owner, self.lock().get_mut(request_id)) {
+            known.owner = Some(owner.clone());
+        }
+        Ok(owner.into_iter().collect())
     }
 
     async fn icms_request(&self, request_id: &str) -> Result<Option<ICMSRequest>, EffectError> {
@@ -161,6 +216,10 @@ impl FunctionExecutor {
     }
 
     async fn record_request(&self, request_id: &str) -> Result<Event, EffectError> {
+        // Written by this process's intake a moment ago.
+        if let Some(Some(_)) = self.known(request_id, |known| known.owner.clone()) {
+            return Ok(Event::RequestRecorded);
+        }
         match self.icms_request(request_id).await? {
             Some(_) => Ok(Event::RequestRecorded),
             None => Err(EffectError::Permanent(format!(
@@ -172,32 +231,9 @@ impl FunctionExecutor {
         }
     }
 
-    async fn project(&self, request_id: &str, status: RequestStatus) -> Result<Event, EffectError> {
-        let name = request_name(request_id);
-        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        );
-        let mut body = json!({"requestStatus": <&str>::from(status), "lastStatusUpdated": now});
-        if status == RequestStatus::RequestInProgress {
-            body["lastACKTimestamp"] = json!(now);
-        }
-        match self
-            .api::<ICMSRequest>()
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({ "status": body })),
-            )
-            .await
-        {
-            Ok(_) => Ok(Event::RequestRecorded),
-            // Nothing to project onto: the request was given up or removed.
-            Err(error) if not_found(&error) => Ok(Event::RequestRecorded),
-            Err(error) => Err(classify(
-                &format!("writing the status of ICMSRequest {name}"),
-                error,
-            )),
-        }
+    fn project(&self, request_id: &str, status: RequestStatus) -> Result<Event, EffectError> {
+        self.projector.want(request_id, status);
+        Ok(Event::RequestRecorded)
     }
 
     async fn acknowledge(
@@ -242,18 +278,19 @@ impl FunctionExecutor {
         instance_id: &str,
     ) -> Result<Event, EffectError> {
         let launch = self.launch(request_id).await?;
-        let owner: Vec<_> = self
-            .icms_request(request_id)
-            .await?
-            .as_ref()
-            .and_then(objects::owner)
-            .into_iter()
-            .collect();
+        let owner = self.owner(request_id).await?;
         let placement = &self.placement;
-        self.apply(&objects::config_map(&launch, placement, &owner))
-            .await?;
-        self.apply(&objects::service(&launch, placement, &owner))
-            .await?;
+        if self.known(request_id, |known| known.shared_objects_applied) != Some(true) {
+            // Before the pod, whose containers take their environment from the ConfigMap;
+            // the Service alongside.
+            let config_map = objects::config_map(&launch, placement, &owner);
+            let service = objects::service(&launch, placement, &owner);
+            let (config_map, service) = tokio::join!(self.apply(&config_map), self.apply(&service));
+            config_map.and(service)?;
+            if let Some(known) = self.lock().get_mut(request_id) {
+                known.shared_objects_applied = true;
+            }
+        }
         let pod = objects::pod(&launch, instance_id, placement, &owner);
         match self.api::<Pod>().create(&PostParams::default(), &pod).await {
             Ok(_) => {}
@@ -287,13 +324,13 @@ impl FunctionExecutor {
         let pods = self.api::<Pod>();
         delete(&pods, instance_id).await?;
         let deadline = tokio::time::Instant::now() + DELETE_WAIT;
-        let mut wait = Duration::from_millis(100);
+        let (mut wait, longest) = DELETE_POLL;
         loop {
             match pods.get_opt(instance_id).await {
                 Ok(None) => break,
                 Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
+                    wait = (wait * 2).min(longest);
                 }
                 Ok(Some(_)) => {
                     return Err(EffectError::Transient(format!(
@@ -379,6 +416,8 @@ impl FunctionExecutor {
     }
 
     async fn remove_request(&self, request_id: &str) -> Result<Event, EffectError> {
+        // Nothing of it is needed again, and no status is left to write.
+        self.forget(request_id);
         let name = request_name(request_id);
         let requests = self.api::<ICMSRequest>();
         let strip = json!({"metadata": {"finalizers": null}});
@@ -399,7 +438,6 @@ impl FunctionExecutor {
         delete(&self.api::<Secret>(), &name).await?;
         delete(&self.api::<ConfigMap>(), &name).await?;
         delete(&self.api::<Service>(), &name).await?;
-        self.forget(request_id);
         Ok(Event::RequestRemoved)
     }
 
@@ -412,11 +450,11 @@ impl FunctionExecutor {
     ) -> Result<Event, EffectError> {
         let name = request_name(request_id);
         let uid = self
-            .icms_request(request_id)
+            .owner(request_id)
             .await
             .ok()
-            .flatten()
-            .and_then(|request| request.metadata.uid);
+            .and_then(|owner| owner.into_iter().next())
+            .map(|owner| owner.uid);
         let reference = ObjectReference {
             api_version: Some("nvca.nvcf.nvidia.io/v2beta1".to_string()),
             kind: Some("ICMSRequest".to_string()),
@@ -471,7 +509,7 @@ impl Executor<FunctionMachine> for FunctionExecutor {
     async fn execute(&self, name: &str, id: &str, effect: &Effect) -> Result<Event, EffectError> {
         match effect {
             Effect::RecordRequest => self.record_request(name).await,
-            Effect::ProjectRequest(status) => self.project(name, *status).await,
+            Effect::ProjectRequest(status) => self.project(name, *status),
             Effect::AcknowledgeRequest {
                 instance_count,
                 message_batch_id,

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use tokio::sync::watch;
@@ -231,13 +232,16 @@ impl Intake {
             receipt,
             message,
         } = admitted;
-        if let Err(error) = self.write_request(&launch, &message.body).await {
-            tracing::error!(request = %id, %error, "cannot write the request's ICMSRequest and Secret: given back to the queue");
-            let _ = message.acker.nak(None).await;
-            return None;
-        }
+        let owner = match self.write_request(&launch, &message.body).await {
+            Ok(owner) => owner,
+            Err(error) => {
+                tracing::error!(request = %id, %error, "cannot write the request's ICMSRequest and Secret: given back to the queue");
+                let _ = message.acker.nak(None).await;
+                return None;
+            }
+        };
         let request = launch::function_request(&message.body);
-        self.executor.remember(launch);
+        self.executor.remember(launch, owner);
         let event = Event::MessageReceived {
             request,
             receipt: receipt.clone(),
@@ -257,12 +261,13 @@ impl Intake {
         }
     }
 
-    /// The ICMSRequest first (the Secret is owned by it), then the Secret with the message.
+    /// The ICMSRequest first (the Secret is owned by it), then the Secret with the message;
+    /// returns the owner reference to the ICMSRequest.
     async fn write_request(
         &self,
         launch: &Launch,
         creation: &CreationRequest,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<Option<OwnerReference>, kube::Error> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let requests: Api<ICMSRequest> =
             Api::namespaced(self.client.clone(), &self.placement.namespace);
@@ -271,14 +276,15 @@ impl Intake {
         let written = requests
             .patch(&name, &params, &Patch::Apply(&object))
             .await?;
-        let owner: Vec<_> = objects::owner(&written).into_iter().collect();
+        let owner = objects::owner(&written);
         let message = serde_json::to_string(&creation.message).unwrap_or_default();
-        let secret = objects::secret(launch, &message, &self.placement, &owner);
+        let owners: Vec<_> = owner.iter().cloned().collect();
+        let secret = objects::secret(launch, &message, &self.placement, &owners);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.placement.namespace);
         secrets
             .patch(&name, &params, &Patch::Apply(&secret))
             .await?;
-        Ok(())
+        Ok(owner)
     }
 
     /// Restart the ack wait of every message whose machine has not acked it yet.

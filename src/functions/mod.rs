@@ -19,7 +19,9 @@
 //!   acks, Events);
 //! - [`pods`]: the pod watch feeding `PodObserved` and `InstanceDeleted`;
 //! - [`reconcile`]: SIS's periodic instance list, handed to the machines;
-//! - [`rebuild`]: at start, a machine for every ICMSRequest the store has lost;
+//! - [`projector`]: the ICMSRequest status, written off the deployments' path;
+//! - [`rebuild`]: at start, a machine for every ICMSRequest the store has lost, and the
+//!   statuses the last process did not write;
 //! - drain: under `CordonAndDrainMaintenance` every machine is told `DrainRequested`.
 //!
 //! Pure parts: [`launch`] (what a creation message asks for), [`objects`] (the
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod objects;
 pub mod observe;
 mod pods;
+mod projector;
 mod rebuild;
 mod reconcile;
 mod sis_view;
@@ -246,7 +249,9 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         rejudge: settings.rejudge,
         seen: HashMap::new(),
     };
+    let projector = intake.executor.projector().clone();
     let tasks = vec![
+        tokio::spawn(async move { projector.run().await }),
         tokio::spawn(intake.run()),
         tokio::spawn(pods.run()),
         tokio::spawn(drain(driver.clone(), maintenance)),

@@ -3,6 +3,9 @@
 //! one, from its Secret (the creation message), its status (whether SIS had the ack) and
 //! its pods (which instances exist, which are ready). Nothing SIS already has is reported
 //! again, and no pod is created twice.
+//!
+//! The same pass puts right each ICMSRequest status the last process asked for but did not
+//! write before it stopped (see [`super::projector`]).
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -13,7 +16,7 @@ use super::executor::FunctionExecutor;
 use super::objects::LABEL_REQUEST_ID;
 use crate::kube::crd::ICMSRequest;
 use crate::machines::failure::Timeouts;
-use crate::machines::function::{Event, FunctionMachine};
+use crate::machines::function::{Event, FunctionMachine, projected_status};
 
 /// Statuses NVIDIA's agent writes before SIS has the acknowledgement.
 const BEFORE_ACK: [&str; 2] = ["", "RequestPending"];
@@ -31,7 +34,21 @@ pub(super) async fn run(
     let mut rebuilt = 0;
     for request in requests.list(&ListParams::default()).await?.items {
         let id = request.spec.request_id.clone();
-        if id.is_empty() || known.contains(&id) {
+        let status = request
+            .status
+            .as_ref()
+            .map(|status| status.request_status.as_str())
+            .unwrap_or("");
+        if id.is_empty() {
+            continue;
+        }
+        if known.contains(&id) {
+            let asked = driver
+                .summary(&id)
+                .and_then(|summary| projected_status(&summary.state));
+            if let Some(asked) = asked.filter(|asked| <&str>::from(*asked) != status) {
+                executor.projector().want(&id, asked);
+            }
             continue;
         }
         let launch = match executor.launch(&id).await {
@@ -41,11 +58,6 @@ pub(super) async fn run(
                 continue;
             }
         };
-        let status = request
-            .status
-            .as_ref()
-            .map(|status| status.request_status.as_str())
-            .unwrap_or("");
         let found: Vec<(String, bool)> = pods
             .list(&ListParams::default().labels(&format!("{LABEL_REQUEST_ID}={id}")))
             .await?
@@ -59,7 +71,9 @@ pub(super) async fn run(
             .collect();
         let event = Event::Rebuilt {
             request: launch.request.clone(),
-            acknowledged: !BEFORE_ACK.contains(&status),
+            // Pods are created only after SIS has the ack; the status write that says so
+            // may not have landed.
+            acknowledged: !BEFORE_ACK.contains(&status) || !found.is_empty(),
             pods: found,
         };
         if let Err(error) = driver

@@ -5,6 +5,12 @@ use std::path::Path;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+/// API requests one process has in flight at once; more wait their turn. kube-rs opens a
+/// connection per concurrent request (HTTP/1.1), so without a bound a thousand function
+/// deployments meant a thousand connections, their buffers, and an API server answering
+/// 504 under them. A watch holds its slot only until the server answers its headers.
+const MAX_IN_FLIGHT: usize = 32;
+
 /// Connect as `--kubeconfig` says, or as the pod named in the error (`"operator"`,
 /// `"agent"`) would. The error is a whole sentence for the caller's error type.
 pub async fn connect(kubeconfig: Option<&Path>, pod: &str) -> Result<kube::Client, String> {
@@ -32,6 +38,9 @@ pub async fn connect(kubeconfig: Option<&Path>, pod: &str) -> Result<kube::Clien
             )
         })?,
     };
-    kube::Client::try_from(config)
-        .map_err(|error| format!("cannot build the Kubernetes client: {error}"))
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|error| format!("cannot build the Kubernetes client: {error}"))?;
+    Ok(builder
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        .build())
 }

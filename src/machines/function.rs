@@ -247,6 +247,25 @@ impl Phase {
     }
 }
 
+/// The ICMSRequest status a machine in state `state_name` has asked for last, so that a
+/// restarted agent can put right a status write it lost; `None` for states that ask for
+/// none (a terminating request keeps what it showed).
+pub fn projected_status(state_name: &str) -> Option<RequestStatus> {
+    let phase = match state_name {
+        "received" => return Some(RequestStatus::RequestPending),
+        "acknowledged" => Phase::Acknowledged,
+        "instances_starting" => Phase::InstancesStarting,
+        "running" => Phase::Running,
+        // The class does not change the status.
+        "failed" => Phase::Failed(FailureClass::Failed),
+        _ => return None,
+    };
+    match phase.projection() {
+        Some(Effect::ProjectRequest(status)) => Some(status),
+        _ => None,
+    }
+}
+
 /// The shared storage of the machine: what it knows in every state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
@@ -1419,6 +1438,42 @@ mod tests {
             ]
         );
         assert_eq!(machine.state_name(), "running");
+    }
+
+    #[test]
+    fn a_restart_projects_what_the_state_last_asked_for() {
+        // Deploy, run, fail one instance: after every step that asked for a status, the
+        // state alone gives it back.
+        let mut machine = FunctionMachine::new("r1", Timeouts::default());
+        let events = [
+            Event::MessageReceived {
+                request: sample_request(),
+                receipt: "m1".to_string(),
+            },
+            Event::Acknowledged,
+            Event::InstanceCreated { instance_id: id(0) },
+            Event::InstanceCreated { instance_id: id(1) },
+            observed(0, ready_pod()),
+            observed(1, ready_pod()),
+            Event::ReportPreconditionFailed { instance_id: id(0) },
+        ];
+        let mut asked = Vec::new();
+        for event in events {
+            for effect in step(&mut machine, &event) {
+                if let Effect::ProjectRequest(status) = effect {
+                    asked.push(status);
+                    assert_eq!(
+                        projected_status(machine.state_name()),
+                        Some(status),
+                        "in {}",
+                        machine.state_name()
+                    );
+                }
+            }
+        }
+        assert_eq!(asked.len(), 5, "{asked:?}");
+        assert_eq!(projected_status("terminating"), None);
+        assert_eq!(projected_status("terminated"), None);
     }
 
     #[test]
