@@ -28,10 +28,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use tokio::sync::watch;
 
-use super::executor::{FIELD_MANAGER, FunctionExecutor};
+use super::executor::{FunctionExecutor, create_once};
 use super::launch::{self, Launch};
 use super::objects::{self, Placement};
 use super::{Driver, Mode};
@@ -268,22 +267,21 @@ impl Intake {
         launch: &Launch,
         creation: &CreationRequest,
     ) -> Result<Option<OwnerReference>, kube::Error> {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
         let requests: Api<ICMSRequest> =
             Api::namespaced(self.client.clone(), &self.placement.namespace);
         let object = objects::icms_request(launch, &self.placement);
         let name = objects::request_name(&launch.request.request_id);
-        let written = requests
-            .patch(&name, &params, &Patch::Apply(&object))
-            .await?;
+        let written = match create_once(&requests, &object).await? {
+            Some(created) => created,
+            // From an earlier delivery of the same message.
+            None => requests.get(&name).await?,
+        };
         let owner = objects::owner(&written);
         let message = serde_json::to_string(&creation.message).unwrap_or_default();
         let owners: Vec<_> = owner.iter().cloned().collect();
         let secret = objects::secret(launch, &message, &self.placement, &owners);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.placement.namespace);
-        secrets
-            .patch(&name, &params, &Patch::Apply(&secret))
-            .await?;
+        create_once(&secrets, &secret).await?;
         Ok(owner)
     }
 
