@@ -26,6 +26,10 @@ use committer::Committer;
 /// admin endpoint, so `nvca-state` can find it when the directory is locked.
 pub const ADMIN_ADDRESS_FILE: &str = "admin.addr";
 
+/// sled's page cache. Its default, 1 GiB, is far more than nvca's records need: a few KiB
+/// each, a thousand or so live at the most.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error(
@@ -98,6 +102,7 @@ impl Store {
 
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|error| match error {
                 sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
