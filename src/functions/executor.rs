@@ -1,6 +1,6 @@
 //! Runs the function machine's effects against Kubernetes, SIS and the queue. Every effect
-//! is idempotent by the fixed names it works on: the ICMSRequest, Secret, ConfigMap and
-//! Service `sr-<requestId>`, pod `<i>-sr-<requestId>`; creates treat "already exists" as
+//! is idempotent by the fixed names it works on: the ICMSRequest, Secret and ConfigMap
+//! `sr-<requestId>`, pod `<i>-sr-<requestId>`; creates treat "already exists" as
 //! done, deletes treat "not found" as done, and SIS's answers to repeated calls are
 //! mapped as NVIDIA's agent maps them (`N/pkg/nvca/agent.go`).
 
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -45,12 +45,12 @@ const DELETE_POLL: (Duration, Duration) = (Duration::from_millis(500), Duration:
 
 /// What this process knows of a request without asking the API server: the launch the
 /// intake decoded, the ICMSRequest it wrote (the owner of the other objects), and whether
-/// the request's ConfigMap and Service are applied (once for all its instances).
+/// the request's ConfigMap is created (once for all its instances).
 #[derive(Clone)]
 struct Known {
     launch: Arc<Launch>,
     owner: Option<OwnerReference>,
-    shared_objects_applied: bool,
+    config_map_created: bool,
 }
 
 /// What the executor works with.
@@ -127,7 +127,7 @@ impl FunctionExecutor {
         let known = Known {
             launch: Arc::new(launch),
             owner,
-            shared_objects_applied: false,
+            config_map_created: false,
         };
         self.lock()
             .insert(known.launch.request.request_id.clone(), known);
@@ -185,7 +185,7 @@ impl FunctionExecutor {
             .or_insert_with(|| Known {
                 launch: launch.clone(),
                 owner: None,
-                shared_objects_applied: false,
+                config_map_created: false,
             });
         Ok(launch)
     }
@@ -280,16 +280,12 @@ impl FunctionExecutor {
         let launch = self.launch(request_id).await?;
         let owner = self.owner(request_id).await?;
         let placement = &self.placement;
-        if self.known(request_id, |known| known.shared_objects_applied) != Some(true) {
-            // Before the pod, whose containers take their environment from the ConfigMap;
-            // the Service alongside.
-            let config_map = objects::config_map(&launch, placement, &owner);
-            let service = objects::service(&launch, placement, &owner);
-            let (config_map, service) =
-                tokio::join!(self.create_once(&config_map), self.create_once(&service));
-            config_map.and(service)?;
+        // Before the pod, whose containers take their environment from it.
+        if self.known(request_id, |known| known.config_map_created) != Some(true) {
+            self.create_once(&objects::config_map(&launch, placement, &owner))
+                .await?;
             if let Some(known) = self.lock().get_mut(request_id) {
-                known.shared_objects_applied = true;
+                known.config_map_created = true;
             }
         }
         self.create_once(&objects::pod(&launch, instance_id, placement, &owner))
@@ -432,7 +428,6 @@ impl FunctionExecutor {
         delete(&requests, &name).await?;
         delete(&self.api::<Secret>(), &name).await?;
         delete(&self.api::<ConfigMap>(), &name).await?;
-        delete(&self.api::<Service>(), &name).await?;
         Ok(Event::RequestRemoved)
     }
 

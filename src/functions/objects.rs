@@ -1,5 +1,5 @@
 //! The Kubernetes objects of one container function, built from its [`Launch`]: the
-//! `ICMSRequest` projection, the request's Secret, ConfigMap and Service, and one pod per
+//! `ICMSRequest` projection, the request's Secret and ConfigMap, and one pod per
 //! instance. Pure; names, labels, annotations, containers and volumes follow NVIDIA's
 //! agent (`N/pkg/nvca/k8scomputebackend.go` `applyFunctionCreationMessage`,
 //! `N/pkg/types/common_labels.go`, and the translator's `function/translate_container.go`
@@ -8,8 +8,10 @@
 //! Where nvca differs on purpose: NVIDIA writes the worker environment into the pod
 //! spec's `env`; nvca keeps it in the Secret `sr-<requestId>` and the pods read each value
 //! through `secretKeyRef`, so credentials in it never appear in pod specs. The values
-//! nvca adds itself (instance type, GPU, provider) are in the ConfigMap `sr-<requestId>`,
-//! and the Service `sr-<requestId>` fronts the inference port of the request's pods.
+//! nvca adds itself (instance type, GPU, provider) are in the ConfigMap `sr-<requestId>`.
+//! Like NVIDIA's agent for a container function, nvca makes no Service: the translator
+//! adds one (`inference`) only to its utils-deployment variant
+//! (`function/translate_container_utdep.go`).
 
 use std::collections::BTreeMap;
 
@@ -18,8 +20,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, LocalObjectReference, NodeAffinity,
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Probe,
-    ResourceRequirements, Secret, SecretKeySelector, SecurityContext, Service, ServicePort,
-    ServiceSpec, Toleration, Volume, VolumeMount,
+    ResourceRequirements, Secret, SecretKeySelector, SecurityContext, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -71,7 +73,7 @@ pub struct Placement {
     pub image_pull_secrets: Vec<String>,
 }
 
-/// `sr-<requestId>`: the name of the request's ICMSRequest, Secret, ConfigMap and Service.
+/// `sr-<requestId>`: the name of the request's ICMSRequest, Secret and ConfigMap.
 pub fn request_name(request_id: &str) -> String {
     format!("sr-{request_id}")
 }
@@ -353,29 +355,6 @@ pub fn config_map(launch: &Launch, placement: &Placement, owner: &[OwnerReferenc
         metadata: meta(request_name(&request.request_id), launch, placement, owner),
         data: Some(data),
         ..ConfigMap::default()
-    }
-}
-
-/// The Service `sr-<requestId>`: the inference port of the request's pods.
-pub fn service(launch: &Launch, placement: &Placement, owner: &[OwnerReference]) -> Service {
-    let request = &launch.request;
-    Service {
-        metadata: meta(request_name(&request.request_id), launch, placement, owner),
-        spec: Some(ServiceSpec {
-            selector: Some(BTreeMap::from([(
-                LABEL_REQUEST_ID.to_string(),
-                request.request_id.clone(),
-            )])),
-            ports: Some(vec![ServicePort {
-                name: Some(INFERENCE_CONTAINER.to_string()),
-                port: launch.inference_port,
-                target_port: Some(IntOrString::Int(launch.inference_port)),
-                protocol: Some("TCP".to_string()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
     }
 }
 

@@ -281,7 +281,13 @@ pub struct SisClient {
     retry: RetryPolicy,
     timeout: Duration,
     token: Arc<TokenSource>,
+    /// At most [`MAX_IN_FLIGHT`] calls at once.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// SIS calls one client has in flight at once; more wait their turn. A thousand
+/// terminations arrive together, and each call in flight holds its own connection.
+const MAX_IN_FLIGHT: usize = 32;
 
 impl std::fmt::Debug for SisClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,6 +337,7 @@ impl SisClient {
             .user_agent(user_agent)
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .build()
             .map_err(|e| SisError::Config(format!("cannot build the HTTP client: {e}")))?;
         let host_override = match config.host_override {
@@ -347,6 +354,7 @@ impl SisClient {
             retry: config.retry,
             timeout: config.timeout,
             token: Arc::new(token),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         })
     }
 
@@ -601,6 +609,8 @@ impl SisClient {
         token: &str,
         payload: Option<&[u8]>,
     ) -> Result<Answer, reqwest::Error> {
+        // Never closed, so acquiring cannot fail.
+        let _turn = self.in_flight.acquire().await.ok();
         let mut request = self
             .http
             .request(endpoint.method(), url)
