@@ -48,6 +48,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use nvca::kube::crd::ICMSRequest;
 use nvca::sis::queue::QueueStream;
 use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec, TokenRequest};
 use nvca::sis::sim::state::SimState;
@@ -561,6 +562,21 @@ async fn run_nvca(
         let pods = pods.clone();
         async move {
             let left = pods.list(&ListParams::default()).await.ok()?.items.len();
+            (left == 0).then_some(())
+        }
+    })
+    .await;
+    // The agent ends each request by removing its ICMSRequest: not stopped before that.
+    let requests: Api<ICMSRequest> = Api::namespaced(env.client.clone(), &ns.name);
+    eventually(limit, "the agent's ICMSRequests removed", || {
+        let requests = requests.clone();
+        async move {
+            let left = requests
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .len();
             (left == 0).then_some(())
         }
     })

@@ -346,7 +346,22 @@ impl TestNamespace {
         {
             eprintln!("testenv: could not delete namespace {}: {e}", self.name);
         }
+        release_request_finalizers(&self.client, &self.name).await;
         self.deleted = true;
+    }
+}
+
+/// A test's agent is gone by the time its namespace is: nothing would release the
+/// finalizer of an ICMSRequest it left (a deployment still running at the end), and the
+/// namespace would stay Terminating for good.
+async fn release_request_finalizers(client: &Client, namespace: &str) {
+    let requests: Api<nvca::kube::crd::ICMSRequest> = Api::namespaced(client.clone(), namespace);
+    let Ok(list) = requests.list(&Default::default()).await else {
+        return;
+    };
+    let strip = kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+    for name in list.items.iter().filter_map(|r| r.metadata.name.clone()) {
+        let _ = requests.patch(&name, &Default::default(), &strip).await;
     }
 }
 
@@ -370,7 +385,7 @@ impl Drop for TestNamespace {
                 let Ok(client) = Client::try_from(config) else {
                     return;
                 };
-                let namespaces: Api<Namespace> = Api::all(client);
+                let namespaces: Api<Namespace> = Api::all(client.clone());
                 let params = DeleteParams::background();
                 let delete = namespaces.delete(&name, &params);
                 match tokio::time::timeout(Duration::from_secs(10), delete).await {
@@ -379,6 +394,8 @@ impl Drop for TestNamespace {
                     Ok(Err(e)) => eprintln!("testenv: could not delete namespace {name}: {e}"),
                     Err(_) => eprintln!("testenv: deleting namespace {name} timed out"),
                 }
+                let release = release_request_finalizers(&client, &name);
+                let _ = tokio::time::timeout(Duration::from_secs(10), release).await;
             });
         });
         let _ = done.join();
