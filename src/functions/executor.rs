@@ -317,19 +317,24 @@ impl FunctionExecutor {
         let deadline = tokio::time::Instant::now() + DELETE_WAIT;
         let (mut wait, longest) = DELETE_POLL;
         loop {
-            match pods.get_opt(instance_id).await {
-                Ok(None) => break,
-                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(longest);
-                }
-                Ok(Some(_)) => {
-                    return Err(EffectError::Transient(format!(
-                        "pod {instance_id} is still terminating after {DELETE_WAIT:?}"
-                    )));
-                }
-                Err(error) => return Err(classify(&format!("reading pod {instance_id}"), error)),
+            // Its metadata only, and not kept across the pause: with every pod of an
+            // undeploy held whole while it was waited for, the agent's memory peaked there
+            // (heaptrack: pod bodies, managed fields most of them).
+            let present = pods
+                .get_metadata_opt(instance_id)
+                .await
+                .map_err(|error| classify(&format!("reading pod {instance_id}"), error))?
+                .is_some();
+            if !present {
+                break;
             }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EffectError::Transient(format!(
+                    "pod {instance_id} is still terminating after {DELETE_WAIT:?}"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(longest);
         }
         Ok(Event::InstanceDeleted {
             instance_id: instance_id.to_string(),
