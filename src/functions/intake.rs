@@ -11,11 +11,13 @@
 //! - nvca cannot run (a task, a Helm function, no image) is refused by its machine with a
 //!   terminal report, an Event and an ack;
 //! - asking for more GPUs of its type than are available (counting what this pull
-//!   accepted before it) is given back to the queue, and that GPU's messages wait a random
-//!   0–`max_skip` poll intervals, as NVIDIA's agent backs off;
+//!   accepted before it, and the requests still being started) is given back to the
+//!   queue, and that GPU's messages wait a random 0–`max_skip` poll intervals, as
+//!   NVIDIA's agent backs off;
 //! - otherwise its ICMSRequest and Secret `sr-<requestId>` are written, its machine is
-//!   created and handed the message (a pull's admitted messages side by side). The message stays un-acked, kept in progress
-//!   (`+WPI`) until the machine acks it after SIS has the acknowledgement.
+//!   created and handed the message, in a task of its own (up to [`MAX_STARTING`] at
+//!   once; the next pull does not wait for them). The message stays un-acked, kept in
+//!   progress (`+WPI`) until the machine acks it after SIS has the acknowledgement.
 //!
 //! A termination message is handed to the request's machine (if there is one) and acked.
 //! Under `CordonMaintenance` and `CordonAndDrainMaintenance` creation messages are not
@@ -29,6 +31,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::executor::{FunctionExecutor, create_once};
 use super::launch::{self, Launch};
@@ -63,18 +66,21 @@ impl Default for Pacing {
 
 pub(super) struct Intake {
     pub(super) consumer: Arc<QueueConsumer>,
-    pub(super) driver: Driver,
-    pub(super) executor: Arc<FunctionExecutor>,
-    pub(super) client: kube::Client,
-    pub(super) placement: Placement,
+    pub(super) starter: Starter,
     pub(super) overrides: BTreeMap<String, String>,
-    pub(super) timeouts: Timeouts,
     pub(super) pacing: Pacing,
     pub(super) inventory: watch::Receiver<Option<Arc<Inventory>>>,
     pub(super) mode: watch::Receiver<Mode>,
     /// Deliveries of new requests not acked yet, by request id: kept in progress.
     pub(super) waiting: HashMap<String, String>,
+    /// Requests being written and started, by id: their GPU and how many they take.
+    pub(super) in_flight: HashMap<String, (String, u64)>,
+    /// Further copies of those, handed over once the start is over.
+    pub(super) copies: HashMap<String, Vec<Received<CreationRequest>>>,
 }
+
+/// Requests written and started at once; more wait before the next pull.
+const MAX_STARTING: usize = 32;
 
 impl Intake {
     /// Creation and termination pulls side by side: a pull waiting on an empty queue
@@ -82,7 +88,7 @@ impl Intake {
     pub(super) async fn run(mut self) {
         let terminations = Terminations {
             consumer: self.consumer.clone(),
-            driver: self.driver.clone(),
+            driver: self.starter.driver.clone(),
             poll: self.pacing.poll,
         };
         tokio::join!(self.pull_creations(), terminations.run());
@@ -90,11 +96,22 @@ impl Intake {
 
     async fn pull_creations(&mut self) {
         let mut last_progress = tokio::time::Instant::now();
+        let mut starting: JoinSet<Started> = JoinSet::new();
         loop {
+            while let Some(done) = starting.try_join_next() {
+                self.started(done).await;
+            }
+            // The next pull does not wait for this one's requests to be written, up to a
+            // bound: a pull's writes held the whole queue up.
+            while starting.len() >= MAX_STARTING {
+                if let Some(done) = starting.join_next().await {
+                    self.started(done).await;
+                }
+            }
             let mut taken = 0;
             if self.mode.borrow().accepts_new_work() {
                 match self.consumer.fetch_creations().await {
-                    Ok(fetched) => taken = self.creations(fetched.messages).await,
+                    Ok(fetched) => taken = self.creations(fetched.messages, &mut starting).await,
                     Err(error) => tracing::warn!(%error, "cannot pull creation messages"),
                 }
             }
@@ -110,13 +127,19 @@ impl Intake {
     }
 
     /// Handles one pull; returns how many messages were taken (not given back). Each
-    /// message is judged in order, so the GPU gate counts what the pull admitted before
-    /// it; the admitted requests are then written and started side by side.
-    async fn creations(&mut self, messages: Vec<Received<CreationRequest>>) -> usize {
-        // GPUs accepted in this pull, by GPU name: NVIDIA's cumulative request.
+    /// message is judged in order, so the GPU gate counts what this pull admitted before
+    /// it and the requests of earlier pulls still being written; the admitted requests
+    /// are written and started in tasks of their own.
+    async fn creations(
+        &mut self,
+        messages: Vec<Received<CreationRequest>>,
+        starting: &mut JoinSet<Started>,
+    ) -> usize {
+        // GPUs accepted, by GPU name: NVIDIA's cumulative request.
         let mut accepted: HashMap<String, u64> = HashMap::new();
-        let mut admitted: Vec<Admitted> = Vec::new();
-        let mut copies = Vec::new();
+        for (gpu, needed) in self.in_flight.values() {
+            *accepted.entry(gpu.clone()).or_default() += needed;
+        }
         let mut taken = 0;
         for message in messages {
             // Maintenance may have begun while the pull was waiting: give it back.
@@ -124,35 +147,45 @@ impl Intake {
                 let _ = message.acker.nak(None).await;
                 continue;
             }
-            // A second copy of a request admitted in this pull goes to its machine after.
-            let id = &message.body.request_id;
-            if admitted.iter().any(|one| &one.id == id) {
-                copies.push(message);
+            // Another copy of a request being started goes to its machine once it exists.
+            let id = message.body.request_id.clone();
+            if self.in_flight.contains_key(&id) {
+                self.copies.entry(id).or_default().push(message);
+                taken += 1;
                 continue;
             }
             match self.judge(message, &mut accepted).await {
                 Judged::Taken => taken += 1,
                 Judged::GivenBack => {}
-                Judged::Admitted(one) => admitted.push(*one),
+                Judged::Admitted(one) => {
+                    let gpus = (one.message.body.gpu.clone(), one.gpus);
+                    self.in_flight.insert(one.id.clone(), gpus);
+                    let starter = self.starter.clone();
+                    starting.spawn(async move { starter.start_request(*one).await });
+                    taken += 1;
+                }
             }
         }
-        let this = &*self;
-        let started =
-            futures_util::future::join_all(admitted.into_iter().map(|one| this.start_request(one)))
-                .await;
-        for (id, receipt) in started.into_iter().flatten() {
-            self.waiting.insert(id, receipt);
-            taken += 1;
+        taken
+    }
+
+    /// A request's start is over: its message now waits for the machine's ack, and its
+    /// other copies go to the machine (or back to the queue when it could not start).
+    async fn started(&mut self, done: Result<Started, tokio::task::JoinError>) {
+        let Ok(Started { id, receipt }) = done else {
+            return;
+        };
+        self.in_flight.remove(&id);
+        if let Some(receipt) = receipt {
+            self.waiting.insert(id.clone(), receipt);
         }
-        for message in copies {
-            if self.driver.summary(&message.body.request_id).is_some() {
+        for message in self.copies.remove(&id).unwrap_or_default() {
+            if self.starter.driver.summary(&id).is_some() {
                 self.hand_over(message).await;
-                taken += 1;
             } else {
                 let _ = message.acker.nak(None).await;
             }
         }
-        taken
     }
 
     /// What becomes of one creation message, short of writing a new request.
@@ -164,7 +197,7 @@ impl Intake {
         let creation = &message.body;
         let id = creation.request_id.clone();
         let receipt = message.acker.reply().to_string();
-        if self.driver.summary(&id).is_some() {
+        if self.starter.driver.summary(&id).is_some() {
             self.hand_over(message).await;
             return Judged::Taken;
         }
@@ -178,7 +211,7 @@ impl Intake {
                     receipt,
                     reason: refusal.reason,
                 };
-                self.start_machine(&id, event).await;
+                self.starter.start_machine(&id, event).await;
                 return Judged::Taken;
             }
         };
@@ -203,6 +236,7 @@ impl Intake {
         accepted.insert(gpu, already + needed);
         Judged::Admitted(Box::new(Admitted {
             id,
+            gpus: needed,
             launch,
             receipt,
             message,
@@ -217,26 +251,61 @@ impl Intake {
             request: launch::function_request(creation),
             receipt: message.acker.reply().to_string(),
         };
-        if let Err(error) = self.driver.send(id, event).await {
+        if let Err(error) = self.starter.driver.send(id, event).await {
             tracing::error!(request = %id, %error, "cannot hand a redelivery to its machine");
         }
     }
 
-    /// Writes an admitted request's ICMSRequest and Secret and starts its machine;
-    /// returns its id and receipt, or `None` when it was given back to the queue.
-    async fn start_request(&self, admitted: Admitted) -> Option<(String, String)> {
+    /// Restart the ack wait of every message whose machine has not acked it yet.
+    async fn keep_in_progress(&mut self) {
+        let mut done = Vec::new();
+        for (id, receipt) in &self.waiting {
+            let unacked = self
+                .starter
+                .driver
+                .summary(id)
+                .is_some_and(|summary| matches!(summary.state.as_str(), "idle" | "received"));
+            if !unacked {
+                done.push(id.clone());
+                continue;
+            }
+            if let Err(error) = self.consumer.acker(receipt).in_progress().await {
+                tracing::warn!(request = %id, %error, "cannot keep the creation message in progress");
+            }
+        }
+        for id in done {
+            self.waiting.remove(&id);
+        }
+    }
+}
+
+/// What writing and starting a new request takes; each start runs in a task of its own.
+#[derive(Clone)]
+pub(super) struct Starter {
+    pub(super) driver: Driver,
+    pub(super) executor: Arc<FunctionExecutor>,
+    pub(super) client: kube::Client,
+    pub(super) placement: Placement,
+    pub(super) timeouts: Timeouts,
+}
+
+impl Starter {
+    /// Writes an admitted request's ICMSRequest and Secret and starts its machine; its
+    /// receipt is `None` when it was given back to the queue.
+    async fn start_request(self, admitted: Admitted) -> Started {
         let Admitted {
             id,
             launch,
             receipt,
             message,
+            ..
         } = admitted;
         let owner = match self.write_request(&launch, &message.body).await {
             Ok(owner) => owner,
             Err(error) => {
                 tracing::error!(request = %id, %error, "cannot write the request's ICMSRequest and Secret: given back to the queue");
                 let _ = message.acker.nak(None).await;
-                return None;
+                return Started { id, receipt: None };
             }
         };
         let request = launch::function_request(&message.body);
@@ -246,7 +315,10 @@ impl Intake {
             receipt: receipt.clone(),
         };
         self.start_machine(&id, event).await;
-        Some((id, receipt))
+        Started {
+            id,
+            receipt: Some(receipt),
+        }
     }
 
     async fn start_machine(&self, id: &str, event: Event) {
@@ -284,32 +356,20 @@ impl Intake {
         create_once(&secrets, &secret).await?;
         Ok(owner)
     }
+}
 
-    /// Restart the ack wait of every message whose machine has not acked it yet.
-    async fn keep_in_progress(&mut self) {
-        let mut done = Vec::new();
-        for (id, receipt) in &self.waiting {
-            let unacked = self
-                .driver
-                .summary(id)
-                .is_some_and(|summary| matches!(summary.state.as_str(), "idle" | "received"));
-            if !unacked {
-                done.push(id.clone());
-                continue;
-            }
-            if let Err(error) = self.consumer.acker(receipt).in_progress().await {
-                tracing::warn!(request = %id, %error, "cannot keep the creation message in progress");
-            }
-        }
-        for id in done {
-            self.waiting.remove(&id);
-        }
-    }
+/// A start that is over.
+struct Started {
+    id: String,
+    /// The delivery now waiting for the machine's ack; `None`: given back to the queue.
+    receipt: Option<String>,
 }
 
 /// A new request that passed the GPU gate, to be written and started.
 struct Admitted {
     id: String,
+    /// GPUs it takes (`instanceCount × requestedGPUCount`).
+    gpus: u64,
     launch: Launch,
     receipt: String,
     message: Received<CreationRequest>,

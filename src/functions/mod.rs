@@ -231,16 +231,20 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
     }
     let intake = intake::Intake {
         consumer,
-        driver: driver.clone(),
-        executor,
-        client: client.clone(),
-        placement: settings.placement.clone(),
+        starter: intake::Starter {
+            driver: driver.clone(),
+            executor,
+            client: client.clone(),
+            placement: settings.placement.clone(),
+            timeouts: settings.timeouts,
+        },
         overrides: settings.env_overrides.clone(),
-        timeouts: settings.timeouts,
         pacing: settings.pacing,
         inventory,
         mode: maintenance.clone(),
         waiting: HashMap::new(),
+        in_flight: HashMap::new(),
+        copies: HashMap::new(),
     };
     let pods = pods::PodWatch {
         client,
@@ -249,7 +253,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         rejudge: settings.rejudge,
         seen: HashMap::new(),
     };
-    let projector = intake.executor.projector().clone();
+    let projector = intake.starter.executor.projector().clone();
     let tasks = vec![
         tokio::spawn(async move { projector.run().await }),
         tokio::spawn(intake.run()),
