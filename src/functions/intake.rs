@@ -135,6 +135,11 @@ impl Intake {
         messages: Vec<Received<CreationRequest>>,
         starting: &mut JoinSet<Started>,
     ) -> usize {
+        // Starts that ended while this pull waited are counted no more: their pods are
+        // soon counted by the inventory, and counting both refused requests that fit.
+        while let Some(done) = starting.try_join_next() {
+            self.started(done).await;
+        }
         // GPUs accepted, by GPU name: NVIDIA's cumulative request.
         let mut accepted: HashMap<String, u64> = HashMap::new();
         for (gpu, needed) in self.in_flight.values() {
