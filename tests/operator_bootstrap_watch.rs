@@ -43,6 +43,19 @@ agent:
     )
 }
 
+/// Waits until every bootstrap run the watch started has finished: the ConfigMap is
+/// written before the run's process exits, so seeing it is not enough.
+async fn bootstraps_over(watch: &Process) {
+    eventually(WAIT, "the bootstrap runs over", || async {
+        let log = watch.log_text();
+        let started = log.matches("running the bootstrap").count();
+        let over = log.matches("registration restored").count()
+            + log.matches("the bootstrap did not fill").count();
+        (started > 0 && started == over).then_some(())
+    })
+    .await;
+}
+
 async fn ids(configmaps: &Api<ConfigMap>) -> Option<(String, String)> {
     let data = configmaps
         .get_opt("nvca-cluster-registration")
@@ -133,6 +146,7 @@ async fn bootstrap_watch_refills_the_registration_and_leaves_a_reregistration_al
     );
 
     // Deleted: written again with the same IDs, still one registration.
+    bootstraps_over(&watch).await;
     configmaps
         .delete("nvca-cluster-registration", &DeleteParams::default())
         .await
@@ -150,7 +164,9 @@ async fn bootstrap_watch_refills_the_registration_and_leaves_a_reregistration_al
     assert_eq!(again, first, "the same registration, found by name");
     assert_eq!(sis_clusters().len(), 1, "still one cluster at SIS");
 
-    // A manual re-registration's IDs are left alone (and logged).
+    // A manual re-registration's IDs are left alone (and logged). Not while a bootstrap
+    // run is still finishing: the watch then reads the new IDs before it knows the old.
+    bootstraps_over(&watch).await;
     let patch =
         json!({"data": {"clusterId": "reregistered-id", "clusterGroupId": "reregistered-group"}});
     configmaps

@@ -135,7 +135,14 @@ async fn keep(args: &BootstrapWatchArgs, configmaps: &Api<ConfigMap>) {
                 };
                 tracing::info!("{REGISTRATION_CONFIGMAP} {why}: running the bootstrap");
                 match run_bootstrap(&args.bootstrap).await {
-                    Ok(()) => tracing::info!("registration restored"),
+                    Ok(()) => {
+                        // What it wrote is what later changes are told from, whether or
+                        // not its own write comes back as a watch event first.
+                        if let Ok(restored) = configmaps.get_opt(REGISTRATION_CONFIGMAP).await {
+                            known = complete_ids(restored.as_ref());
+                        }
+                        tracing::info!("registration restored");
+                    }
                     Err(error) => tracing::error!(
                         retry_in = ?args.retry_interval,
                         "the bootstrap did not fill {REGISTRATION_CONFIGMAP}: {error}"
