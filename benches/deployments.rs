@@ -558,29 +558,10 @@ async fn run_nvca(
     )
     .await;
     let undeploy = started.elapsed();
-    eventually(limit, "the agent's pods gone", || {
-        let pods = pods.clone();
-        async move {
-            let left = pods.list(&ListParams::default()).await.ok()?.items.len();
-            (left == 0).then_some(())
-        }
-    })
-    .await;
+    until_none_left(&pods, limit, "the agent's pods gone").await;
     // The agent ends each request by removing its ICMSRequest: not stopped before that.
     let requests: Api<ICMSRequest> = Api::namespaced(env.client.clone(), &ns.name);
-    eventually(limit, "the agent's ICMSRequests removed", || {
-        let requests = requests.clone();
-        async move {
-            let left = requests
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .len();
-            (left == 0).then_some(())
-        }
-    })
-    .await;
+    until_none_left(&requests, limit, "the agent's ICMSRequests removed").await;
     println!(
         "nvca: {n} terminated at SIS {:.1} s after the first undeploy",
         undeploy.as_secs_f64()
@@ -840,14 +821,7 @@ async fn run_plain(
     pods.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
         .expect("delete the plain client's pods");
-    eventually(limit, "the plain client's pods gone", || {
-        let pods = pods.clone();
-        async move {
-            let left = pods.list(&ListParams::default()).await.ok()?.items.len();
-            (left == 0).then_some(())
-        }
-    })
-    .await;
+    until_none_left(&pods, limit, "the plain client's pods gone").await;
     delete_consumers(&env.endpoints.nats_url, &cluster_id).await;
     ns.delete().await;
     PlainRun {
@@ -934,4 +908,17 @@ fn time_of_day() -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     format!("{:02}:{:02} UTC", seconds / 3600 % 24, seconds / 60 % 60)
+}
+
+/// Waits until `api` lists nothing, or panics after `limit` naming `what`.
+async fn until_none_left<K>(api: &Api<K>, limit: Duration, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    eventually(limit, what, || async {
+        let left = api.list(&ListParams::default()).await.ok()?.items.len();
+        (left == 0).then_some(())
+    })
+    .await;
 }
