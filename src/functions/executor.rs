@@ -53,6 +53,16 @@ struct Known {
     config_map_created: bool,
 }
 
+impl Known {
+    fn new(launch: Arc<Launch>, owner: Option<OwnerReference>) -> Self {
+        Known {
+            launch,
+            owner,
+            config_map_created: false,
+        }
+    }
+}
+
 /// What the executor works with.
 pub struct FunctionExecutor {
     pub(super) client: Client,
@@ -124,11 +134,7 @@ impl FunctionExecutor {
 
     /// Remember a launch the intake decoded and the ICMSRequest it wrote for it.
     pub fn remember(&self, launch: Launch, owner: Option<OwnerReference>) {
-        let known = Known {
-            launch: Arc::new(launch),
-            owner,
-            config_map_created: false,
-        };
+        let known = Known::new(Arc::new(launch), owner);
         self.lock()
             .insert(known.launch.request.request_id.clone(), known);
     }
@@ -182,11 +188,7 @@ impl FunctionExecutor {
         let launch = Arc::new(launch);
         self.lock()
             .entry(request_id.to_string())
-            .or_insert_with(|| Known {
-                launch: launch.clone(),
-                owner: None,
-                config_map_created: false,
-            });
+            .or_insert_with(|| Known::new(launch.clone(), None));
         Ok(launch)
     }
 
@@ -217,7 +219,7 @@ impl FunctionExecutor {
 
     async fn record_request(&self, request_id: &str) -> Result<Event, EffectError> {
         // Written by this process's intake a moment ago.
-        if let Some(Some(_)) = self.known(request_id, |known| known.owner.clone()) {
+        if self.known(request_id, |known| known.owner.is_some()) == Some(true) {
             return Ok(Event::RequestRecorded);
         }
         match self.icms_request(request_id).await? {
