@@ -340,9 +340,20 @@ async fn a_deployment_runs_is_reported_and_terminates_without_leftovers() {
     let maps: Api<ConfigMap> = world.ns.api();
     let services: Api<Service> = world.ns.api();
     assert!(secrets.get_opt(&name).await.unwrap().is_some());
-    assert!(maps.get_opt(&name).await.unwrap().is_some());
-    // As NVIDIA's agent for a container function: no Service.
+    // As NVIDIA's agent for a container function: no Service and no ConfigMap; the
+    // values the agent adds are plain env of every container.
     assert!(services.get_opt(&name).await.unwrap().is_none());
+    assert!(maps.get_opt(&name).await.unwrap().is_none());
+    for container in &spec.containers {
+        let env = container.env.as_deref().unwrap_or_default();
+        let request = env.iter().find(|var| var.name == "NVCF_REQUEST_ID");
+        assert_eq!(
+            request.and_then(|var| var.value.as_deref()),
+            Some(request_id.as_str()),
+            "container {}",
+            container.name
+        );
+    }
 
     let heard = eventually(WAIT, "SIS hears both instances running", || async {
         let heard = world.heard(&request_id).await;
@@ -399,17 +410,12 @@ async fn a_deployment_runs_is_reported_and_terminates_without_leftovers() {
     assert!(pods.len() == 2 && pods.iter().all(ready), "{pods:?}");
 
     world.admin.undeploy(&deployment).await.unwrap();
-    eventually(
-        WAIT,
-        "pods, ICMSRequest, Secret, ConfigMap gone",
-        || async {
-            let gone = world.pods(&request_id).await.is_empty()
-                && requests.get_opt(&name).await.ok()?.is_none()
-                && secrets.get_opt(&name).await.ok()?.is_none()
-                && maps.get_opt(&name).await.ok()?.is_none();
-            gone.then_some(())
-        },
-    )
+    eventually(WAIT, "pods, ICMSRequest, Secret gone", || async {
+        let gone = world.pods(&request_id).await.is_empty()
+            && requests.get_opt(&name).await.ok()?.is_none()
+            && secrets.get_opt(&name).await.ok()?.is_none();
+        gone.then_some(())
+    })
     .await;
     let heard = eventually(WAIT, "SIS hears both instances terminated", || async {
         let heard = world.heard(&request_id).await;

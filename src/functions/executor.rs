@@ -1,5 +1,5 @@
 //! Runs the function machine's effects against Kubernetes, SIS and the queue. Every effect
-//! is idempotent by the fixed names it works on: the ICMSRequest, Secret and ConfigMap
+//! is idempotent by the fixed names it works on: the ICMSRequest and Secret
 //! `sr-<requestId>`, pod `<i>-sr-<requestId>`; creates treat "already exists" as
 //! done, deletes treat "not found" as done, and SIS's answers to repeated calls are
 //! mapped as NVIDIA's agent maps them (`N/pkg/nvca/agent.go`).
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -44,23 +44,11 @@ const DELETE_WAIT: Duration = Duration::from_secs(60);
 const DELETE_POLL: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(5));
 
 /// What this process knows of a request without asking the API server: the launch the
-/// intake decoded, the ICMSRequest it wrote (the owner of the other objects), and whether
-/// the request's ConfigMap is created (once for all its instances).
+/// intake decoded and the ICMSRequest it wrote (the owner of the other objects).
 #[derive(Clone)]
 struct Known {
     launch: Arc<Launch>,
     owner: Option<OwnerReference>,
-    config_map_created: bool,
-}
-
-impl Known {
-    fn new(launch: Arc<Launch>, owner: Option<OwnerReference>) -> Self {
-        Known {
-            launch,
-            owner,
-            config_map_created: false,
-        }
-    }
 }
 
 /// What the executor works with.
@@ -134,7 +122,10 @@ impl FunctionExecutor {
 
     /// Remember a launch the intake decoded and the ICMSRequest it wrote for it.
     pub fn remember(&self, launch: Launch, owner: Option<OwnerReference>) {
-        let known = Known::new(Arc::new(launch), owner);
+        let known = Known {
+            launch: Arc::new(launch),
+            owner,
+        };
         self.lock()
             .insert(known.launch.request.request_id.clone(), known);
     }
@@ -188,7 +179,10 @@ impl FunctionExecutor {
         let launch = Arc::new(launch);
         self.lock()
             .entry(request_id.to_string())
-            .or_insert_with(|| Known::new(launch.clone(), None));
+            .or_insert_with(|| Known {
+                launch: launch.clone(),
+                owner: None,
+            });
         Ok(launch)
     }
 
@@ -281,16 +275,7 @@ impl FunctionExecutor {
     ) -> Result<Event, EffectError> {
         let launch = self.launch(request_id).await?;
         let owner = self.owner(request_id).await?;
-        let placement = &self.placement;
-        // Before the pod, whose containers take their environment from it.
-        if self.known(request_id, |known| known.config_map_created) != Some(true) {
-            self.create_once(&objects::config_map(&launch, placement, &owner))
-                .await?;
-            if let Some(known) = self.lock().get_mut(request_id) {
-                known.config_map_created = true;
-            }
-        }
-        self.create_once(&objects::pod(&launch, instance_id, placement, &owner))
+        self.create_once(&objects::pod(&launch, instance_id, &self.placement, &owner))
             .await?;
         Ok(Event::InstanceCreated {
             instance_id: instance_id.to_string(),
@@ -434,7 +419,6 @@ impl FunctionExecutor {
         }
         delete(&requests, &name).await?;
         delete(&self.api::<Secret>(), &name).await?;
-        delete(&self.api::<ConfigMap>(), &name).await?;
         Ok(Event::RequestRemoved)
     }
 

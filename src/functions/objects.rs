@@ -1,5 +1,5 @@
 //! The Kubernetes objects of one container function, built from its [`Launch`]: the
-//! `ICMSRequest` projection, the request's Secret and ConfigMap, and one pod per
+//! `ICMSRequest` projection, the request's Secret, and one pod per
 //! instance. Pure; names, labels, annotations, containers and volumes follow NVIDIA's
 //! agent (`N/pkg/nvca/k8scomputebackend.go` `applyFunctionCreationMessage`,
 //! `N/pkg/types/common_labels.go`, and the translator's `function/translate_container.go`
@@ -8,7 +8,7 @@
 //! Where nvca differs on purpose: NVIDIA writes the worker environment into the pod
 //! spec's `env`; nvca keeps it in the Secret `sr-<requestId>` and the pods read each value
 //! through `secretKeyRef`, so credentials in it never appear in pod specs. The values
-//! nvca adds itself (instance type, GPU, provider) are in the ConfigMap `sr-<requestId>`.
+//! nvca adds itself (instance type, GPU, provider) are plain env, as NVIDIA's are.
 //! Like NVIDIA's agent for a container function, nvca makes no Service: the translator
 //! adds one (`inference`) only to its utils-deployment variant
 //! (`function/translate_container_utdep.go`).
@@ -17,11 +17,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, LocalObjectReference, NodeAffinity,
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Probe,
-    ResourceRequirements, Secret, SecretKeySelector, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    Pod, PodSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, SecurityContext,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -73,7 +72,7 @@ pub struct Placement {
     pub image_pull_secrets: Vec<String>,
 }
 
-/// `sr-<requestId>`: the name of the request's ICMSRequest, Secret and ConfigMap.
+/// `sr-<requestId>`: the name of the request's ICMSRequest and Secret.
 pub fn request_name(request_id: &str) -> String {
     format!("sr-{request_id}")
 }
@@ -324,38 +323,25 @@ fn valid_secret_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// The values nvca adds to every container's environment (NVIDIA's translator sets the
-/// same keys): the ConfigMap `sr-<requestId>`.
-pub fn config_map(launch: &Launch, placement: &Placement, owner: &[OwnerReference]) -> ConfigMap {
+/// The values nvca adds to every container's environment, as plain pod env (NVIDIA's
+/// translator sets the same keys in the pod spec).
+fn request_env(launch: &Launch) -> Vec<EnvVar> {
     let request = &launch.request;
-    let data = BTreeMap::from([
-        ("INSTANCE_TYPE".to_string(), request.instance_type.clone()),
-        (
-            "INSTANCE_TYPE_NAME".to_string(),
-            launch.instance_type_name.clone(),
-        ),
-        (
-            "INSTANCE_TYPE_VALUE".to_string(),
-            request.instance_type.clone(),
-        ),
-        (
-            "ICMS_ENVIRONMENT".to_string(),
-            launch.icms_environment.clone(),
-        ),
-        ("CLOUD_PROVIDER".to_string(), launch.cloud_provider.clone()),
-        (
-            "NVCF_CLOUD_PROVIDER".to_string(),
-            launch.cloud_provider.clone(),
-        ),
-        ("GPU_NAME".to_string(), request.gpu_name.clone()),
-        ("GPU_COUNT".to_string(), launch.gpu_count.to_string()),
-        ("NVCF_REQUEST_ID".to_string(), request.request_id.clone()),
-    ]);
-    ConfigMap {
-        metadata: meta(request_name(&request.request_id), launch, placement, owner),
-        data: Some(data),
-        ..ConfigMap::default()
-    }
+    let gpu_count = launch.gpu_count.to_string();
+    [
+        ("INSTANCE_TYPE", request.instance_type.as_str()),
+        ("INSTANCE_TYPE_NAME", launch.instance_type_name.as_str()),
+        ("INSTANCE_TYPE_VALUE", request.instance_type.as_str()),
+        ("ICMS_ENVIRONMENT", launch.icms_environment.as_str()),
+        ("CLOUD_PROVIDER", launch.cloud_provider.as_str()),
+        ("NVCF_CLOUD_PROVIDER", launch.cloud_provider.as_str()),
+        ("GPU_NAME", request.gpu_name.as_str()),
+        ("GPU_COUNT", gpu_count.as_str()),
+        ("NVCF_REQUEST_ID", request.request_id.as_str()),
+    ]
+    .into_iter()
+    .map(|(name, value)| plain(name, value))
+    .collect()
 }
 
 fn empty_dir(name: &str, memory: bool) -> Volume {
@@ -421,17 +407,11 @@ pub fn pod(
 ) -> Pod {
     let request = &launch.request;
     let name = request_name(&request.request_id);
-    let config = EnvFromSource {
-        config_map_ref: Some(ConfigMapEnvSource {
-            name: name.clone(),
-            optional: None,
-        }),
-        ..EnvFromSource::default()
-    };
-    let instance_env = [
+    let mut instance_env = request_env(launch);
+    instance_env.extend([
         plain("INSTANCE_ID", instance_id),
         plain("NVCF_INSTANCE_ID", instance_id),
-    ];
+    ]);
     let mut worker_env: Vec<EnvVar> = launch
         .worker_env
         .keys()
@@ -463,7 +443,6 @@ pub fn pod(
         image_pull_policy: Some("IfNotPresent".to_string()),
         args: (!launch.inference_args.is_empty()).then(|| launch.inference_args.clone()),
         env: Some(inference_env),
-        env_from: Some(vec![config.clone()]),
         ports: Some(vec![ContainerPort {
             name: Some(INFERENCE_CONTAINER.to_string()),
             container_port: launch.inference_port,
@@ -494,7 +473,6 @@ pub fn pod(
         image: Some(launch.utils_image.clone()),
         image_pull_policy: Some("IfNotPresent".to_string()),
         env: Some(worker_env.clone()),
-        env_from: Some(vec![config.clone()]),
         security_context: Some(infra_security.clone()),
         startup_probe: Some(http_probe("/v1/health/live")),
         liveness_probe: Some(http_probe("/v1/health/live")),
@@ -511,7 +489,6 @@ pub fn pod(
         image: Some(image.clone()),
         image_pull_policy: Some("IfNotPresent".to_string()),
         env: Some(worker_env),
-        env_from: Some(vec![config]),
         security_context: Some(infra_security),
         volume_mounts: Some(vec![
             mount("model-data", "/config/models", false),
