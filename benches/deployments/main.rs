@@ -12,7 +12,10 @@
 //!   calls per instance (acknowledgement, `starting`, then `running` once its pod is
 //!   Ready) on requests of a second sis-sim cluster. Timed from the first create until
 //!   sis-sim has heard `running` for all N. No queue, no store, no ICMSRequest,
-//!   Secret, ConfigMap or Service: no agent logic.
+//!   Secret or status writes: no agent logic.
+//!
+//! Both runs also print what they asked of the API server (`api_load.rs`), in writes
+//! per deployment by kind: the API server is what both runs wait on.
 //!
 //! `cargo bench --bench deployments [-- --deployments N]` (default 1,000): when the H100s
 //! free are fewer than N, it grows the kwok scale fleet with
@@ -23,17 +26,19 @@
 //! tests check. Results go to BENCHMARKS.md by hand.
 
 // The shared test helpers this needs (not all of tests/support: its proxy is for tests).
-#[path = "../tests/support/child.rs"]
+#[path = "../../tests/support/child.rs"]
 #[allow(dead_code)]
 mod child;
-#[path = "../tests/support/cluster.rs"]
+#[path = "../../tests/support/cluster.rs"]
 mod cluster;
-#[path = "../tests/support/lock.rs"]
+#[path = "../../tests/support/lock.rs"]
 #[allow(dead_code)]
 mod lock;
-#[path = "../tests/support/testenv.rs"]
+#[path = "../../tests/support/testenv.rs"]
 #[allow(dead_code)]
 mod testenv;
+
+mod api_load;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -41,6 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use api_load::ApiLoad;
 use child::Process;
 use futures_util::StreamExt;
 use futures_util::stream;
@@ -391,6 +397,7 @@ struct NvcaRun {
     end_kib: u64,
     pods: Vec<Pod>,
     load: String,
+    api: ApiLoad,
 }
 
 /// The agent as a child process, with its own cluster at sis-sim.
@@ -506,6 +513,7 @@ async fn run_nvca(
         .expect("a function")
         .0;
     let load_before = load_average();
+    let api_before = ApiLoad::read(&env.client).await;
     let started = Instant::now();
     let deployed = deploy_all(admin, &function_id, &cluster_id, n).await;
     let deploy = started.elapsed();
@@ -521,6 +529,7 @@ async fn run_nvca(
     .await;
     let running = started.elapsed();
     let load = format!("{load_before} → {}", load_average());
+    let api = ApiLoad::read(&env.client).await.since(&api_before);
     let starting = shared.read(|s| heard(s, &cluster_id, InstanceState::Starting));
     assert_eq!(starting, n, "every instance reported starting first");
     let (peak_running, _) = memory_kib(pid);
@@ -594,6 +603,7 @@ async fn run_nvca(
         end_kib,
         pods: made,
         load,
+        api,
     }
 }
 
@@ -650,6 +660,7 @@ struct PlainRun {
     ready: Duration,
     running: Duration,
     load: String,
+    api: ApiLoad,
 }
 
 /// The plain client: the same pods and SIS calls, on a cluster of its own at sis-sim.
@@ -755,6 +766,7 @@ async fn run_plain(
     };
 
     let load_before = load_average();
+    let api_before = ApiLoad::read(&env.client).await;
     let started = Instant::now();
     let created: Vec<()> = stream::iter(&work)
         .map(|(pod, request, batch)| {
@@ -798,6 +810,7 @@ async fn run_plain(
     .await;
     let running = started.elapsed();
     let load = format!("{load_before} → {}", load_average());
+    let api = ApiLoad::read(&env.client).await.since(&api_before);
     watch.abort();
     let ready = ready_at
         .lock()
@@ -828,6 +841,7 @@ async fn run_plain(
         ready,
         running,
         load,
+        api,
     }
 }
 
@@ -882,6 +896,19 @@ async fn main() {
         plain.load
     );
     println!("ratio nvca / plain          {ratio:.2} (aim ≤ 1.3)");
+    println!("API server, nvca run:       {}", nvca.api.per_deployment(n));
+    println!(
+        "API server, plain run:      {}",
+        plain.api.per_deployment(n)
+    );
+    // The tally is read right: every pod of each run was created once.
+    for (run, api) in [("nvca", &nvca.api), ("plain", &plain.api)] {
+        assert!(
+            api.count("POST pods") >= n as f64,
+            "{run}: the API server counted {} pod creates for {n} pods",
+            api.count("POST pods")
+        );
+    }
     println!(
         "agent peak RSS (VmHWM)      {:.1} MiB (aim < 100); at the end {:.1} MiB",
         mib(nvca.peak_kib),
