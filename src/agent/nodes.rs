@@ -25,6 +25,7 @@ use super::health::{self, Component, Health, Level};
 use super::metrics::Metrics;
 use crate::gpu::node::{GPU_PRESENT_LABEL, GPU_RESOURCE};
 use crate::gpu::{Debouncer, DiscoveryOptions, Inventory, ManualConfig, discover, from_manual};
+use crate::kube::watched_pod::WatchedPod;
 use crate::machines::Timestamp;
 
 /// The field manager of the agent's node label writes.
@@ -61,7 +62,7 @@ struct Seen {
 
 enum Change {
     Node(Box<WatchEvent<Node>>),
-    Pod(Box<WatchEvent<Pod>>),
+    Pod(Box<WatchEvent<WatchedPod>>),
 }
 
 /// GPUs a pod asks for: requests, else limits, of `nvidia.com/gpu`, over its containers;
@@ -110,7 +111,7 @@ impl InventorySource {
                 }
             }
         });
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.requests_namespace);
+        let pods: Api<WatchedPod> = Api::namespaced(self.client.clone(), &self.requests_namespace);
         let pod_task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(
                 watcher::watcher(pods, watcher::Config::default()).default_backoff()
@@ -284,7 +285,7 @@ fn apply(seen: &mut Seen, change: Change, nodes_listed: &mut bool) -> bool {
             false
         }
         Err(WatchEvent::InitDone) => true,
-        Err(WatchEvent::InitApply(pod) | WatchEvent::Apply(pod)) => {
+        Err(WatchEvent::InitApply(WatchedPod(pod)) | WatchEvent::Apply(WatchedPod(pod))) => {
             let gpus = requested_gpus(&pod);
             let node = pod
                 .spec

@@ -18,6 +18,7 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use super::Driver;
 use super::objects::LABEL_REQUEST_ID;
 use super::observe::observe;
+use crate::kube::watched_pod::WatchedPod;
 use crate::machines::failure::PodObservation;
 use crate::machines::function::Event;
 
@@ -32,7 +33,7 @@ pub(super) struct PodWatch {
 
 impl PodWatch {
     pub(super) async fn run(mut self) {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let pods: Api<WatchedPod> = Api::namespaced(self.client.clone(), &self.namespace);
         let config = watcher::Config::default().labels(LABEL_REQUEST_ID);
         let mut stream = std::pin::pin!(watcher::watcher(pods, config).default_backoff());
         let mut tick = tokio::time::interval(self.rejudge);
@@ -40,8 +41,8 @@ impl PodWatch {
         loop {
             tokio::select! {
                 next = stream.next() => match next {
-                    Some(Ok(WatchEvent::Apply(pod) | WatchEvent::InitApply(pod))) => self.changed(&pod).await,
-                    Some(Ok(WatchEvent::Delete(pod))) => self.deleted(&pod).await,
+                    Some(Ok(WatchEvent::Apply(WatchedPod(pod)) | WatchEvent::InitApply(WatchedPod(pod)))) => self.changed(&pod).await,
+                    Some(Ok(WatchEvent::Delete(WatchedPod(pod)))) => self.deleted(&pod).await,
                     Some(Ok(WatchEvent::Init | WatchEvent::InitDone)) => {}
                     Some(Err(error)) => tracing::warn!(%error, "pod watch interrupted; resuming"),
                     None => return,

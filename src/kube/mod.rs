@@ -6,3 +6,4 @@ pub mod client;
 pub mod crd;
 pub mod not_found;
 pub mod resources;
+pub mod watched_pod;
