@@ -68,19 +68,18 @@ impl ApiLoad {
         self.0.get(key).copied().unwrap_or_default()
     }
 
-    fn writes(&self) -> impl Iterator<Item = (&String, &f64)> {
-        self.0.iter().filter(|(key, _)| {
-            ["POST ", "PUT ", "PATCH ", "DELETE "]
-                .iter()
-                .any(|verb| key.starts_with(verb))
-        })
+    fn is_write(key: &str) -> bool {
+        ["POST ", "PUT ", "PATCH ", "DELETE "]
+            .iter()
+            .any(|verb| key.starts_with(verb))
     }
 
-    /// One line: writes per deployment in all and by kind, the largest first.
-    pub fn per_deployment(&self, n: usize) -> String {
+    /// One line: requests per deployment that `pick` takes (by key), in all and by kind,
+    /// the largest first.
+    fn per_deployment(&self, n: usize, what: &str, pick: impl Fn(&str) -> bool) -> String {
         let n = n.max(1) as f64;
-        let total: f64 = self.writes().map(|(_, value)| value).sum();
-        let mut kinds: Vec<(&String, &f64)> = self.writes().collect();
+        let mut kinds: Vec<(&String, &f64)> = self.0.iter().filter(|(key, _)| pick(key)).collect();
+        let total: f64 = kinds.iter().map(|(_, value)| **value).sum();
         kinds.sort_by(|a, b| b.1.total_cmp(a.1));
         let kinds: Vec<String> = kinds
             .iter()
@@ -88,9 +87,17 @@ impl ApiLoad {
             .map(|(key, value)| format!("{key} {:.2}", **value / n))
             .collect();
         format!(
-            "{:.2} writes per deployment ({})",
+            "{:.2} {what} per deployment ({})",
             total / n,
             kinds.join(", ")
         )
+    }
+
+    pub fn writes_per_deployment(&self, n: usize) -> String {
+        self.per_deployment(n, "writes", ApiLoad::is_write)
+    }
+
+    pub fn reads_per_deployment(&self, n: usize) -> String {
+        self.per_deployment(n, "reads", |key| !ApiLoad::is_write(key))
     }
 }

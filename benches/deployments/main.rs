@@ -15,7 +15,8 @@
 //!   Secret or status writes: no agent logic.
 //!
 //! Both runs also print what they asked of the API server (`api_load.rs`), in writes
-//! per deployment by kind: the API server is what both runs wait on.
+//! per deployment by kind, and where their CPU went (`cpu.rs`): the API server is what
+//! both runs wait on.
 //!
 //! `cargo bench --bench deployments [-- --deployments N]` (default 1,000): when the H100s
 //! free are fewer than N, it grows the kwok scale fleet with
@@ -39,6 +40,7 @@ mod lock;
 mod testenv;
 
 mod api_load;
+mod cpu;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -48,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use api_load::ApiLoad;
 use child::Process;
+use cpu::CpuUse;
 use futures_util::StreamExt;
 use futures_util::stream;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -398,6 +401,7 @@ struct NvcaRun {
     pods: Vec<Pod>,
     load: String,
     api: ApiLoad,
+    cpu: CpuUse,
 }
 
 /// The agent as a child process, with its own cluster at sis-sim.
@@ -514,6 +518,8 @@ async fn run_nvca(
         .0;
     let load_before = load_average();
     let api_before = ApiLoad::read(&env.client).await;
+    let processes = [("agent", pid), ("bench", std::process::id())];
+    let cpu_before = CpuUse::read(testenv_run().as_deref(), &processes);
     let started = Instant::now();
     let deployed = deploy_all(admin, &function_id, &cluster_id, n).await;
     let deploy = started.elapsed();
@@ -530,6 +536,7 @@ async fn run_nvca(
     let running = started.elapsed();
     let load = format!("{load_before} → {}", load_average());
     let api = ApiLoad::read(&env.client).await.since(&api_before);
+    let cpu = CpuUse::read(testenv_run().as_deref(), &processes).since(&cpu_before);
     let starting = shared.read(|s| heard(s, &cluster_id, InstanceState::Starting));
     assert_eq!(starting, n, "every instance reported starting first");
     let (peak_running, _) = memory_kib(pid);
@@ -604,6 +611,7 @@ async fn run_nvca(
         pods: made,
         load,
         api,
+        cpu,
     }
 }
 
@@ -661,6 +669,7 @@ struct PlainRun {
     running: Duration,
     load: String,
     api: ApiLoad,
+    cpu: CpuUse,
 }
 
 /// The plain client: the same pods and SIS calls, on a cluster of its own at sis-sim.
@@ -767,6 +776,8 @@ async fn run_plain(
 
     let load_before = load_average();
     let api_before = ApiLoad::read(&env.client).await;
+    let processes = [("bench", std::process::id())];
+    let cpu_before = CpuUse::read(testenv_run().as_deref(), &processes);
     let started = Instant::now();
     let created: Vec<()> = stream::iter(&work)
         .map(|(pod, request, batch)| {
@@ -811,6 +822,7 @@ async fn run_plain(
     let running = started.elapsed();
     let load = format!("{load_before} → {}", load_average());
     let api = ApiLoad::read(&env.client).await.since(&api_before);
+    let cpu = CpuUse::read(testenv_run().as_deref(), &processes).since(&cpu_before);
     watch.abort();
     let ready = ready_at
         .lock()
@@ -842,7 +854,13 @@ async fn run_plain(
         running,
         load,
         api,
+        cpu,
     }
+}
+
+/// The testenv's run directory (pid files), where `scripts/testenv up` wrote its env.
+fn testenv_run() -> Option<PathBuf> {
+    testenv::default_env_file().parent().map(Path::to_path_buf)
 }
 
 #[tokio::main]
@@ -896,17 +914,25 @@ async fn main() {
         plain.load
     );
     println!("ratio nvca / plain          {ratio:.2} (aim ≤ 1.3)");
-    println!("API server, nvca run:       {}", nvca.api.per_deployment(n));
-    println!(
-        "API server, plain run:      {}",
-        plain.api.per_deployment(n)
-    );
+    for (run, api) in [("nvca run: ", &nvca.api), ("plain run:", &plain.api)] {
+        println!("API server, {run}      {}", api.writes_per_deployment(n));
+        println!("API server, {run}      {}", api.reads_per_deployment(n));
+    }
+    println!("CPU, nvca run:              {}", nvca.cpu.summary());
+    println!("CPU, plain run:             {}", plain.cpu.summary());
     // The tally is read right: every pod of each run was created once.
     for (run, api) in [("nvca", &nvca.api), ("plain", &plain.api)] {
         assert!(
             api.count("POST pods") >= n as f64,
             "{run}: the API server counted {} pod creates for {n} pods",
             api.count("POST pods")
+        );
+    }
+    for (run, cpu) in [("nvca", &nvca.cpu), ("plain", &plain.cpu)] {
+        assert!(
+            cpu.total() > 0.0,
+            "{run}: no CPU time read: {}",
+            cpu.summary()
         );
     }
     println!(
