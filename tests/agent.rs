@@ -128,19 +128,21 @@ impl World {
 
         let health = format!("127.0.0.1:{}", free_port());
         let admin_addr = format!("127.0.0.1:{}", free_port());
-        let flags: Vec<String> = flags.iter().map(|f| format!("\"{f}\"")).collect();
         let config = dir.path().join("config.yaml");
-        let text = format!(
-            "cluster:\n  id: {id}\n  name: {name}\n  ncaID: nca-agent-test\n  groupID: {group}\n  groupName: {name}\n  region: us-west-1\n  cloudProvider: ON-PREM\n\
-             agent:\n  icmsURL: {url}\n  NATSURL: {nats}\n  featureFlags: [{flags}]\n  tokenFile: {token}\n  svcAddress: {health}\n  adminAddr: {admin_addr}\n  systemNamespace: {ns}\n  requestsNamespace: {ns}\n",
-            id = ids.cluster_id,
-            group = ids.cluster_group_id,
-            url = sim.base_url(),
-            nats = env.endpoints.nats_url,
-            flags = flags.join(", "),
-            token = token_file.display(),
-            ns = ns.name,
-        );
+        let text = support::agent_config::AgentConfig {
+            cluster_id: &ids.cluster_id,
+            group_id: &ids.cluster_group_id,
+            name: &name,
+            nca: "nca-agent-test",
+            sis_url: &sim.base_url(),
+            nats_url: &env.endpoints.nats_url,
+            feature_flags: flags,
+            token_file: &token_file,
+            health: &health,
+            admin_addr: &admin_addr,
+            namespace: &ns.name,
+        }
+        .yaml();
         let text = match &manual {
             Some(gpus) => {
                 use base64::Engine;

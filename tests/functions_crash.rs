@@ -259,21 +259,24 @@ impl Harness {
         std::fs::write(&token_file, token).map_err(|error| error.to_string())?;
         let admin_addr = format!("127.0.0.1:{}", free_port());
         let config = dir.join("config.yaml");
-        let text = format!(
-            "cluster:\n  id: {id}\n  name: {name}\n  ncaID: {NCA}\n  groupID: {group}\n  groupName: {name}\n  region: us-west-1\n  cloudProvider: ON-PREM\n\
-             agent:\n  icmsURL: {url}\n  NATSURL: {nats}\n  featureFlags: [DynamicGPUDiscovery, SelfHosted]\n  tokenFile: {token}\n  svcAddress: 127.0.0.1:{health}\n  adminAddr: {admin_addr}\n  systemNamespace: {ns}\n  requestsNamespace: {ns}\n",
-            id = ids.cluster_id,
-            group = ids.cluster_group_id,
-            url = self
+        let text = support::agent_config::AgentConfig {
+            cluster_id: &ids.cluster_id,
+            group_id: &ids.cluster_group_id,
+            name: &name,
+            nca: NCA,
+            sis_url: &self
                 .sim
                 .as_ref()
                 .map(SimHandle::base_url)
                 .unwrap_or_default(),
-            nats = self.env.endpoints.nats_url,
-            token = token_file.display(),
-            health = free_port(),
-            ns = ns.name,
-        );
+            nats_url: &self.env.endpoints.nats_url,
+            feature_flags: &["DynamicGPUDiscovery", "SelfHosted"],
+            token_file: &token_file,
+            health: &format!("127.0.0.1:{}", free_port()),
+            admin_addr: &admin_addr,
+            namespace: &ns.name,
+        }
+        .yaml();
         std::fs::write(&config, text).map_err(|error| error.to_string())?;
         Ok(Cluster {
             ns,

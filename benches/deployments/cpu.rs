@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// CPU seconds used so far, by process name.
-#[derive(Clone, Debug, Default)]
-pub struct CpuUse(BTreeMap<String, f64>);
+use super::tally::Tally;
 
 /// `utime + stime` of `pid` in seconds; `None` when it is gone or unreadable.
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -22,57 +20,41 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-impl CpuUse {
-    /// The testenv's processes (`<run>/pids/<name>.pid`) plus `extra`.
-    pub fn read(run: Option<&Path>, extra: &[(&str, u32)]) -> CpuUse {
-        let mut used = BTreeMap::new();
-        let pid_files = run
-            .and_then(|run| std::fs::read_dir(run.join("pids")).ok())
-            .into_iter()
-            .flatten()
-            .flatten();
-        for entry in pid_files {
-            let path = entry.path();
-            let Some(name) = path.file_stem().and_then(|stem| stem.to_str()) else {
-                continue;
-            };
-            let pid = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok());
-            if let Some(seconds) = pid.and_then(cpu_seconds) {
-                used.insert(name.to_string(), seconds);
-            }
+/// CPU seconds used so far by the testenv's processes (`<run>/pids/<name>.pid`) and
+/// `extra`, by name.
+pub fn read(run: Option<&Path>, extra: &[(&str, u32)]) -> Tally {
+    let mut used = BTreeMap::new();
+    let pid_files = run
+        .and_then(|run| std::fs::read_dir(run.join("pids")).ok())
+        .into_iter()
+        .flatten()
+        .flatten();
+    for entry in pid_files {
+        let path = entry.path();
+        let Some(name) = path.file_stem().and_then(|stem| stem.to_str()) else {
+            continue;
+        };
+        let pid = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok());
+        if let Some(seconds) = pid.and_then(cpu_seconds) {
+            used.insert(name.to_string(), seconds);
         }
-        for (name, pid) in extra {
-            if let Some(seconds) = cpu_seconds(*pid) {
-                used.insert(name.to_string(), seconds);
-            }
+    }
+    for (name, pid) in extra {
+        if let Some(seconds) = cpu_seconds(*pid) {
+            used.insert(name.to_string(), seconds);
         }
-        CpuUse(used)
     }
+    Tally(used)
+}
 
-    /// What was used between `before` and `self`.
-    pub fn since(&self, before: &CpuUse) -> CpuUse {
-        CpuUse(
-            self.0
-                .iter()
-                .map(|(name, value)| (name.clone(), value - before.0.get(name).unwrap_or(&0.0)))
-                .collect(),
-        )
-    }
-
-    pub fn total(&self) -> f64 {
-        self.0.values().sum()
-    }
-
-    /// One line: CPU seconds by process, the largest first, and the total.
-    pub fn summary(&self) -> String {
-        let mut by_use: Vec<(&String, &f64)> = self.0.iter().collect();
-        by_use.sort_by(|a, b| b.1.total_cmp(a.1));
-        let parts: Vec<String> = by_use
-            .iter()
-            .map(|(name, seconds)| format!("{name} {seconds:.1}"))
-            .collect();
-        format!("{:.1} CPU s ({})", self.total(), parts.join(", "))
-    }
+/// One line: CPU seconds by process, the largest first, and the total.
+pub fn summary(used: &Tally) -> String {
+    let parts: Vec<String> = used
+        .largest_first(|_| true)
+        .into_iter()
+        .map(|(name, seconds)| format!("{name} {seconds:.1}"))
+        .collect();
+    format!("{:.1} CPU s ({})", used.total(|_| true), parts.join(", "))
 }

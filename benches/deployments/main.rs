@@ -27,6 +27,8 @@
 //! tests check. Results go to BENCHMARKS.md by hand.
 
 // The shared test helpers this needs (not all of tests/support: its proxy is for tests).
+#[path = "../../tests/support/agent_config.rs"]
+mod agent_config;
 #[path = "../../tests/support/child.rs"]
 #[allow(dead_code)]
 mod child;
@@ -41,6 +43,7 @@ mod testenv;
 
 mod api_load;
 mod cpu;
+mod tally;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -48,9 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use api_load::ApiLoad;
 use child::Process;
-use cpu::CpuUse;
 use futures_util::StreamExt;
 use futures_util::stream;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -67,6 +68,7 @@ use nvca::sis::types::{
     RequestState, RequestStatusCode,
 };
 use nvca::sis::{RetryPolicy, SisClient, SisConfig, TokenSource};
+use tally::Tally;
 use testenv::{TestEnv, eventually, testenv};
 
 const NCA: &str = "nca-bench";
@@ -400,8 +402,8 @@ struct NvcaRun {
     end_kib: u64,
     pods: Vec<Pod>,
     load: String,
-    api: ApiLoad,
-    cpu: CpuUse,
+    api: Tally,
+    cpu: Tally,
 }
 
 /// The agent as a child process, with its own cluster at sis-sim.
@@ -428,18 +430,21 @@ async fn run_nvca(
     let health = format!("127.0.0.1:{}", free_port());
     let admin_addr = format!("127.0.0.1:{}", free_port());
     let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "cluster:\n  id: {cluster_id}\n  name: {name}\n  ncaID: {NCA}\n  groupID: {group_id}\n  groupName: {name}\n  region: us-west-1\n  cloudProvider: ON-PREM\n\
-             agent:\n  icmsURL: {url}\n  NATSURL: {nats}\n  featureFlags: [\"DynamicGPUDiscovery\", \"SelfHosted\"]\n  tokenFile: {token}\n  svcAddress: {health}\n  adminAddr: {admin_addr}\n  systemNamespace: {ns}\n  requestsNamespace: {ns}\n",
-            url = sim.base_url(),
-            nats = env.endpoints.nats_url,
-            token = token_file.display(),
-            ns = ns.name,
-        ),
-    )
-    .expect("config.yaml");
+    let text = agent_config::AgentConfig {
+        cluster_id: &cluster_id,
+        group_id: &group_id,
+        name: &name,
+        nca: NCA,
+        sis_url: &sim.base_url(),
+        nats_url: &env.endpoints.nats_url,
+        feature_flags: &["DynamicGPUDiscovery", "SelfHosted"],
+        token_file: &token_file,
+        health: &health,
+        admin_addr: &admin_addr,
+        namespace: &ns.name,
+    }
+    .yaml();
+    std::fs::write(&config, text).expect("config.yaml");
     // Kept after the run, for reading.
     let log = std::env::temp_dir().join("nvca-bench-deployments-agent.log");
     let _ = std::fs::remove_file(&log);
@@ -517,9 +522,9 @@ async fn run_nvca(
         .expect("a function")
         .0;
     let load_before = load_average();
-    let api_before = ApiLoad::read(&env.client).await;
+    let api_before = api_load::read(&env.client).await;
     let processes = [("agent", pid), ("bench", std::process::id())];
-    let cpu_before = CpuUse::read(testenv_run().as_deref(), &processes);
+    let cpu_before = cpu::read(testenv_run().as_deref(), &processes);
     let started = Instant::now();
     let deployed = deploy_all(admin, &function_id, &cluster_id, n).await;
     let deploy = started.elapsed();
@@ -535,8 +540,8 @@ async fn run_nvca(
     .await;
     let running = started.elapsed();
     let load = format!("{load_before} → {}", load_average());
-    let api = ApiLoad::read(&env.client).await.since(&api_before);
-    let cpu = CpuUse::read(testenv_run().as_deref(), &processes).since(&cpu_before);
+    let api = api_load::read(&env.client).await.since(&api_before);
+    let cpu = cpu::read(testenv_run().as_deref(), &processes).since(&cpu_before);
     let starting = shared.read(|s| heard(s, &cluster_id, InstanceState::Starting));
     assert_eq!(starting, n, "every instance reported starting first");
     let (peak_running, _) = memory_kib(pid);
@@ -668,8 +673,8 @@ struct PlainRun {
     ready: Duration,
     running: Duration,
     load: String,
-    api: ApiLoad,
-    cpu: CpuUse,
+    api: Tally,
+    cpu: Tally,
 }
 
 /// The plain client: the same pods and SIS calls, on a cluster of its own at sis-sim.
@@ -775,9 +780,9 @@ async fn run_plain(
     };
 
     let load_before = load_average();
-    let api_before = ApiLoad::read(&env.client).await;
+    let api_before = api_load::read(&env.client).await;
     let processes = [("bench", std::process::id())];
-    let cpu_before = CpuUse::read(testenv_run().as_deref(), &processes);
+    let cpu_before = cpu::read(testenv_run().as_deref(), &processes);
     let started = Instant::now();
     let created: Vec<()> = stream::iter(&work)
         .map(|(pod, request, batch)| {
@@ -821,8 +826,8 @@ async fn run_plain(
     .await;
     let running = started.elapsed();
     let load = format!("{load_before} → {}", load_average());
-    let api = ApiLoad::read(&env.client).await.since(&api_before);
-    let cpu = CpuUse::read(testenv_run().as_deref(), &processes).since(&cpu_before);
+    let api = api_load::read(&env.client).await.since(&api_before);
+    let cpu = cpu::read(testenv_run().as_deref(), &processes).since(&cpu_before);
     watch.abort();
     let ready = ready_at
         .lock()
@@ -915,24 +920,30 @@ async fn main() {
     );
     println!("ratio nvca / plain          {ratio:.2} (aim ≤ 1.3)");
     for (run, api) in [("nvca run: ", &nvca.api), ("plain run:", &plain.api)] {
-        println!("API server, {run}      {}", api.writes_per_deployment(n));
-        println!("API server, {run}      {}", api.reads_per_deployment(n));
+        println!(
+            "API server, {run}      {}",
+            api_load::writes_per_deployment(api, n)
+        );
+        println!(
+            "API server, {run}      {}",
+            api_load::reads_per_deployment(api, n)
+        );
     }
-    println!("CPU, nvca run:              {}", nvca.cpu.summary());
-    println!("CPU, plain run:             {}", plain.cpu.summary());
+    println!("CPU, nvca run:              {}", cpu::summary(&nvca.cpu));
+    println!("CPU, plain run:             {}", cpu::summary(&plain.cpu));
     // The tally is read right: every pod of each run was created once.
     for (run, api) in [("nvca", &nvca.api), ("plain", &plain.api)] {
         assert!(
-            api.count("POST pods") >= n as f64,
+            api.get("POST pods") >= n as f64,
             "{run}: the API server counted {} pod creates for {n} pods",
-            api.count("POST pods")
+            api.get("POST pods")
         );
     }
-    for (run, cpu) in [("nvca", &nvca.cpu), ("plain", &plain.cpu)] {
+    for (run, used) in [("nvca", &nvca.cpu), ("plain", &plain.cpu)] {
         assert!(
-            cpu.total() > 0.0,
+            used.total(|_| true) > 0.0,
             "{run}: no CPU time read: {}",
-            cpu.summary()
+            cpu::summary(used)
         );
     }
     println!(
