@@ -28,12 +28,13 @@ use nvca::machines::instance::{
 };
 use nvca::sis::client::{SisClient, SisConfig};
 use nvca::sis::queue::{QueueConfig, QueueConsumer, QueueStream};
+use nvca::sis::sim::SimHandle;
 use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
 use nvca::sis::sim::state::RequestRecord;
-use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
 use nvca::sis::types::{AckRequest, InstanceState, RequestStatusCode};
 use nvca::store::Store;
+use support::pods::ready;
 use support::testenv::{TestEnv, TestNamespace, eventually, testenv_with_namespace};
 use tokio::sync::watch;
 
@@ -91,17 +92,7 @@ impl World {
         let (env, ns) = testenv_with_namespace(prefix).await;
         let inventory = label_gpu_nodes(&env).await;
         let nats_url = nats_support::testenv_nats_url();
-        let sim = nvca::sis::sim::start(SimConfig {
-            nats: Some(SimNats {
-                url: nats_url.clone(),
-                user: None,
-                password: None,
-            }),
-            ..SimConfig::default()
-        })
-        .await
-        .expect("sis-sim starts");
-        let admin = AdminClient::new(sim.base_url());
+        let (sim, admin) = support::sim::start_on_nats(&nats_url).await;
         let token_dir = tempfile::tempdir().unwrap();
         let token_file = token_dir.path().join("secrets.json");
         write_token_file(
@@ -287,17 +278,6 @@ impl World {
         }
         self.ns.delete().await;
     }
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
 }
 
 #[tokio::test]

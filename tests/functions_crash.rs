@@ -23,7 +23,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,9 +34,9 @@ use kube::api::ListParams;
 use nvca::kube::crd::ICMSRequest;
 use nvca::machines::function::STATE_NAMES;
 use nvca::sis::queue::QueueStream;
+use nvca::sis::sim::SimHandle;
 use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec, TokenRequest};
 use nvca::sis::sim::state::RequestRecord;
-use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
 use nvca::sis::types::InstanceState;
 use nvca::sis::{SisClient, SisConfig, TokenSource};
 use serde_json::Value;
@@ -189,18 +188,7 @@ impl Harness {
         let lock = support::lock::cluster_wide_async().await;
         let env = testenv().await;
         support::crds::ensure(&env.client).await;
-        let sim = nvca::sis::sim::start(SimConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            nats: Some(SimNats {
-                url: env.endpoints.nats_url.clone(),
-                user: None,
-                password: None,
-            }),
-            ..SimConfig::default()
-        })
-        .await
-        .expect("sis-sim starts");
-        let admin = AdminClient::new(sim.base_url());
+        let (sim, admin) = support::sim::start_on_nats(&env.endpoints.nats_url).await;
         let dir = tempfile::tempdir().expect("temporary directory");
         let token_file = dir.path().join("management-token");
         let token = admin.issue_token(None).await.expect("a token");

@@ -37,6 +37,10 @@ mod cluster;
 #[path = "../../tests/support/lock.rs"]
 #[allow(dead_code)]
 mod lock;
+#[path = "../../tests/support/pods.rs"]
+mod pods;
+#[path = "../../tests/support/sim.rs"]
+mod sim;
 #[path = "../../tests/support/testenv.rs"]
 #[allow(dead_code)]
 mod testenv;
@@ -46,7 +50,6 @@ mod cpu;
 mod tally;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,14 +63,15 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use nvca::kube::crd::ICMSRequest;
 use nvca::sis::queue::QueueStream;
+use nvca::sis::sim::SimHandle;
 use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec, TokenRequest};
 use nvca::sis::sim::state::SimState;
-use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
 use nvca::sis::types::{
     AckRequest, HealthInfo, InstanceState, InstanceStatus, InstanceStatusUpdate, RequestAction,
     RequestState, RequestStatusCode,
 };
 use nvca::sis::{RetryPolicy, SisClient, SisConfig, TokenSource};
+use pods::ready;
 use tally::Tally;
 use testenv::{TestEnv, eventually, testenv};
 
@@ -123,17 +127,6 @@ fn mib(kib: u64) -> f64 {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("bound").port()
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
 }
 
 /// Instances of `cluster_id`'s requests that SIS heard in `state` (at any time).
@@ -880,18 +873,7 @@ async fn main() {
     let _fleet = capacity(&env.client, n, measuring).await;
 
     let dir = tempfile::tempdir().expect("temporary directory");
-    let sim = nvca::sis::sim::start(SimConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        nats: Some(SimNats {
-            url: env.endpoints.nats_url.clone(),
-            user: None,
-            password: None,
-        }),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("sis-sim starts");
-    let admin = AdminClient::new(sim.base_url());
+    let (sim, admin) = sim::start_on_nats(&env.endpoints.nats_url).await;
 
     println!(
         "deployments: {n} single-GPU ({INSTANCE_TYPE}), load {}",

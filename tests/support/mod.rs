@@ -10,4 +10,6 @@ pub mod crds;
 pub mod helm;
 pub mod kubeproxy;
 pub mod lock;
+pub mod pods;
+pub mod sim;
 pub mod testenv;
