@@ -344,6 +344,21 @@ async fn cluster_client(
     (client, path)
 }
 
+/// A container function of the bench's account at sis-sim; its id.
+async fn create_function(admin: &AdminClient, name: &str) -> String {
+    admin
+        .create_function(&FunctionSpec {
+            nca_id: NCA.into(),
+            name: name.into(),
+            container_image: Some("nvcr.io/bench/echo:1".into()),
+            helm_chart: None,
+            function_type: None,
+        })
+        .await
+        .expect("a function")
+        .0
+}
+
 async fn create_cluster(sis: &SisClient, name: &str) -> (String, String) {
     let ids = sis
         .create_cluster(NCA, &cluster::on_prem_cluster(name, NCA, "us-west-1"))
@@ -503,17 +518,7 @@ async fn run_nvca(
         mib(memory_kib(pid).1)
     );
 
-    let function_id = admin
-        .create_function(&FunctionSpec {
-            nca_id: NCA.into(),
-            name: "bench".into(),
-            container_image: Some("nvcr.io/bench/echo:1".into()),
-            helm_chart: None,
-            function_type: None,
-        })
-        .await
-        .expect("a function")
-        .0;
+    let function_id = create_function(admin, "bench").await;
     let load_before = load_average();
     let api_before = api_load::read(&env.client).await;
     let processes = [("agent", pid), ("bench", std::process::id())];
@@ -690,17 +695,7 @@ async fn run_plain(
     let name = format!("bench-plain-{:08x}", rand::random::<u32>());
     let (cluster_id, _) = create_cluster(&sis, &name).await;
     let (sis, _) = cluster_client(admin, sim, dir, &cluster_id).await;
-    let function_id = admin
-        .create_function(&FunctionSpec {
-            nca_id: NCA.into(),
-            name: "bench-plain".into(),
-            container_image: Some("nvcr.io/bench/echo:1".into()),
-            helm_chart: None,
-            function_type: None,
-        })
-        .await
-        .expect("a function")
-        .0;
+    let function_id = create_function(admin, "bench-plain").await;
     // SIS's side of the requests; nobody pulls their messages (purged at the end).
     let requests = deploy_all(admin, &function_id, &cluster_id, n).await;
     // Each of nvca's pods under one of these requests.
