@@ -74,6 +74,7 @@ impl World {
     async fn start_with(prefix: &str, flags: &[&str], manual: Option<Value>) -> World {
         let lock = support::lock::cluster_wide_async().await;
         let (env, ns) = testenv_with_namespace(prefix).await;
+        support::crds::from_operator(&env).await;
         let dir = tempfile::tempdir().expect("temporary directory");
         let state_file = dir.path().join("sis-state.json");
         let sim = nvca::sis::sim::start(sim_config(

@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Node, Pod, Secret, Service};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
+use kube::api::PostParams;
 use kube::api::{ListParams, Patch, PatchParams};
 use nvca::driver::{Backoff, DriverConfig};
+use nvca::functions::ApiState;
 use nvca::functions::executor::wire_update;
 use nvca::functions::{
     FunctionsContext, FunctionsHandle, FunctionsSettings, Mode, Pacing, Placement,
@@ -34,6 +37,7 @@ use nvca::sis::sim::state::RequestRecord;
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
 use nvca::sis::types::{AckRequest, InstanceState, RequestStatusCode};
 use nvca::store::Store;
+use serde_json::json;
 use support::pods::ready;
 use support::testenv::{TestEnv, TestNamespace, eventually, testenv_with_namespace};
 use tokio::sync::watch;
@@ -61,7 +65,7 @@ struct World {
 /// Label every GPU node with its instance type, as the agent's discovery does.
 async fn label_gpu_nodes(env: &TestEnv) -> Inventory {
     let _lock = support::lock::cluster_wide_async().await;
-    support::crds::ensure(&env.client).await;
+    support::crds::from_operator(env).await;
     let nodes: Api<Node> = Api::all(env.client.clone());
     let listed = nodes
         .list(&ListParams::default())
@@ -551,12 +555,176 @@ async fn a_helm_function_is_refused_with_a_terminal_report_an_event_and_an_ack()
         .filter_map(|event| event.reason)
         .collect();
     assert!(
-        reasons
-            .iter()
-            .any(|reason| reason == "WorkloadNotSupported"),
+        reasons.iter().any(|reason| reason == "RequestRefused"),
         "{reasons:?}"
     );
     assert!(world.pods(&request_id).await.is_empty());
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn no_message_is_taken_while_requests_cannot_be_written_and_each_is_taken_once_they_can() {
+    // The requests namespace does not exist yet: every write would fail.
+    let later = support::testenv::namespace_name("fn-later");
+    let chosen = later.clone();
+    let world = World::with("fn-wait", move |settings| {
+        settings.placement.namespace = chosen
+    })
+    .await;
+    let handle = world.handle.as_ref().expect("running");
+    let state = handle.requests_api.borrow().clone();
+    match &state {
+        ApiState::Missing(why) => assert!(
+            why.contains(&format!("namespace {later} does not exist")) && why.contains("operator"),
+            "{why}"
+        ),
+        other => panic!("the missing namespace is not seen: {other:?}"),
+    }
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    let (_, request_id) = world.deploy(&function, 1, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Not pulled (nor given back): SIS has no acknowledgement, and nothing was written.
+    let record = world.request(&request_id).await;
+    assert!(record.batches[0].acked_instances.is_none() && record.instances.is_empty());
+    assert_eq!(
+        handle
+            .metrics
+            .given_back_count(nvca::functions::metrics::GivenBack::WriteFailed),
+        0
+    );
+
+    let namespace = world.env.namespace_named(later).await;
+    let mut api = handle.requests_api.clone();
+    tokio::time::timeout(Duration::from_secs(15), api.wait_for(ApiState::is_served))
+        .await
+        .expect("the namespace is seen within 15 s")
+        .expect("the state is followed");
+    eventually(WAIT, "the request runs once it can be written", || async {
+        let record = world.request(&request_id).await;
+        let instance = record.instances.values().next()?;
+        (instance.instance_state == InstanceState::Running).then_some(())
+    })
+    .await;
+    world.stop().await;
+    namespace.delete().await;
+}
+
+/// A client acting as ServiceAccount `<namespace>/limited`, which may read the requests
+/// namespace, its ICMSRequests and pods, and publish Events, but write no ICMSRequest: an
+/// agent whose ClusterRole lacks that right.
+async fn client_that_may_not_write_requests(env: &TestEnv, namespace: &str) -> kube::Client {
+    let read = ["get", "list", "watch"];
+    let rule = |group: &str, resources: &[&str], verbs: &[&str], names: Option<&str>| {
+        json!({"apiGroups": [group], "resources": resources, "verbs": verbs,
+               "resourceNames": names.map(|n| vec![n])})
+    };
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "limited"},
+        "rules": [
+            rule("", &["namespaces"], &["get"], Some(namespace)),
+            rule("nvca.nvcf.nvidia.io", &["icmsrequests"], &read, None),
+            rule("", &["pods"], &read, None),
+            rule("events.k8s.io", &["events"], &["create", "patch"], None),
+        ]
+    }))
+    .expect("a Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "limited"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "limited"},
+        "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": namespace}]
+    }))
+    .expect("a RoleBinding");
+    let post = PostParams::default();
+    Api::<Role>::namespaced(env.client.clone(), namespace)
+        .create(&post, &role)
+        .await
+        .expect("create Role limited");
+    Api::<RoleBinding>::namespaced(env.client.clone(), namespace)
+        .create(&post, &binding)
+        .await
+        .expect("create RoleBinding limited");
+    let mut config = env.config.clone();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:limited"));
+    kube::Client::try_from(config).expect("an impersonating client")
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_be_written_for_good_is_refused_at_sis_acked_and_never_retried() {
+    let mut world = World::new("fn-forbidden").await;
+    world.handle.take().expect("running").stop().await;
+    let limited = client_that_may_not_write_requests(&world.env, &world.ns.name).await;
+    let mut settings = FunctionsSettings::new(Placement {
+        namespace: world.ns.name.clone(),
+        cluster_name: "forbidden".to_string(),
+        region: "us-west-2".to_string(),
+        kai_scheduler: true,
+        gxcache: false,
+        image_pull_secrets: Vec::new(),
+    });
+    settings.pacing.poll = Duration::from_millis(200);
+    let context = FunctionsContext::new(
+        limited,
+        world.sis.clone(),
+        world.queue(),
+        Store::open(world.store_dir.path()).expect("store opens"),
+        settings,
+        world.inventory.subscribe(),
+        world.mode.subscribe(),
+    );
+    world.handle = Some(
+        nvca::functions::start(context)
+            .await
+            .expect("function deployments start"),
+    );
+    let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
+    let (_, request_id) = world.deploy(&function, 1, 1).await;
+    let record = eventually(WAIT, "SIS hears the instance terminated", || async {
+        let record = world.request(&request_id).await;
+        (record.instances.values().next()?.instance_state == InstanceState::Terminated)
+            .then_some(record)
+    })
+    .await;
+    let instance = record.instances.values().next().unwrap();
+    let log = instance.health_info.error_log.clone().unwrap_or_default();
+    assert_eq!(
+        instance.termination_cause.as_deref(),
+        Some("instance-terminated-precondition-failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "creating ICMSRequest {}/sr-{request_id}",
+            world.ns.name
+        )) && log.contains("forbidden")
+            && log.contains("ClusterRole nvca"),
+        "{log}"
+    );
+    eventually(WAIT, "the message acked", || async {
+        (world.creation_backlog().await == (0, 0)).then_some(())
+    })
+    .await;
+    // Acked, not given back; the refusal's Event names the reason.
+    let handle = world.handle.as_ref().expect("running");
+    assert_eq!(
+        handle
+            .metrics
+            .given_back_count(nvca::functions::metrics::GivenBack::WriteFailed),
+        0
+    );
+    let events: Api<KubeEvent> = world.ns.api();
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some("RequestRefused"))
+        .filter_map(|event| event.message)
+        .collect();
+    assert!(
+        notes.iter().any(|note| note.contains("forbidden")),
+        "{notes:?}"
+    );
     world.stop().await;
 }
 

@@ -187,7 +187,7 @@ impl Harness {
     async fn start() -> Harness {
         let lock = support::lock::cluster_wide_async().await;
         let env = testenv().await;
-        support::crds::ensure(&env.client).await;
+        support::crds::from_operator(&env).await;
         let (sim, admin) = support::sim::start_on_nats(&env.endpoints.nats_url).await;
         let dir = tempfile::tempdir().expect("temporary directory");
         let token_file = dir.path().join("management-token");

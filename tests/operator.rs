@@ -31,10 +31,11 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nvca::kube::agent_config::AgentConfigFile;
-use nvca::kube::crd::NVCFBackend;
+use nvca::kube::crd::{ICMSRequest, NVCFBackend};
 use serde_json::json;
 use support::child::Process;
 use support::testenv::{TestEnv, TestNamespace, eventually, testenv_with_namespace};
@@ -232,7 +233,7 @@ impl World {
     async fn new(prefix: &str) -> World {
         let lock = support::lock::cluster_wide_async().await;
         let (env, ns) = testenv_with_namespace(prefix).await;
-        support::crds::ensure(&env.client).await;
+        support::crds::from_chart(&env.client).await;
         clean_globals(&env.client).await;
         let configmaps: Api<ConfigMap> = ns.api();
         let cm = |name: &str, data: BTreeMap<String, String>| ConfigMap {
@@ -924,6 +925,103 @@ async fn an_nvcfbackend_as_nvidias_operator_writes_it_is_adopted() {
         .await
         .expect("Deployment nvca");
     world.uninstall().await;
+}
+
+/// Names of the CRDs the operator installs (the chart ships NVCFBackend's).
+const OPERATOR_CRDS: [&str; 4] = [
+    "icmsrequests.nvca.nvcf.nvidia.io",
+    "miniservices.nvca.nvcf.nvidia.io",
+    "storagerequests.nvca.nvcf.nvidia.io",
+    "nvsnapfunctionstates.nvsnap.nvcf.nvidia.io",
+];
+
+/// The CRD `name` once it is Established, with its uid.
+async fn established_crd(
+    crds: &Api<CustomResourceDefinition>,
+    name: &str,
+    wait: Duration,
+) -> CustomResourceDefinition {
+    eventually(wait, &format!("CRD {name} established"), || async {
+        let crd = crds.get_opt(name).await.ok()??;
+        crd.metadata.deletion_timestamp.is_none().then_some(())?;
+        crd.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(crd.clone())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_installs_its_crds_owned_by_the_charts_and_puts_back_a_deleted_one() {
+    let world = World::new("operator-crds").await;
+    let _operator = world.operator();
+    world.wait_phase("Ready", None).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(world.env.client.clone());
+    let chart_crd = crds
+        .get("nvcfbackends.nvcf.nvidia.io")
+        .await
+        .expect("the chart's CRD");
+    for name in OPERATOR_CRDS {
+        let crd = established_crd(&crds, name, WAIT).await;
+        let owners = crd.metadata.owner_references.clone().unwrap_or_default();
+        assert!(
+            owners.iter().any(|o| o.kind == "CustomResourceDefinition"
+                && o.name == "nvcfbackends.nvcf.nvidia.io"
+                && Some(&o.uid) == chart_crd.metadata.uid.as_ref()),
+            "{name}: owners {owners:?}"
+        );
+        let managers: Vec<String> = crd
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|f| f.manager)
+            .collect();
+        assert!(
+            managers.iter().any(|m| m == "nvca-operator"),
+            "{name}: {managers:?}"
+        );
+    }
+
+    // Deleted while the operator runs: back within its 30 s look, as a new object. Objects
+    // of the kind left by other tests would hold the deletion: their finalizers go first.
+    let requests: Api<ICMSRequest> = Api::all(world.env.client.clone());
+    for request in requests
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+    {
+        let api: Api<ICMSRequest> = Api::namespaced(
+            world.env.client.clone(),
+            &request.namespace().unwrap_or_default(),
+        );
+        let _ = api
+            .patch(
+                &request.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
+    let old = crds.get(OPERATOR_CRDS[0]).await.expect("the CRD");
+    crds.delete(OPERATOR_CRDS[0], &DeleteParams::default())
+        .await
+        .expect("delete the ICMSRequest CRD");
+    let back = eventually(Duration::from_secs(60), "the CRD applied again", || async {
+        let crd = established_crd(&crds, OPERATOR_CRDS[0], Duration::from_secs(60)).await;
+        (crd.metadata.uid != old.metadata.uid).then_some(crd)
+    })
+    .await;
+    assert!(
+        back.metadata
+            .owner_references
+            .is_some_and(|o| !o.is_empty())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

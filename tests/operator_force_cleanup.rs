@@ -97,7 +97,7 @@ async fn unstick(client: &Client) {
 async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
     let _lock = support::lock::cluster_wide_async().await;
     let env = testenv().await;
-    support::crds::ensure(&env.client).await;
+    support::crds::from_operator(&env).await;
     let operator_ns = env.namespace("force-cleanup").await;
     let client = &env.client;
     unstick(client).await;

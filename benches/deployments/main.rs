@@ -34,6 +34,8 @@ mod agent_config;
 mod child;
 #[path = "../../tests/support/cluster.rs"]
 mod cluster;
+#[path = "../../tests/support/crds.rs"]
+mod crds;
 #[path = "../../tests/support/lock.rs"]
 #[allow(dead_code)]
 mod lock;
@@ -865,6 +867,7 @@ async fn main() {
 
     let _lock = lock::cluster_wide_async().await;
     let env = testenv().await;
+    crds::from_operator(&env).await;
     let _fleet = capacity(&env.client, n, measuring).await;
 
     let dir = tempfile::tempdir().expect("temporary directory");

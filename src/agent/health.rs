@@ -15,7 +15,9 @@
 //! an unhealthy *error*-level component makes the agent unhealthy (503), a *warn*-level
 //! one is shown but does not (NVIDIA's `GetStatusForLevel(StatusLevelWarn)`). Components:
 //! `gpu` and `gpumonitor` (no GPUs is unhealthy), `kai-scheduler-queues` under the
-//! `KAIScheduler` flag, and nvca's `sis` (warn level: SIS unreachable or refusing).
+//! `KAIScheduler` flag, nvca's `sis` (warn level: SIS unreachable or refusing) and
+//! nvca's `icmsrequests` (error level: the ICMSRequest kind is not served, so no function
+//! can be taken; it names the CRD and the fix).
 //! Before start-up completes the answer is 503 `not ready`, as NVIDIA's.
 
 use std::collections::BTreeMap;
@@ -23,6 +25,9 @@ use std::sync::RwLock;
 
 use serde::Serialize;
 
+use tokio::sync::watch;
+
+use crate::functions::ApiState;
 use crate::sis::types::GpuUsage;
 
 /// NVIDIA's component names.
@@ -31,6 +36,8 @@ pub const GPU_MONITOR: &str = "gpumonitor";
 pub const KAI_QUEUES: &str = "kai-scheduler-queues";
 /// nvca's: the SIS session.
 pub const SIS: &str = "sis";
+/// nvca's: whether the ICMSRequest kind is served.
+pub const ICMS_REQUESTS: &str = "icmsrequests";
 
 /// How much an unhealthy component weighs (NVIDIA's `StatusLevel`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,6 +198,27 @@ impl Health {
         // Go's json.Encoder ends the body with a newline.
         text.push('\n');
         (if healthy { 200 } else { 503 }, text)
+    }
+}
+
+/// Show whether ICMSRequests are served as component [`ICMS_REQUESTS`], until the
+/// function deployments stop.
+pub async fn follow_requests_api(
+    mut state: watch::Receiver<ApiState>,
+    health: std::sync::Arc<Health>,
+) {
+    loop {
+        let component = match &*state.borrow_and_update() {
+            ApiState::Unknown => None,
+            ApiState::Served => Some(Component::healthy(Level::Error)),
+            ApiState::Missing(why) => Some(Component::unhealthy(Level::Error, why.clone())),
+        };
+        if let Some(component) = component {
+            health.set_component(ICMS_REQUESTS, component);
+        }
+        if state.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -512,6 +512,7 @@ pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError>
             settings.clone(),
             extra,
             hooks,
+            Arc::clone(&health),
         )))
     };
     tracing::info!(cluster = %cluster_id, "nvca-agent running");
@@ -560,6 +561,7 @@ async fn run_functions(
     settings: AgentSettings,
     extra: server::ExtraMetrics,
     hooks: Arc<dyn Hooks>,
+    health: Arc<Health>,
 ) {
     use crate::functions::{FunctionsContext, FunctionsSettings, Placement, start};
     let (mode_tx, mode_rx) = watch::channel(context.current_maintenance());
@@ -614,6 +616,10 @@ async fn run_functions(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(Arc::new(move || rendered.render()));
+    let shown = tokio::spawn(health::follow_requests_api(
+        handle.requests_api.clone(),
+        Arc::clone(&health),
+    ));
     tracing::info!("function deployments running");
     let mut destructed = context.self_destructed.clone();
     tokio::select! {
@@ -629,6 +635,7 @@ async fn run_functions(
         }
     }
     handle.stop().await;
+    shown.abort();
     follow.abort();
 }
 

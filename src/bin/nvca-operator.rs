@@ -1,5 +1,6 @@
 //! `nvca-operator`: the operator's binary. Subcommands: `bootstrap` (register the cluster
-//! with SIS; the init container `nvca-self-managed-bootstrap`), `crds` (print the CRDs),
+//! with SIS; the init container `nvca-self-managed-bootstrap`), `crds` (print the CRDs, or
+//! apply them with `--apply`),
 //! `run` (the NVCFBackend loop), `mirror` (the `nvca-mirror` container) and
 //! `bootstrap-watch` (the `nvca-bootstrap-watch` container).
 
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use nvca::operator::bootstrap::{self, BootstrapArgs};
 use nvca::operator::bootstrap_watch::{self, BootstrapWatchArgs};
+use nvca::operator::crds::{self, CrdsArgs};
 use nvca::operator::mirror::{self, MirrorArgs};
 use nvca::operator::run::{self, RunArgs};
 
@@ -26,8 +28,9 @@ struct Cli {
 enum Command {
     /// Register the cluster with SIS and write its IDs into ConfigMap nvca-cluster-registration.
     Bootstrap(BootstrapArgs),
-    /// Print the CustomResourceDefinitions as YAML.
-    Crds,
+    /// Print the CustomResourceDefinitions as YAML; with --apply, apply those the
+    /// operator installs at start and wait until they are served.
+    Crds(CrdsArgs),
     /// Keep the NVCFBackend and NVCA's agent: provision, repair, report health, uninstall.
     Run(Box<RunArgs>),
     /// Copy the Secrets named in imagePullSecrets into nvca-system and keep them in sync
@@ -44,15 +47,6 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(*args),
         Command::Mirror(args) => mirror::main(args),
         Command::BootstrapWatch(args) => bootstrap_watch::main(*args),
-        Command::Crds => match nvca::kube::crd::to_yaml(&nvca::kube::crd::all()) {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("nvca-operator crds: cannot render the CRDs as YAML: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Crds(args) => crds::main(args),
     }
 }

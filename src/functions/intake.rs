@@ -12,12 +12,20 @@
 //!   terminal report, an Event and an ack;
 //! - asking for more GPUs of its type than are available (counting what this pull
 //!   accepted before it, and the requests still being started) is given back to the
-//!   queue, and that GPU's messages wait a random 0–`max_skip` poll intervals, as
+//!   queue, and that GPU's messages wait a random 1–`max_skip` poll intervals, as
 //!   NVIDIA's agent backs off;
 //! - otherwise its ICMSRequest and Secret `sr-<requestId>` are written, its machine is
 //!   created and handed the message, in a task of its own (up to [`MAX_STARTING`] at
 //!   once; the next pull does not wait for them). The message stays un-acked, kept in
 //!   progress (`+WPI`) until the machine acks it after SIS has the acknowledgement.
+//!   A write that fails for good ([`crate::kube::write_failure`]: the kind is not
+//!   served, forbidden, an invalid object) refuses the message through its machine (a
+//!   terminal report to SIS naming the reason, an Event, an ack); one that may pass gives
+//!   it back after [`redelivery_delay`], which grows with each delivery.
+//!
+//! No creation message is pulled while the ICMSRequest kind is not served
+//! ([`super::requests_api`]). A message is never given back without a delay, and every
+//! one given back is counted (`nvca_queue_messages_given_back_total{reason}`).
 //!
 //! A termination message is handed to the request's machine (if there is one) and acked.
 //! Under `CordonMaintenance` and `CordonAndDrainMaintenance` creation messages are not
@@ -35,10 +43,13 @@ use tokio::task::JoinSet;
 
 use super::executor::{FunctionExecutor, create_once};
 use super::launch::{self, Launch};
+use super::metrics::{GivenBack, Metrics};
 use super::objects::{self, Placement};
+use super::requests_api::RequestsApi;
 use super::{Driver, Mode};
 use crate::gpu::Inventory;
 use crate::kube::crd::ICMSRequest;
+use crate::kube::write_failure::{WriteFailure, judge};
 use crate::machines::failure::Timeouts;
 use crate::machines::function::{Event, FunctionMachine};
 use crate::sis::queue::{CreationRequest, QueueConsumer, Received, TerminationRequest};
@@ -82,6 +93,27 @@ pub(super) struct Intake {
 /// Requests written and started at once; more wait before the next pull.
 const MAX_STARTING: usize = 32;
 
+/// How long a message given back waits before it is delivered again: 1 s at its first
+/// delivery, doubling with each one after, at most a minute. Never nothing: a message
+/// given back at once comes straight back and spins.
+pub fn redelivery_delay(delivered: u64) -> Duration {
+    let doublings = delivered.saturating_sub(1).min(6) as u32;
+    Duration::from_secs(1 << doublings).min(Duration::from_secs(60))
+}
+
+/// Give `message` back to the queue after `delay`, and count it.
+async fn give_back<T>(
+    message: &Received<T>,
+    delay: Duration,
+    reason: GivenBack,
+    metrics: &Metrics,
+) {
+    metrics.given_back(reason);
+    if let Err(error) = message.acker.nak(Some(delay)).await {
+        tracing::warn!(%error, reason = reason.label(), "cannot give a message back; it comes again after its ack wait");
+    }
+}
+
 impl Intake {
     /// Creation and termination pulls side by side: a pull waiting on an empty queue
     /// never holds up the other.
@@ -109,7 +141,7 @@ impl Intake {
                 }
             }
             let mut taken = 0;
-            if self.mode.borrow().accepts_new_work() {
+            if self.mode.borrow().accepts_new_work() && self.starter.api.is_served() {
                 match self.consumer.fetch_creations().await {
                     Ok(fetched) => taken = self.creations(fetched.messages, &mut starting).await,
                     Err(error) => tracing::warn!(%error, "cannot pull creation messages"),
@@ -149,7 +181,14 @@ impl Intake {
         for message in messages {
             // Maintenance may have begun while the pull was waiting: give it back.
             if !self.mode.borrow().accepts_new_work() {
-                let _ = message.acker.nak(None).await;
+                let delay = redelivery_delay(message.position.delivered);
+                give_back(
+                    &message,
+                    delay,
+                    GivenBack::Maintenance,
+                    &self.starter.metrics,
+                )
+                .await;
                 continue;
             }
             // Another copy of a request being started goes to its machine once it exists.
@@ -188,7 +227,14 @@ impl Intake {
             if self.starter.driver.summary(&id).is_some() {
                 self.hand_over(message).await;
             } else {
-                let _ = message.acker.nak(None).await;
+                let delay = redelivery_delay(message.position.delivered);
+                give_back(
+                    &message,
+                    delay,
+                    GivenBack::StartFailed,
+                    &self.starter.metrics,
+                )
+                .await;
             }
         }
     }
@@ -230,12 +276,10 @@ impl Intake {
             .and_then(|inventory| inventory.gpus.get(&gpu).map(|counts| counts.available))
             .map_or(0, u64::from);
         if already + needed > available {
-            let wait = self.pacing.poll * rand::random_range(0..=self.pacing.max_skip);
+            let wait = self.pacing.poll * rand::random_range(1..=self.pacing.max_skip.max(1));
             tracing::warn!(request = %id, %gpu, needed, available, already, retry_in = ?wait,
                 "not enough GPUs for the request: given back to the queue");
-            if let Err(error) = message.acker.nak(Some(wait)).await {
-                tracing::warn!(request = %id, %error, "cannot give the message back; it comes again after its ack wait");
-            }
+            give_back(&message, wait, GivenBack::Capacity, &self.starter.metrics).await;
             return Judged::GivenBack;
         }
         accepted.insert(gpu, already + needed);
@@ -292,6 +336,8 @@ pub(super) struct Starter {
     pub(super) client: kube::Client,
     pub(super) placement: Placement,
     pub(super) timeouts: Timeouts,
+    pub(super) api: Arc<RequestsApi>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Starter {
@@ -307,9 +353,23 @@ impl Starter {
         } = admitted;
         let owner = match self.write_request(&launch, &message.body).await {
             Ok(owner) => owner,
-            Err(error) => {
-                tracing::error!(request = %id, %error, "cannot write the request's ICMSRequest and Secret: given back to the queue");
-                let _ = message.acker.nak(None).await;
+            Err(WriteFailure::Transient(reason)) => {
+                let delay = redelivery_delay(message.position.delivered);
+                tracing::warn!(request = %id, %reason, retry_in = ?delay, "cannot write the request's ICMSRequest and Secret for now: given back to the queue");
+                give_back(&message, delay, GivenBack::WriteFailed, &self.metrics).await;
+                return Started { id, receipt: None };
+            }
+            Err(WriteFailure::Permanent { reason, missing }) => {
+                tracing::error!(request = %id, %reason, "cannot write the request's ICMSRequest and Secret: refused");
+                if missing {
+                    self.api.missing(&reason);
+                }
+                let event = Event::MessageRefused {
+                    request: launch::function_request(&message.body),
+                    receipt,
+                    reason,
+                };
+                self.start_machine(&id, event).await;
                 return Started { id, receipt: None };
             }
         };
@@ -343,22 +403,34 @@ impl Starter {
         &self,
         launch: &Launch,
         creation: &CreationRequest,
-    ) -> Result<Option<OwnerReference>, kube::Error> {
-        let requests: Api<ICMSRequest> =
-            Api::namespaced(self.client.clone(), &self.placement.namespace);
+    ) -> Result<Option<OwnerReference>, WriteFailure> {
+        let namespace = &self.placement.namespace;
+        let requests: Api<ICMSRequest> = Api::namespaced(self.client.clone(), namespace);
         let object = objects::icms_request(launch, &self.placement);
         let name = objects::request_name(&launch.request.request_id);
-        let written = match create_once(&requests, &object).await? {
+        let failed = |doing: &str| {
+            let doing = format!("{doing} {namespace}/{name}");
+            move |error: kube::Error| judge(&doing, &error)
+        };
+        let created = create_once(&requests, &object)
+            .await
+            .map_err(failed("creating ICMSRequest"))?;
+        let written = match created {
             Some(created) => created,
             // From an earlier delivery of the same message.
-            None => requests.get(&name).await?,
+            None => requests
+                .get(&name)
+                .await
+                .map_err(failed("reading ICMSRequest"))?,
         };
         let owner = objects::owner(&written);
         let message = serde_json::to_string(&creation.message).unwrap_or_default();
         let owners: Vec<_> = owner.iter().cloned().collect();
         let secret = objects::secret(launch, &message, &self.placement, &owners);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.placement.namespace);
-        create_once(&secrets, &secret).await?;
+        create_once(&secrets, &secret)
+            .await
+            .map_err(failed("creating Secret"))?;
         Ok(owner)
     }
 }
@@ -366,7 +438,8 @@ impl Starter {
 /// A start that is over.
 struct Started {
     id: String,
-    /// The delivery now waiting for the machine's ack; `None`: given back to the queue.
+    /// The delivery now waiting for the machine's ack; `None`: given back to the queue,
+    /// or refused (its machine acks it).
     receipt: Option<String>,
 }
 

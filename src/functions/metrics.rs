@@ -1,7 +1,8 @@
 //! The function deployments' Prometheus metrics, in NVIDIA's names (`N/pkg/nvcametrics/`):
 //! `nvca_workload_result_total{failure_category}` counts instances that ended, by NVIDIA's
 //! failure category (`none` for an instance taken down on request). Bounded labels: the
-//! categories are a fixed set. Rendered in the text exposition format for the agent's
+//! categories are a fixed set. nvca adds `nvca_queue_messages_given_back_total{reason}`:
+//! creation messages given back to the queue, by [`GivenBack`] reason. Rendered in the text exposition format for the agent's
 //! `/metrics`.
 
 use std::collections::BTreeMap;
@@ -12,9 +13,34 @@ use crate::machines::failure::FailureClass;
 /// The category of an instance that ended without failing.
 pub const NO_FAILURE: &str = "none";
 
+/// Why a creation message went back to the queue (a bounded label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GivenBack {
+    /// Not enough GPUs of its type.
+    Capacity,
+    /// Its ICMSRequest or Secret could not be written, for now.
+    WriteFailed,
+    /// Maintenance began while it was being pulled.
+    Maintenance,
+    /// A copy of a request whose start failed.
+    StartFailed,
+}
+
+impl GivenBack {
+    pub fn label(self) -> &'static str {
+        match self {
+            GivenBack::Capacity => "capacity",
+            GivenBack::WriteFailed => "write_failed",
+            GivenBack::Maintenance => "maintenance",
+            GivenBack::StartFailed => "start_failed",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     results: Mutex<BTreeMap<&'static str, u64>>,
+    given_back: Mutex<BTreeMap<GivenBack, u64>>,
 }
 
 impl Metrics {
@@ -39,6 +65,26 @@ impl Metrics {
             .unwrap_or(0)
     }
 
+    /// One creation message was given back to the queue.
+    pub fn given_back(&self, reason: GivenBack) {
+        *self
+            .given_back
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Messages given back for `reason` so far.
+    pub fn given_back_count(&self, reason: GivenBack) -> u64 {
+        self.given_back
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&reason)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
         let mut out = String::from(
@@ -53,6 +99,21 @@ impl Metrics {
         {
             out.push_str(&format!(
                 "nvca_workload_result_total{{failure_category=\"{category}\"}} {count}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP nvca_queue_messages_given_back_total Creation messages given back to the queue, by reason.\n\
+             # TYPE nvca_queue_messages_given_back_total counter\n",
+        );
+        for (reason, count) in self
+            .given_back
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "nvca_queue_messages_given_back_total{{reason=\"{}\"}} {count}\n",
+                reason.label()
             ));
         }
         out
@@ -75,6 +136,19 @@ mod tests {
             text.contains("nvca_workload_result_total{failure_category=\"image_pull\"} 2\n")
                 && text.contains("nvca_workload_result_total{failure_category=\"none\"} 1\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn counts_messages_given_back_by_reason() {
+        let metrics = Metrics::default();
+        metrics.given_back(GivenBack::WriteFailed);
+        metrics.given_back(GivenBack::WriteFailed);
+        assert_eq!(metrics.given_back_count(GivenBack::WriteFailed), 2);
+        assert!(
+            metrics
+                .render()
+                .contains("nvca_queue_messages_given_back_total{reason=\"write_failed\"} 2\n")
         );
     }
 }

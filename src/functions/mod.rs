@@ -22,6 +22,8 @@
 //! - [`projector`]: the ICMSRequest status, written off the deployments' path;
 //! - [`rebuild`]: at start, a machine for every ICMSRequest the store has lost, and the
 //!   statuses the last process did not write;
+//! - [`requests_api`]: whether the ICMSRequest kind is served; no creation message is
+//!   taken while it is not, and the agent's `/healthz` says why;
 //! - drain: under `CordonAndDrainMaintenance` every machine is told `DrainRequested`.
 //!
 //! Pure parts: [`launch`] (what a creation message asks for), [`objects`] (the
@@ -38,6 +40,7 @@ mod pods;
 mod projector;
 mod rebuild;
 mod reconcile;
+pub mod requests_api;
 mod sis_view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -60,6 +63,8 @@ use executor::FunctionExecutor;
 pub use intake::Pacing;
 use metrics::Metrics;
 pub use objects::Placement;
+pub use requests_api::ApiState;
+use requests_api::RequestsApi;
 
 /// The driver of function machines.
 pub type Driver = crate::driver::Driver<FunctionMachine, FunctionExecutor>;
@@ -159,6 +164,8 @@ impl FunctionsError {
 pub struct FunctionsHandle {
     pub driver: Driver,
     pub metrics: Arc<Metrics>,
+    /// Whether ICMSRequests are served (the host shows it in its health).
+    pub requests_api: watch::Receiver<ApiState>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -215,16 +222,23 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
     for quarantined in &report.quarantined {
         tracing::error!(key = %quarantined.key, reason = %quarantined.reason, "function record set aside");
     }
-    // Before pulling: a redelivered message must find its rebuilt machine.
-    match rebuild::run(
-        &client,
-        &settings.placement.namespace,
-        &driver,
-        &executor,
-        settings.timeouts,
-    )
-    .await
-    {
+    let api = RequestsApi::new(client.clone(), &settings.placement.namespace);
+    api.look().await;
+    // Before pulling: a redelivered message must find its rebuilt machine. A kind that is
+    // not served holds no ICMSRequest to rebuild from (deleting a CRD deletes its objects).
+    let rebuilt = if api.is_served() {
+        rebuild::run(
+            &client,
+            &settings.placement.namespace,
+            &driver,
+            &executor,
+            settings.timeouts,
+        )
+        .await
+    } else {
+        Ok(0)
+    };
+    match rebuilt {
         Ok(0) => {}
         Ok(rebuilt) => tracing::warn!(rebuilt, "function machines rebuilt from the cluster"),
         Err(error) => tracing::error!(%error, "cannot look for ICMSRequests without machines"),
@@ -237,6 +251,8 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
             client: client.clone(),
             placement: settings.placement.clone(),
             timeouts: settings.timeouts,
+            api: Arc::clone(&api),
+            metrics: Arc::clone(&metrics),
         },
         overrides: settings.env_overrides.clone(),
         pacing: settings.pacing,
@@ -254,7 +270,9 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         seen: HashMap::new(),
     };
     let projector = intake.starter.executor.projector().clone();
+    let requests_api = api.state();
     let tasks = vec![
+        tokio::spawn(api.run()),
         tokio::spawn(async move { projector.run().await }),
         tokio::spawn(intake.run()),
         tokio::spawn(pods.run()),
@@ -270,6 +288,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
     Ok(FunctionsHandle {
         driver,
         metrics,
+        requests_api,
         tasks,
     })
 }

@@ -7,3 +7,4 @@ pub mod crd;
 pub mod not_found;
 pub mod resources;
 pub mod watched_pod;
+pub mod write_failure;

@@ -477,7 +477,7 @@ impl Deployment {
         self.report_changes(step);
         step.queue(Effect::RecordEvent {
             warning: true,
-            reason: "WorkloadNotSupported".to_string(),
+            reason: "RequestRefused".to_string(),
             note: format!("request {} refused: {reason}", self.request_id),
         });
         step.queue(Effect::AckMessage {

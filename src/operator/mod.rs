@@ -6,7 +6,7 @@
 //!   are its input and effects.
 //! - [`run`]: the NVCFBackend loop; [`backend_executor`] runs the backend machine's
 //!   effects, [`health`] reads the agent, [`leader`] elects one replica, [`metrics`]
-//!   counts.
+//!   counts, [`crds`] installs the CRDs.
 //! - [`mirror`]: the pull-secret copies (`nvca-mirror`).
 //! - [`bootstrap_watch`]: keeps `nvca-cluster-registration` filled
 //!   (`nvca-bootstrap-watch`).
@@ -16,6 +16,7 @@ pub mod bootstrap;
 pub mod bootstrap_watch;
 pub mod cluster_dto;
 pub mod cluster_executor;
+pub mod crds;
 pub mod health;
 pub mod leader;
 pub mod metrics;

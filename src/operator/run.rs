@@ -12,6 +12,8 @@
 //!   `--store`) from watches: the NVCFBackend (spec generation, deletion), the objects it
 //!   owns (a deleted or modified one is drift: the machine applies its steps again, and an
 //!   Event says so), ICMSRequests (while draining), and the agent's `/healthz` every 15 s;
+//! - applies the CRDs the agent and NVIDIA's components use ([`crds`]) and waits until
+//!   they are served, before anything is provisioned;
 //! - acts only while it holds the leader Lease ([`leader`]); a second replica waits;
 //! - serves `/healthz`, `/version` and `/metrics` on `--listen` (`:8000`), and the
 //!   machines' snapshot for `nvca-state` on `--listen-admin` (`127.0.0.1:8001`).
@@ -42,6 +44,7 @@ use thiserror::Error;
 use super::backend_executor::BackendExecutor;
 use super::cluster_dto::ClusterDto;
 use super::cluster_executor::{KEY_CLUSTER_GROUP_ID, KEY_CLUSTER_ID};
+use super::crds;
 use super::health;
 use super::leader::{self, Election, LeaderError};
 use super::metrics::Metrics;
@@ -270,6 +273,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     metrics.set_leader(true);
 
+    // The kinds the agent writes must be served before it is provisioned.
+    tokio::select! {
+        () = crds::install_until_done(&client) => {}
+        () = wait_for_signal() => {
+            tracing::info!("stopping before the CRDs were installed: nothing to finish");
+            if let Some(leadership) = leadership {
+                leadership.release().await;
+            }
+            return Ok(());
+        }
+    }
+
     let store = Store::open(&args.store).map_err(|error| RunError::Store(error.to_string()))?;
     forget_released(&store).await?;
     let settings = settings(&args);
@@ -313,6 +328,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tokio::spawn(watch_icms_requests(Arc::clone(&context))),
         tokio::spawn(recount_drains(Arc::clone(&context))),
         tokio::spawn(poll_health(Arc::clone(&context))),
+        tokio::spawn(crds::keep_installed(context.client.clone())),
     ];
     tasks.extend(watch_owned_objects(&context));
     tracing::info!(namespace = %context.args.system_namespace, "nvca-operator running");

@@ -1,42 +1,78 @@
-//! nvca's CRDs on the local control plane.
+//! The CRDs a test needs, installed the way the product installs them, never from the
+//! code's own list: the chart's `crds/` directory (what `helm install` applies first) and
+//! the operator's start-up step (`nvca-operator crds --apply`, the same code `nvca-operator
+//! run` runs before provisioning). A CRD the product forgets is then missing in the tests
+//! too.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
-use super::testenv::eventually;
+use super::testenv::{TestEnv, eventually};
 
-/// Install the CRDs the operator reads, unless the cluster has them (the chart tests may
-/// have installed theirs).
-pub async fn ensure(client: &Client) {
+/// What `helm install charts/nvca-operator` applies before anything else: every file
+/// under the chart's `crds/`, applied as `kubectl apply --server-side` would.
+pub async fn from_chart(client: &Client) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/nvca-operator/crds");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in nvca::kube::crd::all() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("the chart's crds directory") {
+        let path = entry.expect("a file of crds/").path();
+        let text = std::fs::read_to_string(&path).expect("a CRD file");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not a CRD: {e}", path.display()));
         let name = crd.metadata.name.clone().expect("CRD name");
-        if crds.get_opt(&name).await.expect("read CRDs").is_none() {
-            match crds.create(&PostParams::default(), &crd).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => panic!("creating CRD {name}: {e}"),
-            }
-        }
-        eventually(
-            Duration::from_secs(90),
-            &format!("CRD {name} established"),
-            || {
-                let crds = crds.clone();
-                let name = name.clone();
-                async move {
-                    let crd = crds.get(&name).await.ok()?;
-                    crd.status?
-                        .conditions?
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                        .then_some(())
-                }
-            },
+        crds.patch(
+            &name,
+            &PatchParams::apply("helm").force(),
+            &Patch::Apply(&crd),
         )
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("applying the chart's CRD {name}: {e}"));
+        names.push(name);
     }
+    for name in names {
+        established(&crds, &name).await;
+    }
+}
+
+/// What the operator applies at start, by the operator's binary (`nvca-operator crds
+/// --apply` returns once each is Established).
+pub async fn from_operator(env: &TestEnv) {
+    from_chart(&env.client).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_nvca-operator"))
+        .args(["crds", "--apply", "--kubeconfig"])
+        .arg(&env.endpoints.kubeconfig)
+        .output()
+        .expect("run nvca-operator crds --apply");
+    assert!(
+        output.status.success(),
+        "nvca-operator crds --apply failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn established(crds: &Api<CustomResourceDefinition>, name: &str) {
+    eventually(
+        Duration::from_secs(90),
+        &format!("CRD {name} established"),
+        || {
+            let crds = crds.clone();
+            let name = name.to_string();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 }

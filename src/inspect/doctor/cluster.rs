@@ -13,11 +13,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
 use kube::core::{ApiResource, DynamicObject};
-use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 
 use super::Finding;
 use crate::inspect::render::age;
-use crate::kube::crd::{ICMSRequest, MiniService, NVCFBackend, StorageRequest};
+use crate::kube::crd::{NVCFBACKEND_CRD, NVCFBackend};
 use crate::kube::resources::{
     MODELCACHE_INIT_NAMESPACE, NVCA, REQUESTS_NAMESPACE, SYSTEM_NAMESPACE,
 };
@@ -76,12 +76,8 @@ pub async fn gather(client: &Client, operator_namespace: &str) -> ClusterFacts {
         }
     }
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in [
-        NVCFBackend::crd_name(),
-        ICMSRequest::crd_name(),
-        MiniService::crd_name(),
-        StorageRequest::crd_name(),
-    ] {
+    for crd in crate::kube::crd::all() {
+        let name = crd.metadata.name.as_deref().unwrap_or_default();
         match crds.get_opt(name).await {
             Ok(Some(_)) => {}
             Ok(None) => facts.missing_crds.push(name.to_string()),
@@ -104,11 +100,7 @@ pub async fn gather(client: &Client, operator_namespace: &str) -> ClusterFacts {
             error,
         )),
     }
-    if !facts
-        .missing_crds
-        .iter()
-        .any(|c| c == NVCFBackend::crd_name())
-    {
+    if !facts.missing_crds.iter().any(|c| c == NVCFBACKEND_CRD) {
         let backends: Api<NVCFBackend> = Api::namespaced(client.clone(), operator_namespace);
         match backends.list(&ListParams::default()).await {
             Ok(list) => {
@@ -229,6 +221,16 @@ fn unreadable(doing: &str, error: kube::Error) -> String {
     format!("{doing}: {error}")
 }
 
+/// What puts a missing CRD back: the chart ships NVCFBackend's, the operator applies the
+/// others at start (and within half a minute of a deletion while it runs).
+fn missing_crd_fix(crd: &str) -> &'static str {
+    if crd == NVCFBACKEND_CRD {
+        "install or upgrade the chart: it ships this CRD (Helm applies a chart's CRDs only at install; on upgrade `kubectl apply --server-side -f charts/nvca-operator/crds/`)"
+    } else {
+        "the operator applies it at start and puts it back within 30 s while it runs: check that Deployment nvca-operator runs and its log (`kubectl logs -n <operator-namespace> deploy/nvca-operator -c nvca-operator`) names why not; or apply it as the operator does: `nvca-operator crds --apply`"
+    }
+}
+
 /// Judge what [`gather`] read; a namespace Terminating for `stuck_after` is stuck.
 pub fn check_cluster(facts: &ClusterFacts, now: Timestamp, stuck_after: Duration) -> Vec<Finding> {
     if let Some(error) = &facts.unreachable {
@@ -253,7 +255,7 @@ pub fn check_cluster(facts: &ClusterFacts, now: Timestamp, stuck_after: Duration
         findings.push(Finding::fail(
             format!("CRD {crd}"),
             "not installed",
-            "install the chart (it ships the NVCFBackend CRD); the operator applies the others at start, or `nvca-operator crds | kubectl apply -f -`",
+            missing_crd_fix(crd),
         ));
     }
     let namespace = &facts.operator_namespace;
@@ -506,6 +508,34 @@ mod tests {
         assert!(
             failures(&check_cluster(&facts, NOW, MINUTE))
                 .contains(&"CRD icmsrequests.nvca.nvcf.nvidia.io: not installed".to_string())
+        );
+    }
+
+    #[test]
+    fn a_missing_crd_is_fixed_by_what_installs_it() {
+        let mut facts = healthy();
+        facts.missing_crds = vec![
+            "nvcfbackends.nvcf.nvidia.io".to_string(),
+            "icmsrequests.nvca.nvcf.nvidia.io".to_string(),
+        ];
+        let findings = check_cluster(&facts, NOW, MINUTE);
+        let fix = |subject: &str| {
+            findings
+                .iter()
+                .find(|f| f.subject == subject)
+                .and_then(|f| f.fix.clone())
+                .unwrap_or_else(|| panic!("no fix for {subject}: {findings:?}"))
+        };
+        let chart = fix("CRD nvcfbackends.nvcf.nvidia.io");
+        assert!(
+            chart.contains("chart") && !chart.contains("crds --apply"),
+            "{chart}"
+        );
+        let operator = fix("CRD icmsrequests.nvca.nvcf.nvidia.io");
+        assert!(
+            operator.contains("the operator applies it at start")
+                && operator.contains("nvca-operator crds --apply"),
+            "{operator}"
         );
     }
 }

@@ -14,6 +14,7 @@
 mod icmsrequest;
 mod miniservice;
 mod nvcfbackend;
+mod nvsnapfunctionstate;
 mod storagerequest;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -25,6 +26,7 @@ pub use nvcfbackend::{
     AccountConfig, AgentConfig, BackendSpecFields, ClusterConfig, FeatureGate, GpuResource,
     IcmsConfig, ImageConfig, NVCFBackend, NVCFBackendSpec, NVCFBackendStatus,
 };
+pub use nvsnapfunctionstate::{NvSnapFunctionState, NvSnapFunctionStateSpec};
 pub use storagerequest::{StorageRequest, StorageRequestSpec, storage_request_crd};
 
 /// The finalizer NVIDIA's operator puts on an NVCFBackend (`pkg/operator/types/types.go`).
@@ -43,8 +45,22 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ICMSRequest::crd(),
         MiniService::crd(),
         storage_request_crd(),
+        NvSnapFunctionState::crd(),
     ]
 }
+
+/// The CRDs the operator applies at start, as NVIDIA's does (`setupCRDs`): all but
+/// NVCFBackend, which the chart ships.
+pub fn operator_applied() -> Vec<CustomResourceDefinition> {
+    all()
+        .into_iter()
+        .filter(|crd| crd.spec.names.kind != "NVCFBackend")
+        .collect()
+}
+
+/// The CRD the operator-applied ones are owned by: deleting it (the guide's last
+/// uninstall step) takes them with it.
+pub const NVCFBACKEND_CRD: &str = "nvcfbackends.nvcf.nvidia.io";
 
 /// All CRDs as one multi-document YAML stream, as the chart ships it.
 pub fn to_yaml(crds: &[CustomResourceDefinition]) -> Result<String, serde_yaml::Error> {
@@ -131,6 +147,12 @@ mod tests {
                 "StorageRequest",
                 "Namespaced",
                 vec!["v1", "v2beta1"],
+            ),
+            (
+                "nvsnapfunctionstates.nvsnap.nvcf.nvidia.io",
+                "NvSnapFunctionState",
+                "Cluster",
+                vec!["v1alpha1"],
             ),
         ];
         let expected: Vec<(String, String, String, Vec<String>)> = expected
