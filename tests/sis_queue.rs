@@ -442,6 +442,8 @@ async fn unreadable_messages_are_requeued_once_then_terminated_and_reported() {
         first.rejected[1]
     );
 
+    // Given back with a one-second delay, never at once.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let second = consumer.fetch_creations().await.unwrap();
     assert_eq!(second.rejected.len(), 2, "both came back once");
     assert!(

@@ -344,6 +344,9 @@ impl<T> Received<T> {
     }
 }
 
+/// How long an unreadable message waits before its one more delivery.
+const UNREADABLE_RETRY: Duration = Duration::from_secs(1);
+
 /// What was done with a message that did not parse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
@@ -877,7 +880,8 @@ impl QueueConsumer {
                 Err(reason) => {
                     let delivered = position.as_ref().map_or(1, |p| p.delivered);
                     let action = if delivered <= 1 {
-                        acker.nak(None).await?;
+                        // Once more, a moment later: a message given back at once spins.
+                        acker.nak(Some(UNREADABLE_RETRY)).await?;
                         Rejection::Requeued
                     } else {
                         acker.terminate().await?;
