@@ -1024,6 +1024,49 @@ async fn the_operator_installs_its_crds_owned_by_the_charts_and_puts_back_a_dele
     );
 }
 
+/// `nvca-state doctor` on the cluster alone (no store): its report.
+fn doctor(world: &World) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_nvca-state"))
+        .args(["doctor", "--store", "/nonexistent/nvca-store"])
+        .args(["--operator-namespace", &world.ns.name, "--kubeconfig"])
+        .arg(&world.env.endpoints.kubeconfig)
+        .env_remove("NVCA_STORE")
+        .output()
+        .expect("run nvca-state doctor");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctors_fix_for_webhooks_without_their_service_is_what_the_operator_does() {
+    let world = World::new("operator-doctor").await;
+    let operator = world.operator();
+    world.wait_phase("Ready", None).await;
+    drop(operator);
+    // Deleted while the operator is down: nothing puts it back.
+    let services: Api<Service> = Api::namespaced(world.env.client.clone(), "nvca-system");
+    services
+        .delete("nvca", &DeleteParams::default())
+        .await
+        .expect("delete Service nvca");
+    let finding =
+        "FAIL  webhook configurations nvca: call Service nvca-system/nvca, which does not exist";
+    let report = doctor(&world);
+    assert!(report.contains(finding), "{report}");
+    assert!(
+        report.contains("at its next start (`kubectl -n <operator-namespace> rollout restart"),
+        "{report}"
+    );
+
+    // The fix, as doctor words it: the operator starts again and finds the Service missing.
+    let _operator = world.operator();
+    eventually(WAIT, "Service nvca-system/nvca applied again", || async {
+        services.get_opt("nvca").await.ok().flatten()
+    })
+    .await;
+    let report = doctor(&world);
+    assert!(!report.contains(finding), "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn uninstall_cleans_up_in_nvidias_order_then_releases_the_finalizer() {
     let world = World::new("operator-uninstall").await;

@@ -1009,7 +1009,9 @@ fn step_of(
     })
 }
 
-/// One watch per kind of owned object; a deletion is drift.
+/// One watch per kind of owned object; a deletion is drift, and so is an object of one
+/// name found missing when the watch lists (at start, or after a broken watch): deleted
+/// while no operator ran.
 fn watch_owned_objects(context: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
     let system = SYSTEM_NAMESPACE;
     let client = &context.client;
@@ -1019,51 +1021,61 @@ fn watch_owned_objects(context: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()
             context,
             Api::<Namespace>::all(client.clone()),
             watcher::Config::default(),
+            None,
         ),
         spawn_drift(
             context,
             Api::<Secret>::namespaced(client.clone(), system),
             watcher::Config::default(),
+            None,
         ),
         spawn_drift(
             context,
             Api::<ConfigMap>::namespaced(client.clone(), system),
             watcher::Config::default(),
+            None,
         ),
         spawn_drift(
             context,
             Api::<ServiceAccount>::namespaced(client.clone(), system),
             named(NVCA),
+            Some(NVCA),
         ),
         spawn_drift(
             context,
             Api::<ClusterRole>::all(client.clone()),
             named(NVCA),
+            Some(NVCA),
         ),
         spawn_drift(
             context,
             Api::<ClusterRoleBinding>::all(client.clone()),
             named(NVCA),
+            Some(NVCA),
         ),
         spawn_drift(
             context,
             Api::<Service>::namespaced(client.clone(), system),
             named(NVCA),
+            Some(NVCA),
         ),
         spawn_drift(
             context,
             Api::<ValidatingWebhookConfiguration>::all(client.clone()),
             named(NVCA),
+            Some(NVCA),
         ),
         spawn_drift(
             context,
             Api::<MutatingWebhookConfiguration>::all(client.clone()),
             named(NVCA),
+            Some(NVCA),
         ),
         spawn_drift(
             context,
             Api::<Deployment>::namespaced(client.clone(), system),
             named(NVCA),
+            Some(NVCA),
         ),
     ]
 }
@@ -1072,6 +1084,7 @@ fn spawn_drift<K>(
     context: &Arc<Context>,
     api: Api<K>,
     config: watcher::Config,
+    expected: Option<&'static str>,
 ) -> tokio::task::JoinHandle<()>
 where
     K: Resource<DynamicType = ()>
@@ -1085,12 +1098,35 @@ where
     let context = Arc::clone(context);
     tokio::spawn(async move {
         let kind = K::kind(&()).to_string();
+        let namespace = api.namespace().map(str::to_string);
         let mut events = watcher(api, config).boxed();
+        let mut listed = false;
         while let Some(event) = events.next().await {
             let (object, deleted) = match event {
                 Ok(WatchEvent::Delete(object)) => (object, true),
                 Ok(WatchEvent::Apply(object)) => (object, false),
-                Ok(_) => continue,
+                Ok(WatchEvent::Init) => {
+                    listed = false;
+                    continue;
+                }
+                Ok(WatchEvent::InitApply(object)) => {
+                    listed |= expected == Some(object.name_any().as_str());
+                    continue;
+                }
+                Ok(WatchEvent::InitDone) => {
+                    if let Some(name) = expected.filter(|_| !listed) {
+                        let what = match &namespace {
+                            Some(namespace) => format!("{kind} {namespace}/{name}"),
+                            None => format!("{kind} {name}"),
+                        };
+                        if let Some(step) =
+                            step_of(&kind, namespace.as_deref(), name, &BTreeMap::new())
+                        {
+                            drift(&context, step, &what, None).await;
+                        }
+                    }
+                    continue;
+                }
                 Err(error) => {
                     tracing::debug!(%kind, %error, "watching owned objects; retrying");
                     continue;

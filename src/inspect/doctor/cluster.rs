@@ -316,7 +316,7 @@ pub fn check_cluster(facts: &ClusterFacts, now: Timestamp, stuck_after: Duration
                 format!(
                     "call Service {service}, which does not exist: with failurePolicy Fail every pod they cover is refused"
                 ),
-                "let the operator provision again (delete Deployment nvca-system/nvca or restart the operator), or remove them with `nvca-state force-cleanup --yes` when uninstalling",
+                "let the operator provision again: it applies every step again when it finds the Service missing, at once while it runs or at its next start (`kubectl -n <operator-namespace> rollout restart deploy/nvca-operator`); when uninstalling, remove them with `nvca-state force-cleanup --yes`",
             ));
         }
     }
