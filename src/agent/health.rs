@@ -19,6 +19,12 @@
 //! nvca's `icmsrequests` (error level: the ICMSRequest kind is not served, so no function
 //! can be taken; it names the CRD and the fix).
 //! Before start-up completes the answer is 503 `not ready`, as NVIDIA's.
+//!
+//! `/livez` is NVIDIA's liveness (`N/pkg/nvca/health/liveness.go`): 503 `not alive` before
+//! start-up, 503 `liveness probe check has failed` while a liveness check fails, else
+//! `ok`. The checks are NVIDIA's queue manager's (`queue_manager.go` `SetStatusOK`: the
+//! last pull of each work queue failed); NVIDIA's other two, its FNDS and ReVal token
+//! fetchers, have no counterpart in nvca yet.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -105,6 +111,8 @@ struct Inputs {
     k8s_version: String,
     gpu_usage: BTreeMap<String, GpuUsage>,
     components: BTreeMap<String, Component>,
+    /// Liveness checks by name: whether each is fine now.
+    alive: BTreeMap<String, bool>,
 }
 
 /// The agent's health, written by its tasks and read by `/healthz`, `/livez` and the
@@ -156,6 +164,24 @@ impl Health {
         self.write().components.remove(name);
     }
 
+    /// A liveness check's outcome (`/livez`).
+    pub fn set_alive(&self, check: &str, alive: bool) {
+        self.write().alive.insert(check.to_string(), alive);
+    }
+
+    /// The `/livez` answer: status code and body.
+    pub fn livez(&self) -> (u16, &'static str) {
+        let inputs = self.read();
+        if !inputs.started {
+            (503, "not alive\n")
+        } else if let Some((check, _)) = inputs.alive.iter().find(|(_, alive)| !**alive) {
+            tracing::debug!(%check, "liveness check failed");
+            (503, "liveness probe check has failed\n")
+        } else {
+            (200, "ok\n")
+        }
+    }
+
     /// Healthy unless an error-level component is unhealthy.
     pub fn is_healthy(&self) -> bool {
         self.read()
@@ -201,6 +227,20 @@ impl Health {
     }
 }
 
+/// The liveness check of the work queues (NVIDIA's `queuemanager`).
+pub const QUEUE_LIVENESS: &str = "queuemanager";
+
+/// Follow whether the last pulls of the work queues worked, as liveness check
+/// [`QUEUE_LIVENESS`], until the function deployments stop.
+pub async fn follow_queue(mut pulls_ok: watch::Receiver<bool>, health: std::sync::Arc<Health>) {
+    loop {
+        health.set_alive(QUEUE_LIVENESS, *pulls_ok.borrow_and_update());
+        if pulls_ok.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Show whether ICMSRequests are served as component [`ICMS_REQUESTS`], until the
 /// function deployments stop.
 pub async fn follow_requests_api(
@@ -225,6 +265,18 @@ pub async fn follow_requests_api(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn livez_fails_as_nvidias_while_a_liveness_check_fails() {
+        let health = Health::default();
+        assert_eq!(health.livez(), (503, "not alive\n"));
+        health.set_started();
+        assert_eq!(health.livez(), (200, "ok\n"));
+        health.set_alive(QUEUE_LIVENESS, false);
+        assert_eq!(health.livez(), (503, "liveness probe check has failed\n"));
+        health.set_alive(QUEUE_LIVENESS, true);
+        assert_eq!(health.livez(), (200, "ok\n"));
+    }
 
     #[test]
     fn the_body_is_nvidias_agent_health() {

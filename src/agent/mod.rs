@@ -603,6 +603,8 @@ async fn run_functions(
         match start(functions).await {
             Ok(handle) => break handle,
             Err(error) => {
+                // As NVIDIA's queue manager whose pulls fail: not alive until they work.
+                health.set_alive(health::QUEUE_LIVENESS, false);
                 tracing::error!(category = error.category(), %error, "function deployments cannot start; trying again in 30s");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(30)) => {}
@@ -618,6 +620,10 @@ async fn run_functions(
         .push(Arc::new(move || rendered.render()));
     let shown = tokio::spawn(health::follow_requests_api(
         handle.requests_api.clone(),
+        Arc::clone(&health),
+    ));
+    let live = tokio::spawn(health::follow_queue(
+        handle.pulls_ok.clone(),
         Arc::clone(&health),
     ));
     tracing::info!("function deployments running");
@@ -636,6 +642,7 @@ async fn run_functions(
     }
     handle.stop().await;
     shown.abort();
+    live.abort();
     follow.abort();
 }
 

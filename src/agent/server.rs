@@ -1,5 +1,5 @@
 //! The agent's HTTP endpoint on `:8000` (NVIDIA's `agent.svcAddress`): `/healthz`
-//! (readiness, the JSON of [`super::health`]), `/livez` (`ok` once started), `/version`
+//! (readiness, the JSON of [`super::health`]), `/livez` (NVIDIA's liveness), `/version`
 //! (the startup probe) and `/metrics`.
 
 use std::net::SocketAddr;
@@ -74,11 +74,8 @@ async fn healthz(State(shared): State<Shared>) -> Response {
 }
 
 async fn livez(State(shared): State<Shared>) -> Response {
-    if shared.health.started() {
-        text(200, "ok\n".to_string(), "text/plain; charset=utf-8")
-    } else {
-        text(503, "not alive\n".to_string(), "text/plain; charset=utf-8")
-    }
+    let (code, body) = shared.health.livez();
+    text(code, body.to_string(), "text/plain; charset=utf-8")
 }
 
 async fn version() -> Response {

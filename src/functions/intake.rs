@@ -75,8 +75,51 @@ impl Default for Pacing {
     }
 }
 
+/// Whether the last pull of each work queue worked (NVIDIA's queue manager liveness:
+/// a failed pull makes `/livez` fail until a pull works again).
+#[derive(Clone)]
+pub(super) struct Pulls {
+    creation: Arc<std::sync::atomic::AtomicBool>,
+    termination: Arc<std::sync::atomic::AtomicBool>,
+    ok: watch::Sender<bool>,
+}
+
+impl Pulls {
+    pub(super) fn new() -> Self {
+        Pulls {
+            creation: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            termination: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ok: watch::Sender::new(true),
+        }
+    }
+
+    pub(super) fn ok(&self) -> watch::Receiver<bool> {
+        self.ok.subscribe()
+    }
+
+    fn creation(&self, worked: bool) {
+        self.creation
+            .store(worked, std::sync::atomic::Ordering::Relaxed);
+        self.publish();
+    }
+
+    fn termination(&self, worked: bool) {
+        self.termination
+            .store(worked, std::sync::atomic::Ordering::Relaxed);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let ok = self.creation.load(std::sync::atomic::Ordering::Relaxed)
+            && self.termination.load(std::sync::atomic::Ordering::Relaxed);
+        self.ok
+            .send_if_modified(|current| std::mem::replace(current, ok) != ok);
+    }
+}
+
 pub(super) struct Intake {
     pub(super) consumer: Arc<QueueConsumer>,
+    pub(super) pulls: Pulls,
     pub(super) starter: Starter,
     pub(super) overrides: BTreeMap<String, String>,
     pub(super) pacing: Pacing,
@@ -122,6 +165,7 @@ impl Intake {
             consumer: self.consumer.clone(),
             driver: self.starter.driver.clone(),
             poll: self.pacing.poll,
+            pulls: self.pulls.clone(),
         };
         tokio::join!(self.pull_creations(), terminations.run());
     }
@@ -143,8 +187,14 @@ impl Intake {
             let mut taken = 0;
             if self.mode.borrow().accepts_new_work() && self.starter.api.is_served() {
                 match self.consumer.fetch_creations().await {
-                    Ok(fetched) => taken = self.creations(fetched.messages, &mut starting).await,
-                    Err(error) => tracing::warn!(%error, "cannot pull creation messages"),
+                    Ok(fetched) => {
+                        self.pulls.creation(true);
+                        taken = self.creations(fetched.messages, &mut starting).await;
+                    }
+                    Err(error) => {
+                        self.pulls.creation(false);
+                        tracing::warn!(%error, "cannot pull creation messages");
+                    }
                 }
             }
             if last_progress.elapsed() >= self.pacing.in_progress {
@@ -467,6 +517,7 @@ struct Terminations {
     driver: Driver,
     /// After a pull that brought nothing.
     poll: Duration,
+    pulls: Pulls,
 }
 
 impl Terminations {
@@ -474,6 +525,7 @@ impl Terminations {
         loop {
             let taken = match self.consumer.fetch_terminations().await {
                 Ok(fetched) => {
+                    self.pulls.termination(true);
                     let taken = fetched.messages.len();
                     for message in fetched.messages {
                         self.termination(message).await;
@@ -481,6 +533,7 @@ impl Terminations {
                     taken
                 }
                 Err(error) => {
+                    self.pulls.termination(false);
                     tracing::warn!(%error, "cannot pull termination messages");
                     0
                 }

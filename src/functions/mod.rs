@@ -166,6 +166,8 @@ pub struct FunctionsHandle {
     pub metrics: Arc<Metrics>,
     /// Whether ICMSRequests are served (the host shows it in its health).
     pub requests_api: watch::Receiver<ApiState>,
+    /// Whether the last pull of each work queue worked (the host's liveness).
+    pub pulls_ok: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -243,8 +245,11 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         Ok(rebuilt) => tracing::warn!(rebuilt, "function machines rebuilt from the cluster"),
         Err(error) => tracing::error!(%error, "cannot look for ICMSRequests without machines"),
     }
+    let pulls = intake::Pulls::new();
+    let pulls_ok = pulls.ok();
     let intake = intake::Intake {
         consumer,
+        pulls,
         starter: intake::Starter {
             driver: driver.clone(),
             executor,
@@ -289,6 +294,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         driver,
         metrics,
         requests_api,
+        pulls_ok,
         tasks,
     })
 }
