@@ -263,6 +263,14 @@ impl World {
         Some((code, serde_json::from_str(&body).ok()?))
     }
 
+    /// Waits until `/livez` answers as `wanted` says.
+    async fn until_alive(&self, what: &str, wanted: impl Fn((u16, String)) -> bool) {
+        eventually(Duration::from_secs(60), what, || async {
+            livez(self).await.filter(|answer| wanted(answer.clone()))
+        })
+        .await;
+    }
+
     async fn metrics(&self) -> String {
         http()
             .get(format!("http://{}/metrics", self.health))
@@ -366,9 +374,47 @@ fn fixture_fleet() -> BTreeMap<String, (u32, Vec<String>)> {
     .collect()
 }
 
+/// `/livez`: its status code and body.
+async fn livez(world: &World) -> Option<(u16, String)> {
+    let response = http()
+        .get(format!("http://{}/livez", world.health))
+        .send()
+        .await
+        .ok()?;
+    let code = response.status().as_u16();
+    Some((code, response.text().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livez_fails_as_nvidias_while_the_work_queues_cannot_be_pulled() {
+    let mut world = World::start("agent-livez", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    world
+        .until_alive("alive with the work queues reachable", |answer| {
+            answer == (200, "ok\n".to_string())
+        })
+        .await;
+    world.stop_agent();
+    // The same agent with its NATS gone (a port nothing listens on).
+    let text = std::fs::read_to_string(&world.config).expect("config.yaml");
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let text = text.replace(&world.env.endpoints.nats_url, &dead);
+    std::fs::write(&world.config, text).expect("config.yaml");
+    world.start_agent();
+    world
+        .until_alive("not alive while no queue can be pulled", |answer| {
+            answer == (503, "liveness probe check has failed\n".to_string())
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_heartbeats_and_reports_the_fixture_fleet_exactly() {
-    let mut world = World::start("agent-fleet", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    // MultiNodeWorkloads is on by NVIDIA's default; off, the fleet registers one node's sizes.
+    let mut world = World::start(
+        "agent-fleet",
+        &["DynamicGPUDiscovery", "SelfHosted", "-MultiNodeWorkloads"],
+    )
+    .await;
 
     let fleet = world
         .until("a registration with the fixture fleet", |record| {
@@ -540,7 +586,11 @@ impl Drop for NodeGuard {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_added_relabelled_and_deleted_node_reaches_sis() {
-    let world = World::start("agent-nodes", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    let world = World::start(
+        "agent-nodes",
+        &["DynamicGPUDiscovery", "SelfHosted", "-MultiNodeWorkloads"],
+    )
+    .await;
     world
         .until("the fixture fleet registered", |record| {
             (registered(record) == fixture_fleet()).then_some(())
@@ -917,7 +967,12 @@ async fn without_dynamic_discovery_the_manual_configuration_is_registered() {
             .expect("label an H100 node");
     }
     drop(_lock);
-    let world = World::start_with("agent-manual", &["SelfHosted"], Some(gpus)).await;
+    let world = World::start_with(
+        "agent-manual",
+        &["SelfHosted", "-MultiNodeWorkloads"],
+        Some(gpus),
+    )
+    .await;
     let record = world
         .until("the manual registration with node counts", |record| {
             let gpu = record.registration.as_ref()?.gpus.first()?.clone();

@@ -1,12 +1,16 @@
 //! What the agent runs with: config.yaml ([`AgentConfigFile`], the operator's ConfigMap
 //! `agent-config`) read into [`AgentSettings`], with the command line's overrides.
 //!
-//! Keys are NVIDIA's where its agent has them (`N/../lib/pkg/types/nvca/config/types.go`):
-//! `cluster.*`, `agent.icmsURL`, `agent.NATSURL`, `agent.featureFlags`,
-//! `agent.maintenanceMode`, `agent.heartbeatInterval` (5m), `agent.credRenewInterval`
-//! (45m), `agent.skipSelfDestruct`, `agent.kubernetesVersionOverride`,
+//! Keys are NVIDIA's where its agent has them (`N/../lib/pkg/types/nvca/config/types.go`),
+//! matched whatever their case, with NVIDIA's `NVCA_*` environment overrides
+//! ([`AgentConfigFile::parse_with_env`]): `cluster.*`, `agent.icmsurl`, `agent.NATSURL`,
+//! `agent.featureFlags` (resolved over NVIDIA's defaults, `+X`/`-X`:
+//! [`crate::kube::feature_flags`]), `agent.maintenanceMode`, `agent.heartbeatInterval`
+//! (5m), `agent.credRenewInterval` (45m), `agent.skipSelfDestruct`,
+//! `agent.kubernetesVersionOverride`, `agent.operatorVersion`, `agent.staticGPUCapacity`
+//! (non-zero turns dynamic discovery off, as in NVIDIA's),
 //! `authz.clusterIssuedTokenFilePath`, `authz.selfManagedVaultSecretsJSONPath`. Keys
-//! nvca adds: `agent.tokenFile` (what nvca's operator writes), `agent.adminAddr`,
+//! nvca adds: `agent.adminAddr`,
 //! `agent.registrationDiffInterval` (60s, NVIDIA's `syncICMSRegistrationInterval`),
 //! `agent.jwksInterval` (30m), `agent.inventoryQuiet` / `agent.inventoryMaxDelay` (2s /
 //! 10s, the node-change debouncer). Durations are humantime (`90s`, `5m`, `1h30m`), which
@@ -21,6 +25,7 @@ use serde_json::Value;
 
 use super::maintenance::{self, MaintenanceMode};
 use crate::kube::agent_config::AgentConfigFile;
+use crate::kube::feature_flags::Flags;
 use crate::sis::token::{DEFAULT_VAULT_SECRETS_PATH, TokenSource};
 
 /// Namespaces when config.yaml names none (NVIDIA's defaults).
@@ -34,9 +39,13 @@ pub const DEFAULT_REGISTRATION_DIFF_INTERVAL: Duration =
     crate::gpu::registration::REGISTRATION_DIFF_INTERVAL;
 pub const DEFAULT_JWKS_INTERVAL: Duration = Duration::from_secs(30 * 60);
 
-/// Feature flags as config.yaml lists them (`agent.featureFlags`).
+/// Feature flags as config.yaml lists them (`agent.featureFlags`), resolved over NVIDIA's
+/// defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FeatureFlags(Vec<String>);
+pub struct FeatureFlags {
+    listed: Vec<String>,
+    resolved: Flags,
+}
 
 impl FeatureFlags {
     pub const DYNAMIC_GPU_DISCOVERY: &'static str = "DynamicGPUDiscovery";
@@ -45,15 +54,24 @@ impl FeatureFlags {
     pub const MULTI_NODE_WORKLOADS: &'static str = "MultiNodeWorkloads";
 
     pub fn new(flags: impl IntoIterator<Item = String>) -> Self {
-        FeatureFlags(flags.into_iter().map(|f| f.trim().to_string()).collect())
+        let listed: Vec<String> = flags.into_iter().map(|f| f.trim().to_string()).collect();
+        let resolved = Flags::resolve(&listed);
+        FeatureFlags { listed, resolved }
     }
 
+    /// On: listed so, or on by NVIDIA's default and not turned off.
     pub fn is_enabled(&self, name: &str) -> bool {
-        self.0.iter().any(|flag| flag == name)
+        self.resolved.is_on(name)
     }
 
+    /// As config.yaml lists them.
     pub fn as_slice(&self) -> &[String] {
-        &self.0
+        &self.listed
+    }
+
+    /// Names NVIDIA's registry does not know (ignored, as NVIDIA's agent ignores them).
+    pub fn unknown(&self) -> &[String] {
+        &self.resolved.unknown
     }
 }
 
@@ -141,6 +159,9 @@ pub struct AgentSettings {
     /// `agent.gpuManualInstanceConfigB64` (nvca): the manual GPU configuration when
     /// `DynamicGPUDiscovery` is off; otherwise ConfigMap `nvca-config` key `gpus`.
     pub manual_gpus_b64: Option<String>,
+    /// `agent.staticGPUCapacity`: non-zero turns dynamic GPU discovery off (NVIDIA's
+    /// `configureAndCheckCLI`).
+    pub static_gpu_capacity: u64,
     /// `agent.svcAddress` (`:8000`).
     pub svc_address: String,
     /// `agent.adminAddr` (`127.0.0.1:8001`).
@@ -272,19 +293,32 @@ impl AgentSettings {
         let icms_url = agent.icms_url.trim().to_string();
         if icms_url.is_empty() {
             return Err(ConfigError::Missing {
-                key: "agent.icmsURL",
-                fix: "set selfManaged.icmsServiceURL in the chart's values",
+                key: "agent.icmsurl",
+                fix: "set selfManaged.icmsServiceURL in the chart's values (or NVCA_AGENT_ICMSURL)",
             });
         }
 
         let features = FeatureFlags::new(agent.feature_flags.iter().cloned());
-        let resolved = maintenance::resolve(features.as_slice(), agent.maintenance_mode.as_deref());
+        let mut resolved =
+            maintenance::resolve(features.as_slice(), agent.maintenance_mode.as_deref());
+        let unread = crate::kube::agent_config::unread_keys(file);
+        if !unread.is_empty() {
+            resolved.warnings.push(format!(
+                "config.yaml keys nvca does not support yet, ignored: {}",
+                unread.join(", ")
+            ));
+        }
+        if !features.unknown().is_empty() {
+            resolved.warnings.push(format!(
+                "agent.featureFlags names flags NVIDIA's agent does not know, ignored: {}",
+                features.unknown().join(", ")
+            ));
+        }
 
         let psat = overrides
             .token_file
             .clone()
-            .or_else(|| text(authz_key("clusterIssuedTokenFilePath")).map(PathBuf::from))
-            .or_else(|| present(&agent.token_file).map(PathBuf::from));
+            .or_else(|| text(authz_key("clusterIssuedTokenFilePath")).map(PathBuf::from));
         let token = match (psat, &overrides.vault_secrets_file) {
             (_, Some(vault)) => TokenFile::VaultSecrets(vault.clone()),
             (Some(path), None) => TokenFile::Projected(path),
@@ -297,8 +331,8 @@ impl AgentSettings {
             }
             (None, None) => {
                 return Err(ConfigError::Missing {
-                    key: "agent.tokenFile",
-                    fix: "name the projected token file (authz.clusterIssuedTokenFilePath or agent.tokenFile, or --token-file), or enable the SelfHosted feature flag to read the vault agent's secrets.json",
+                    key: "authz.clusterIssuedTokenFilePath",
+                    fix: "name the projected token file (authz.clusterIssuedTokenFilePath, or --token-file), or enable the SelfHosted feature flag to read the vault agent's secrets.json",
                 });
             }
         };
@@ -359,6 +393,9 @@ impl AgentSettings {
             kubernetes_version_override: text(extra("kubernetesVersionOverride")),
             operator_version: text(extra("operatorVersion")).unwrap_or_default(),
             manual_gpus_b64: text(extra("gpuManualInstanceConfigB64")),
+            static_gpu_capacity: text(extra("staticGPUCapacity"))
+                .and_then(|count| count.parse().ok())
+                .unwrap_or(0),
             svc_address: present(&agent.svc_address).unwrap_or_else(|| ":8000".to_string()),
             admin_address: present(&agent.admin_addr)
                 .unwrap_or_else(|| "127.0.0.1:8001".to_string()),
@@ -372,17 +409,22 @@ impl AgentSettings {
             path: path.to_path_buf(),
             reason: error.to_string(),
         })?;
-        let file = AgentConfigFile::parse(&text).map_err(|error| ConfigError::NotYaml {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
+        let env = |name: &str| std::env::var(name).ok();
+        let file =
+            AgentConfigFile::parse_with_env(&text, &env).map_err(|error| ConfigError::NotYaml {
+                path: path.to_path_buf(),
+                reason: error.to_string(),
+            })?;
         AgentSettings::from_file(&file, overrides)
     }
 
-    /// `DynamicGPUDiscovery` (NVIDIA's default is on; the operator lists it).
+    /// `DynamicGPUDiscovery` (on by NVIDIA's default), unless the file gives the GPUs:
+    /// `agent.staticGPUCapacity` (NVIDIA's rule) or nvca's `gpuManualInstanceConfigB64`.
     pub fn dynamic_gpu_discovery(&self) -> bool {
         self.features
             .is_enabled(FeatureFlags::DYNAMIC_GPU_DISCOVERY)
+            && self.static_gpu_capacity == 0
+            && self.manual_gpus_b64.is_none()
     }
 }
 
@@ -394,18 +436,20 @@ mod tests {
 cluster:
   id: c-1
   name: ncp-local
-  ncaID: nca-1
+  ncaid: nca-1
   groupID: g-1
   region: us-west-1
   cloudProvider: ON-PREM
 agent:
-  icmsURL: http://127.0.0.1:9000/
+  icmsurl: http://127.0.0.1:9000/
   NATSURL: nats://127.0.0.1:4222
   featureFlags: [DynamicGPUDiscovery, SelfHosted, KAIScheduler]
-  tokenFile: /var/run/secrets/tokens/token
   heartbeatInterval: 5m0s
   registrationDiffInterval: 2s
   skipSelfDestruct: true
+authz:
+  clusterIssuedTokenFilePath: /var/run/secrets/tokens/token
+  clusterIssuedTokenSource: psat
 ";
 
     fn parse(text: &str) -> AgentConfigFile {
@@ -455,7 +499,7 @@ agent:
     #[test]
     fn self_hosted_without_a_token_path_reads_the_vault_file() {
         let mut file = parse(FILE);
-        file.agent.token_file.clear();
+        file.other.remove("authz");
         let settings = AgentSettings::from_file(&file, &Overrides::default()).unwrap();
         assert_eq!(
             settings.token,
@@ -483,6 +527,86 @@ agent:
         file.cluster.id.clear();
         let error = AgentSettings::from_file(&file, &Overrides::default()).unwrap_err();
         assert!(error.to_string().contains("cluster.id"), "{error}");
+    }
+
+    /// A file as NVIDIA's operator writes it (self-hosted; spellings of its encoder:
+    /// lower-cased capitals, Go durations, only the gated flags listed).
+    const NVIDIAS: &str = "\
+agent:
+  adminAddr: 127.0.0.1:8001
+  computeBackend: k8s
+  featureFlags:
+  - -LowLatencyStreaming
+  - KAIScheduler
+  - SelfHosted
+  helmReValServiceURL: http://reval.nvcf.svc.cluster.local:8080
+  icmsurl: http://sis:8080
+  logLevel: info
+  namespaceLabels:
+    app.kubernetes.io/managed-by: nvca-operator
+  NATSURL: nats://nats:4222
+  operatorVersion: 2.50.0
+  requestsNamespace: nvcf-backend
+  svcAddress: :8000
+  systemNamespace: nvca-system
+authz:
+  clusterIssuedTokenFilePath: /var/run/secrets/tokens/token
+  clusterIssuedTokenSource: psat
+cluster:
+  cloudProvider: ON-PREM
+  groupID: g-1
+  groupName: nvcf-default
+  id: c-1
+  name: ncp-local
+  ncaid: nca-1
+  region: us-west-1
+environment: prod
+workload:
+  workerDegradationTimeout: 1h30m0s
+";
+
+    #[test]
+    fn a_file_as_nvidias_operator_writes_it_starts_the_agent() {
+        let settings = AgentSettings::from_file(&parse(NVIDIAS), &Overrides::default()).unwrap();
+        assert_eq!(settings.icms_url, "http://sis:8080");
+        assert_eq!(settings.cluster.nca_id, "nca-1");
+        assert_eq!(settings.cluster.group_id, "g-1");
+        assert_eq!(
+            settings.token,
+            TokenFile::Projected("/var/run/secrets/tokens/token".into())
+        );
+        assert_eq!(settings.operator_version, "2.50.0");
+        // Not listed: on by NVIDIA's defaults; listed off: off.
+        assert!(settings.dynamic_gpu_discovery());
+        assert!(settings.features.is_enabled("MultiNodeWorkloads"));
+        assert!(!settings.features.is_enabled("LowLatencyStreaming"));
+        assert!(settings.features.is_enabled("KAIScheduler"));
+        // What nvca does not support yet is named, once.
+        assert_eq!(settings.warnings.len(), 1, "{:?}", settings.warnings);
+        for key in [
+            "agent.computeBackend",
+            "agent.helmReValServiceURL",
+            "agent.namespaceLabels",
+            "environment",
+            "workload.workerDegradationTimeout",
+        ] {
+            assert!(
+                settings.warnings[0].contains(key),
+                "{key}: {:?}",
+                settings.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn static_gpu_capacity_turns_dynamic_discovery_off() {
+        let mut file = parse(FILE);
+        file.agent
+            .other
+            .insert("staticGPUCapacity".into(), serde_json::json!(8));
+        let settings = AgentSettings::from_file(&file, &Overrides::default()).unwrap();
+        assert_eq!(settings.static_gpu_capacity, 8);
+        assert!(!settings.dynamic_gpu_discovery());
     }
 
     #[test]

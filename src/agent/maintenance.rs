@@ -98,7 +98,9 @@ pub struct Resolved {
 
 /// The mode from the feature flags and `agent.maintenanceMode`.
 pub fn resolve(flags: &[String], configured: Option<&str>) -> Resolved {
-    let has = |name: &str| flags.iter().any(|flag| flag == name);
+    // `+X`, `-X` and the last word win, as everywhere flags are read.
+    let resolved = crate::kube::feature_flags::Flags::resolve(flags);
+    let has = |name: &str| resolved.is_on(name);
     let mut warnings = Vec::new();
     let from_flags = match (has(CORDON_FLAG), has(DRAIN_FLAG)) {
         (true, true) => {

@@ -2,11 +2,17 @@
 //! `nvca-system`, mounted at `/var/run/nvca/config.yaml`. The operator writes it; the
 //! agent (`nvca-agent run --config …`) reads it. This type is the contract between them.
 //!
-//! The sections and the spellings that matter to tooling are NVIDIA's (`cluster`, `agent`,
-//! `webhook`; `agent.icmsURL`, `agent.NATSURL`, `agent.featureFlags`,
-//! `agent.maintenanceMode`, from `N/pkg/operator/reconcile/nvcaagent_reconcile.go`
-//! `newAgentConfig` and `N/pkg/operator/cleanup/cleanup.go`), so NVIDIA's drain patch and
-//! a human reading the ConfigMap find the same keys. Keys nvca does not know are kept
+//! The sections and keys are NVIDIA's, spelled as NVIDIA's operator writes them
+//! (`L/config.go` `EncodeConfig`, `L` = `src/libraries/go/lib/pkg/types/nvca/config`): a
+//! Go field name in capitals is written in lower case (`agent.icmsurl`, `cluster.ncaid`),
+//! a mixed one keeps its acronyms (`cluster.groupID`, `agent.staticGPUCapacity`), tagged
+//! ones are verbatim (`agent.NATSURL`). NVIDIA's agent reads keys case-insensitively
+//! (viper), so [`AgentConfigFile::parse`] does too: every key it knows is matched
+//! whatever its case and read under NVIDIA's spelling ([`KNOWN_KEYS`]); `max_running_timeout`
+//! (other separators) is no match, as in NVIDIA's. [`AgentConfigFile::parse_with_env`]
+//! lays NVIDIA's `NVCA_<SECTION>_<KEY>` environment overrides over the file
+//! (`L/autobind_env.go`): the drain patch of `N/pkg/operator/cleanup/cleanup.go` and a
+//! human reading the ConfigMap find the same keys. Keys nvca does not know are kept
 //! (`other`), so a merged-in `agent-config-merge` survives a read-modify-write.
 
 use serde::{Deserialize, Serialize};
@@ -40,7 +46,7 @@ pub struct AgentConfigFile {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSection {
-    #[serde(rename = "ncaID", default)]
+    #[serde(rename = "ncaid", default)]
     pub nca_id: String,
     /// The cluster ID SIS gave at registration.
     #[serde(default)]
@@ -75,7 +81,7 @@ pub struct AgentSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_mode: Option<String>,
     /// SIS (ICMS) base URL.
-    #[serde(rename = "icmsURL", default)]
+    #[serde(rename = "icmsurl", default)]
     pub icms_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icms_host_header_override: Option<String>,
@@ -87,10 +93,6 @@ pub struct AgentSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub nats_host_override: Option<String>,
-    /// The token SIS accepts: the projected ServiceAccount token with audience
-    /// `nvcf-icms:<clusterID>`.
-    #[serde(default)]
-    pub token_file: String,
     /// `:8000`: health, version and metrics.
     #[serde(default)]
     pub svc_address: String,
@@ -121,9 +123,217 @@ pub struct WebhookSection {
     pub other: Map<String, Value>,
 }
 
+/// Every key nvca reads, per section, in NVIDIA's spelling (`L/types.go` through
+/// `EncodeConfig`); a key of the file that matches one of them whatever its case is read
+/// under this spelling.
+pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "cluster",
+            "agent",
+            "webhook",
+            "authz",
+            "workload",
+            "environment",
+        ],
+    ),
+    (
+        "cluster",
+        &[
+            "id",
+            "name",
+            "ncaid",
+            "groupID",
+            "groupName",
+            "region",
+            "cloudProvider",
+            "attributes",
+        ],
+    ),
+    (
+        "agent",
+        &[
+            "logLevel",
+            "featureFlags",
+            "maintenanceMode",
+            "icmsurl",
+            "icmsHostHeaderOverride",
+            "NATSURL",
+            "NATSHostOverride",
+            "svcAddress",
+            "adminAddr",
+            "systemNamespace",
+            "requestsNamespace",
+            "heartbeatInterval",
+            "credRenewInterval",
+            "skipSelfDestruct",
+            "kubernetesVersionOverride",
+            "operatorVersion",
+            "staticGPUCapacity",
+            // nvca's own keys.
+            "registrationDiffInterval",
+            "jwksInterval",
+            "inventoryQuiet",
+            "inventoryMaxDelay",
+            "gpuManualInstanceConfigB64",
+        ],
+    ),
+    (
+        "webhook",
+        &["svcAddress", "tlsCertFile", "tlsKeyFile", "tlsSecretName"],
+    ),
+    (
+        "authz",
+        &[
+            "clusterIssuedTokenFilePath",
+            "clusterIssuedTokenSource",
+            "selfManagedVaultSecretsJSONPath",
+        ],
+    ),
+];
+
+/// Keys whose value is a list; an environment override gives them comma-separated.
+const LIST_KEYS: [&str; 2] = ["featureFlags", "attributes"];
+
+/// NVIDIA's environment variable for `section.key`: `NVCA_`, then each name split where
+/// its case changes (`L/autobind_env.go` `joinByCamelCase`), in capitals:
+/// `agent.icmsurl` → `NVCA_AGENT_ICMSURL`, `agent.NATSHostOverride` →
+/// `NVCA_AGENT_NATS_HOST_OVERRIDE`, `cluster.groupID` → `NVCA_CLUSTER_GROUP_ID`.
+pub fn env_name(section: &str, key: &str) -> String {
+    let mut name = String::from("NVCA");
+    for part in [section, key].into_iter().filter(|part| !part.is_empty()) {
+        let chars: Vec<char> = part.chars().collect();
+        name.push('_');
+        for (i, c) in chars.iter().enumerate() {
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            let prev = i.checked_sub(1).map(|j| chars[j]);
+            let boundary = c.is_uppercase()
+                && prev.is_some_and(|p| p.is_lowercase() || (p.is_uppercase() && next_lower));
+            if boundary {
+                name.push('_');
+            }
+            name.extend(c.to_uppercase());
+        }
+    }
+    name
+}
+
+/// Rename each key [`KNOWN_KEYS`] knows, at the top and in each section, to its spelling.
+fn canonical_keys(value: &mut serde_yaml::Value) {
+    let serde_yaml::Value::Mapping(top) = value else {
+        return;
+    };
+    rename_known(top, "");
+    for (section, _) in KNOWN_KEYS.iter().filter(|(section, _)| !section.is_empty()) {
+        if let Some(serde_yaml::Value::Mapping(inner)) = top.get_mut(*section) {
+            rename_known(inner, section);
+        }
+    }
+}
+
+fn rename_known(map: &mut serde_yaml::Mapping, section: &str) {
+    let Some((_, known)) = KNOWN_KEYS.iter().find(|(name, _)| *name == section) else {
+        return;
+    };
+    let entries = std::mem::take(map);
+    for (key, value) in entries {
+        let key = match key
+            .as_str()
+            .and_then(|text| known.iter().find(|k| k.eq_ignore_ascii_case(text)).copied())
+        {
+            Some(spelling) => serde_yaml::Value::String(spelling.to_string()),
+            None => key,
+        };
+        map.insert(key, value);
+    }
+}
+
+/// Lay each set `NVCA_*` variable over its key (an empty one counts as unset, as in
+/// NVIDIA's viper); lists are comma-separated.
+fn apply_env(value: &mut serde_yaml::Value, env: &dyn Fn(&str) -> Option<String>) {
+    if !value.is_mapping() {
+        *value = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
+    }
+    for (section, keys) in KNOWN_KEYS.iter().filter(|(section, _)| !section.is_empty()) {
+        for key in *keys {
+            let Some(set) = env(&env_name(section, key)).filter(|set| !set.is_empty()) else {
+                continue;
+            };
+            let new = if LIST_KEYS.contains(key) {
+                serde_yaml::Value::Sequence(
+                    set.split(',')
+                        .map(|item| serde_yaml::Value::String(item.trim().to_string()))
+                        .collect(),
+                )
+            } else {
+                serde_yaml::Value::String(set)
+            };
+            let serde_yaml::Value::Mapping(top) = value else {
+                return;
+            };
+            let inner = top
+                .entry(serde_yaml::Value::String(section.to_string()))
+                .or_insert_with(|| serde_yaml::Value::Mapping(serde_yaml::Mapping::new()));
+            if let serde_yaml::Value::Mapping(inner) = inner {
+                inner.insert(serde_yaml::Value::String(key.to_string()), new);
+            }
+        }
+    }
+}
+
+/// Keys of the file nvca does not read, as `section.key` (never their values, which may
+/// hold secrets): named once at start so nothing NVIDIA's operator writes is dropped
+/// without a word. The `webhook` section is the webhook's, read by `nvca-agent webhook`.
+pub fn unread_keys(file: &AgentConfigFile) -> Vec<String> {
+    let known = |section: &str, key: &str| {
+        KNOWN_KEYS
+            .iter()
+            .any(|(name, keys)| *name == section && keys.contains(&key))
+    };
+    let mut unread = Vec::new();
+    for (section, map) in [
+        ("cluster", &file.cluster.other),
+        ("agent", &file.agent.other),
+    ] {
+        unread.extend(
+            map.keys()
+                .filter(|key| !known(section, key))
+                .map(|key| format!("{section}.{key}")),
+        );
+    }
+    for (key, value) in &file.other {
+        match (key.as_str(), value) {
+            ("authz", Value::Object(inner)) => unread.extend(
+                inner
+                    .keys()
+                    .filter(|inner| !known("authz", inner))
+                    .map(|inner| format!("authz.{inner}")),
+            ),
+            (section, Value::Object(inner)) => {
+                unread.extend(inner.keys().map(|inner| format!("{section}.{inner}")))
+            }
+            (key, _) => unread.push(key.to_string()),
+        }
+    }
+    unread
+}
+
 impl AgentConfigFile {
+    /// The file, its keys matched as NVIDIA's agent matches them.
     pub fn parse(text: &str) -> Result<AgentConfigFile, serde_yaml::Error> {
-        serde_yaml::from_str(text)
+        Self::parse_with_env(text, &|_| None)
+    }
+
+    /// The same, with NVIDIA's `NVCA_*` environment overrides looked up by `env`.
+    pub fn parse_with_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AgentConfigFile, serde_yaml::Error> {
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text)?;
+        canonical_keys(&mut value);
+        apply_env(&mut value, env);
+        serde_yaml::from_value(value)
     }
 
     pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
@@ -178,8 +388,88 @@ mod tests {
         assert_eq!(again.other["environment"], "production");
         let yaml = file.to_yaml().unwrap();
         assert!(
-            yaml.contains("NATSURL:") && yaml.contains("icmsURL:"),
+            yaml.contains("NATSURL:") && yaml.contains("icmsurl:"),
             "{yaml}"
         );
+    }
+
+    #[test]
+    fn keys_are_matched_whatever_their_case_as_nvidias_agent_does() {
+        let text = "CLUSTER:\n  NCAID: nca-1\n  GroupId: g-1\nagent:\n  icmsURL: http://sis\n  ICMSURL_EXTRA: kept\n  natsurl: nats://n\n  max_running_timeout: 5m\n";
+        let file = AgentConfigFile::parse(text).unwrap();
+        assert_eq!(file.cluster.nca_id, "nca-1");
+        assert_eq!(file.cluster.group_id, "g-1");
+        assert_eq!(file.agent.icms_url, "http://sis");
+        assert_eq!(file.agent.nats_url, "nats://n");
+        assert_eq!(file.agent.other["ICMSURL_EXTRA"], "kept");
+        assert_eq!(file.agent.other["max_running_timeout"], "5m");
+    }
+
+    #[test]
+    fn keys_nvca_does_not_read_are_named_without_their_values() {
+        let text = "cluster:\n  id: c\n  validationPolicy: {name: x}\nagent:\n  icmsurl: u\n  computeBackend: k8s\n  heartbeatInterval: 5m\nauthz:\n  clusterIssuedTokenFilePath: /t\n  tokenURL: https://secret\nworkload:\n  workerDegradationTimeout: 1h\nenvironment: prod\n";
+        let file = AgentConfigFile::parse(text).unwrap();
+        let unread = unread_keys(&file);
+        assert_eq!(
+            unread,
+            [
+                "cluster.validationPolicy",
+                "agent.computeBackend",
+                "authz.tokenURL",
+                "environment",
+                "workload.workerDegradationTimeout"
+            ]
+        );
+    }
+
+    #[test]
+    fn nvidias_environment_names_and_overrides() {
+        for (section, key, name) in [
+            ("agent", "icmsurl", "NVCA_AGENT_ICMSURL"),
+            ("agent", "NATSURL", "NVCA_AGENT_NATSURL"),
+            ("agent", "NATSHostOverride", "NVCA_AGENT_NATS_HOST_OVERRIDE"),
+            (
+                "agent",
+                "icmsHostHeaderOverride",
+                "NVCA_AGENT_ICMS_HOST_HEADER_OVERRIDE",
+            ),
+            ("agent", "featureFlags", "NVCA_AGENT_FEATURE_FLAGS"),
+            (
+                "agent",
+                "staticGPUCapacity",
+                "NVCA_AGENT_STATIC_GPU_CAPACITY",
+            ),
+            ("cluster", "ncaid", "NVCA_CLUSTER_NCAID"),
+            ("cluster", "groupID", "NVCA_CLUSTER_GROUP_ID"),
+            (
+                "authz",
+                "clusterIssuedTokenFilePath",
+                "NVCA_AUTHZ_CLUSTER_ISSUED_TOKEN_FILE_PATH",
+            ),
+            (
+                "authz",
+                "selfManagedVaultSecretsJSONPath",
+                "NVCA_AUTHZ_SELF_MANAGED_VAULT_SECRETS_JSON_PATH",
+            ),
+        ] {
+            assert_eq!(env_name(section, key), name);
+        }
+        let env = |name: &str| match name {
+            "NVCA_AGENT_ICMSURL" => Some("http://from-env".to_string()),
+            "NVCA_AGENT_FEATURE_FLAGS" => Some("-DynamicGPUDiscovery, SelfHosted".to_string()),
+            "NVCA_CLUSTER_ID" => Some(String::new()),
+            _ => None,
+        };
+        let file = AgentConfigFile::parse_with_env(
+            "cluster:\n  id: c-1\nagent:\n  icmsurl: http://file\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(file.agent.icms_url, "http://from-env");
+        assert_eq!(
+            file.agent.feature_flags,
+            ["-DynamicGPUDiscovery", "SelfHosted"]
+        );
+        assert_eq!(file.cluster.id, "c-1", "an empty variable is unset");
     }
 }

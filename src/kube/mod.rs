@@ -4,6 +4,7 @@
 pub mod agent_config;
 pub mod client;
 pub mod crd;
+pub mod feature_flags;
 pub mod not_found;
 pub mod resources;
 pub mod watched_pod;

@@ -3,7 +3,8 @@
 //! defaults and parsing rules (`N/pkg/featureflag/featureflag.go` `parseFlags`,
 //! `attribute.go` `parseAttributes`; `N` = `src/compute-plane-services/nvca`):
 //!
-//! - a flag is `Name` or `+Name` (on) or `-Name` (off); unknown names are ignored;
+//! - flags are resolved by [`crate::kube::feature_flags`]: `Name` or `+Name` (on) or
+//!   `-Name` (off), the last word wins, unknown names are ignored;
 //! - an attribute is `Name` (on) or `Name=value`, on unless `value` parses as a false
 //!   boolean (`0`, `f`, `F`, `false`, `FALSE`, `False`); unknown names are ignored;
 //! - `DynamoOperatorSupport` turns `AllowWorkloadKubernetesAPIAccess` on;
@@ -12,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::error::WebhookError;
+use crate::kube::feature_flags::Flags;
 
 /// Workload labels that say what a Kubernetes object belongs to
 /// (`N/pkg/types/common_labels.go`).
@@ -78,33 +80,18 @@ impl Default for Features {
 impl Features {
     /// The features from `agent.featureFlags` and `cluster.attributes`.
     pub fn parse(flags: &[String], attributes: &[String]) -> Result<Features, WebhookError> {
-        let mut features = Features::default();
-        let mut dynamo = false;
-        for entry in flags.iter().flat_map(|entry| entry.split(',')) {
-            let entry = entry.trim();
-            let (name, on) = match entry.as_bytes().first() {
-                None => continue,
-                Some(b'+') => (&entry[1..], true),
-                Some(b'-') => (&entry[1..], false),
-                Some(_) => (entry, true),
-            };
-            match name {
-                "UniformInstanceLabels" => features.uniform_instance_labels = on,
-                "AllowWorkloadKubernetesAPIAccess" => features.allow_workload_api_access = on,
-                "EnforceHelmFunctionResourceLimits" => features.enforce_helm_function_limits = on,
-                "EnforceHelmTaskResourceLimits" => features.enforce_helm_task_limits = on,
-                "EnforceContainerFunctionResourceLimits" => {
-                    features.enforce_container_function_limits = on
-                }
-                "EnforceContainerTaskResourceLimits" => features.enforce_container_task_limits = on,
-                "HelmInternalPersistentStorage" => features.helm_internal_persistent_storage = on,
-                "DynamoOperatorSupport" => dynamo = on,
-                _ => {}
-            }
-        }
-        if dynamo {
-            features.allow_workload_api_access = true;
-        }
+        let flags = Flags::resolve(flags);
+        let mut features = Features {
+            uniform_instance_labels: flags.is_on("UniformInstanceLabels"),
+            allow_workload_api_access: flags.is_on("AllowWorkloadKubernetesAPIAccess"),
+            enforce_helm_function_limits: flags.is_on("EnforceHelmFunctionResourceLimits"),
+            enforce_helm_task_limits: flags.is_on("EnforceHelmTaskResourceLimits"),
+            enforce_container_function_limits: flags
+                .is_on("EnforceContainerFunctionResourceLimits"),
+            enforce_container_task_limits: flags.is_on("EnforceContainerTaskResourceLimits"),
+            helm_internal_persistent_storage: flags.is_on("HelmInternalPersistentStorage"),
+            ..Features::default()
+        };
         for entry in attributes.iter().flat_map(|entry| entry.split(',')) {
             let entry = entry.trim();
             if entry.is_empty() {

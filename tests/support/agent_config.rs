@@ -1,5 +1,5 @@
-//! The agent's `config.yaml` for a test cluster at sis-sim, in the shape the operator
-//! renders into ConfigMap `agent-config`.
+//! The agent's `config.yaml` for a test cluster at sis-sim, keys spelled as NVIDIA's operator
+//! and nvca's write them into ConfigMap `agent-config` (`agent.icmsurl`, `cluster.ncaid`, `authz`).
 
 use std::path::Path;
 
@@ -22,7 +22,8 @@ pub struct AgentConfig<'a> {
 }
 
 impl AgentConfig<'_> {
-    /// The file's text, for a cluster in `us-west-1` on prem.
+    /// The file's text, for a cluster in `us-west-1` on prem; `agent` comes last, so a
+    /// caller may append keys of its own to it.
     pub fn yaml(&self) -> String {
         let flags: Vec<String> = self
             .feature_flags
@@ -30,8 +31,9 @@ impl AgentConfig<'_> {
             .map(|flag| format!("\"{flag}\""))
             .collect();
         format!(
-            "cluster:\n  id: {id}\n  name: {name}\n  ncaID: {nca}\n  groupID: {group}\n  groupName: {name}\n  region: us-west-1\n  cloudProvider: ON-PREM\n\
-             agent:\n  icmsURL: {url}\n  NATSURL: {nats}\n  featureFlags: [{flags}]\n  tokenFile: {token}\n  svcAddress: {health}\n  adminAddr: {admin}\n  systemNamespace: {ns}\n  requestsNamespace: {ns}\n",
+            "cluster:\n  id: {id}\n  name: {name}\n  ncaid: {nca}\n  groupID: {group}\n  groupName: {name}\n  region: us-west-1\n  cloudProvider: ON-PREM\n\
+             authz:\n  clusterIssuedTokenFilePath: {token}\n\
+             agent:\n  icmsurl: {url}\n  NATSURL: {nats}\n  featureFlags: [{flags}]\n  svcAddress: {health}\n  adminAddr: {admin}\n  systemNamespace: {ns}\n  requestsNamespace: {ns}\n",
             id = self.cluster_id,
             name = self.name,
             nca = self.nca,

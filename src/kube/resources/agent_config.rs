@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::json;
+
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::deployment::TOKEN_PATH;
@@ -40,12 +42,14 @@ pub fn file(config: &BackendConfig) -> AgentConfigFile {
             icms_host_header_override: config.icms_host_override.clone(),
             nats_url: config.nats_url.clone(),
             nats_host_override: config.nats_host_override.clone(),
-            token_file: TOKEN_PATH.to_string(),
             svc_address: format!(":{AGENT_PORT}"),
             admin_addr: AGENT_ADMIN_ADDR.to_string(),
             system_namespace: config.system_namespace.clone(),
             requests_namespace: config.requests_namespace.clone(),
-            ..AgentSection::default()
+            other: serde_json::Map::from_iter([(
+                "operatorVersion".to_string(),
+                json!(env!("CARGO_PKG_VERSION")),
+            )]),
         },
         webhook: WebhookSection {
             svc_address: format!(":{WEBHOOK_PORT}"),
@@ -53,7 +57,14 @@ pub fn file(config: &BackendConfig) -> AgentConfigFile {
             tls_key_file: format!("{SERVER_CERTS_DIR}/{KEY_KEY}"),
             ..WebhookSection::default()
         },
-        ..AgentConfigFile::default()
+        // Where NVIDIA's agent reads its token from (`authz`, `nvcaagent_selfmanaged.go`).
+        other: serde_json::Map::from_iter([(
+            "authz".to_string(),
+            json!({
+                "clusterIssuedTokenFilePath": TOKEN_PATH,
+                "clusterIssuedTokenSource": "psat",
+            }),
+        )]),
     }
 }
 
@@ -94,7 +105,18 @@ mod tests {
             ["DynamicGPUDiscovery", "SelfHosted", "KAIScheduler"]
         );
         assert_eq!(read.agent.maintenance_mode, None);
-        assert_eq!(read.agent.token_file, "/var/run/secrets/tokens/token");
+        assert_eq!(
+            read.other["authz"]["clusterIssuedTokenFilePath"],
+            "/var/run/secrets/tokens/token"
+        );
+        assert_eq!(
+            read.agent.other["operatorVersion"],
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(
+            text.contains("icmsurl:") && text.contains("ncaid:"),
+            "{text}"
+        );
         assert_eq!(read.webhook.tls_cert_file, "/certs/server/tls.crt");
     }
 }
