@@ -18,6 +18,7 @@
 //!
 //! Pure: no file or network access; [`AgentSettings::from_file`] takes the parsed file.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use serde_json::Value;
 use super::maintenance::{self, MaintenanceMode};
 use crate::kube::agent_config::AgentConfigFile;
 use crate::kube::feature_flags::Flags;
+use crate::machines::failure::Timeouts;
 use crate::sis::token::{DEFAULT_VAULT_SECRETS_PATH, TokenSource};
 
 /// Namespaces when config.yaml names none (NVIDIA's defaults).
@@ -162,6 +164,12 @@ pub struct AgentSettings {
     /// `agent.staticGPUCapacity`: non-zero turns dynamic GPU discovery off (NVIDIA's
     /// `configureAndCheckCLI`).
     pub static_gpu_capacity: u64,
+    /// NVIDIA's workload timeouts (`workload.maxRunningTimeout` …, `N/pkg/nvca/cli.go`
+    /// into `k8sutil.TimeConfig`), for function deployments.
+    pub timeouts: Timeouts,
+    /// `workload.functionEnvOverrides`, keys in capitals (NVIDIA's encoder writes them in
+    /// lower case; its `NormalizeEnvOverrides` puts them back).
+    pub function_env_overrides: BTreeMap<String, String>,
     /// `agent.svcAddress` (`:8000`).
     pub svc_address: String,
     /// `agent.adminAddr` (`127.0.0.1:8001`).
@@ -373,7 +381,38 @@ impl AgentSettings {
             )?,
         };
 
+        let workload = file.other.get("workload");
+        let workload_key = |key: &str| workload.and_then(|section| section.get(key));
+        let limit = |key: &str, default: Duration| {
+            Ok::<Duration, ConfigError>(
+                duration(&format!("workload.{key}"), workload_key(key))?.unwrap_or(default),
+            )
+        };
+        let nvidias = Timeouts::default();
+        let timeouts = Timeouts {
+            pending: limit("maxRunningTimeout", nvidias.pending)?,
+            image_pull: limit("maxImagePullErrorThreshold", nvidias.image_pull)?,
+            scheduling: limit("podScheduledThreshold", nvidias.scheduling)?,
+            restart_loop: limit(
+                "podLaunchThresholdSecondsOnFailedRestarts",
+                nvidias.restart_loop,
+            )?,
+            init_stuck: limit("podLaunchThresholdMinutesOnInitFailure", nvidias.init_stuck)?,
+            startup: limit("workerStartupTimeout", nvidias.startup)?,
+            degradation: limit("workerDegradationTimeout", nvidias.degradation)?,
+            ..nvidias
+        };
+        let function_env_overrides = match workload_key("functionEnvOverrides") {
+            Some(Value::Object(map)) => map
+                .iter()
+                .filter_map(|(name, value)| Some((name.to_uppercase(), text(Some(value))?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+
         Ok(AgentSettings {
+            timeouts,
+            function_env_overrides,
             cluster,
             icms_url,
             icms_host_override: agent.icms_host_header_override.as_deref().and_then(present),
@@ -588,7 +627,6 @@ workload:
             "agent.helmReValServiceURL",
             "agent.namespaceLabels",
             "environment",
-            "workload.workerDegradationTimeout",
         ] {
             assert!(
                 settings.warnings[0].contains(key),
@@ -596,6 +634,31 @@ workload:
                 settings.warnings
             );
         }
+    }
+
+    #[test]
+    fn workload_timeouts_and_env_overrides_are_nvidias() {
+        let text = format!(
+            "{FILE}workload:\n  workerDegradationTimeout: 1h30m0s\n  podScheduledThreshold: 90s\n  functionEnvOverrides:\n    init_container: mirror/init:1\n"
+        );
+        let settings = AgentSettings::from_file(&parse(&text), &Overrides::default()).unwrap();
+        assert_eq!(settings.timeouts.degradation, Duration::from_secs(90 * 60));
+        assert_eq!(settings.timeouts.scheduling, Duration::from_secs(90));
+        assert_eq!(settings.timeouts.image_pull, Timeouts::default().image_pull);
+        assert_eq!(
+            settings.function_env_overrides,
+            BTreeMap::from([("INIT_CONTAINER".to_string(), "mirror/init:1".to_string())])
+        );
+        assert!(settings.warnings.is_empty(), "{:?}", settings.warnings);
+        let error = AgentSettings::from_file(
+            &parse(&format!("{FILE}workload:\n  maxRunningTimeout: soon\n")),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("workload.maxRunningTimeout"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -590,12 +590,15 @@ async fn run_functions(
         image_pull_secrets: Vec::new(),
     };
     let handle = loop {
+        let mut function_settings = FunctionsSettings::new(placement.clone());
+        function_settings.timeouts = settings.timeouts;
+        function_settings.env_overrides = settings.function_env_overrides.clone();
         let mut functions = FunctionsContext::new(
             context.client.clone(),
             Arc::new(context.sis.clone()),
             context.queue.clone(),
             context.store.clone(),
-            FunctionsSettings::new(placement.clone()),
+            function_settings,
             context.inventory.clone(),
             mode_rx.clone(),
         );

@@ -126,7 +126,7 @@ fn spec_text(creation: &CreationRequest, key: &str) -> Option<String> {
 /// Decide what to do with a creation message: a container function is launched; a
 /// task or a Helm function is refused for now (they come in a later issue), as is a
 /// container function whose environment does not say what to run. `overrides` is
-/// `agent.functionEnvOverrides`, laid over the worker environment.
+/// `workload.functionEnvOverrides`, laid over the worker environment.
 pub fn read(
     creation: &CreationRequest,
     overrides: &BTreeMap<String, String>,
@@ -186,7 +186,7 @@ pub fn read(
         .ok_or_else(|| {
             refuse(format!(
                 "no utils container: the launch environment has no {UTILS_IMAGE}; set it in \
-                 agent.functionEnvOverrides"
+                 workload.functionEnvOverrides"
             ))
         })?;
     let init_image = worker_env

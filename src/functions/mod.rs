@@ -74,7 +74,7 @@ pub type Driver = crate::driver::Driver<FunctionMachine, FunctionExecutor>;
 pub struct FunctionsSettings {
     /// Namespace, cluster name, region, scheduler and pull secrets of the workloads.
     pub placement: Placement,
-    /// `agent.functionEnvOverrides`: laid over every worker environment (e.g.
+    /// `workload.functionEnvOverrides`: laid over every worker environment (e.g.
     /// `UTILS_CONTAINER`, `INIT_CONTAINER` to use mirrored images).
     pub env_overrides: BTreeMap<String, String>,
     /// NVIDIA's instance timeouts (image pull, scheduling, restarts, degradation …).

@@ -191,10 +191,25 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "selfManagedVaultSecretsJSONPath",
         ],
     ),
+    (
+        "workload",
+        &[
+            "maxRunningTimeout",
+            "maxImagePullErrorThreshold",
+            "podScheduledThreshold",
+            "podLaunchThresholdSecondsOnFailedRestarts",
+            "podLaunchThresholdMinutesOnInitFailure",
+            "workerStartupTimeout",
+            "workerDegradationTimeout",
+            "functionEnvOverrides",
+        ],
+    ),
 ];
 
 /// Keys whose value is a list; an environment override gives them comma-separated.
 const LIST_KEYS: [&str; 2] = ["featureFlags", "attributes"];
+/// Keys whose value is a map: no environment override (NVIDIA's agent fails on one).
+const MAP_KEYS: [&str; 1] = ["functionEnvOverrides"];
 
 /// NVIDIA's environment variable for `section.key`: `NVCA_`, then each name split where
 /// its case changes (`L/autobind_env.go` `joinByCamelCase`), in capitals:
@@ -256,7 +271,7 @@ fn apply_env(value: &mut serde_yaml::Value, env: &dyn Fn(&str) -> Option<String>
         *value = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
     }
     for (section, keys) in KNOWN_KEYS.iter().filter(|(section, _)| !section.is_empty()) {
-        for key in *keys {
+        for key in keys.iter().filter(|key| !MAP_KEYS.contains(key)) {
             let Some(set) = env(&env_name(section, key)).filter(|set| !set.is_empty()) else {
                 continue;
             };
@@ -304,11 +319,11 @@ pub fn unread_keys(file: &AgentConfigFile) -> Vec<String> {
     }
     for (key, value) in &file.other {
         match (key.as_str(), value) {
-            ("authz", Value::Object(inner)) => unread.extend(
+            (section @ ("authz" | "workload"), Value::Object(inner)) => unread.extend(
                 inner
                     .keys()
-                    .filter(|inner| !known("authz", inner))
-                    .map(|inner| format!("authz.{inner}")),
+                    .filter(|inner| !known(section, inner))
+                    .map(|inner| format!("{section}.{inner}")),
             ),
             (section, Value::Object(inner)) => {
                 unread.extend(inner.keys().map(|inner| format!("{section}.{inner}")))
@@ -407,7 +422,7 @@ mod tests {
 
     #[test]
     fn keys_nvca_does_not_read_are_named_without_their_values() {
-        let text = "cluster:\n  id: c\n  validationPolicy: {name: x}\nagent:\n  icmsurl: u\n  computeBackend: k8s\n  heartbeatInterval: 5m\nauthz:\n  clusterIssuedTokenFilePath: /t\n  tokenURL: https://secret\nworkload:\n  workerDegradationTimeout: 1h\nenvironment: prod\n";
+        let text = "cluster:\n  id: c\n  validationPolicy: {name: x}\nagent:\n  icmsurl: u\n  computeBackend: k8s\n  heartbeatInterval: 5m\nauthz:\n  clusterIssuedTokenFilePath: /t\n  tokenURL: https://secret\nworkload:\n  workerDegradationTimeout: 1h\n  namespaceStuckTimeout: 5m\nenvironment: prod\n";
         let file = AgentConfigFile::parse(text).unwrap();
         let unread = unread_keys(&file);
         assert_eq!(
@@ -417,7 +432,7 @@ mod tests {
                 "agent.computeBackend",
                 "authz.tokenURL",
                 "environment",
-                "workload.workerDegradationTimeout"
+                "workload.namespaceStuckTimeout"
             ]
         );
     }
