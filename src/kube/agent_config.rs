@@ -74,8 +74,10 @@ pub struct AgentSection {
     #[serde(default)]
     pub log_level: String,
     /// Feature flags, e.g. `DynamicGPUDiscovery`, `KAIScheduler`, and during a drain
-    /// `CordonAndDrainMaintenance`.
-    #[serde(default)]
+    /// `CordonAndDrainMaintenance`. Not written when empty, as NVIDIA's encoder omits it:
+    /// NVIDIA's drain patch inserts its flag after a `featureFlags:` line and would give
+    /// `featureFlags: []` a second key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub feature_flags: Vec<String>,
     /// `CordonMaintenance` or `CordonAndDrainMaintenance`; absent when not in maintenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
