@@ -1009,9 +1009,9 @@ fn step_of(
     })
 }
 
-/// One watch per kind of owned object; a deletion is drift, and so is an object of one
-/// name found missing when the watch lists (at start, or after a broken watch): deleted
-/// while no operator ran.
+/// One watch per kind of owned object; a deletion is drift, and so is an object of a
+/// fixed name found missing when the watch lists (at start, or after a broken watch):
+/// deleted while no operator ran.
 fn watch_owned_objects(context: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
     let system = SYSTEM_NAMESPACE;
     let client = &context.client;
@@ -1021,61 +1021,61 @@ fn watch_owned_objects(context: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()
             context,
             Api::<Namespace>::all(client.clone()),
             watcher::Config::default(),
-            None,
+            &[SYSTEM_NAMESPACE, REQUESTS_NAMESPACE],
         ),
         spawn_drift(
             context,
             Api::<Secret>::namespaced(client.clone(), system),
             watcher::Config::default(),
-            None,
+            &[webhook_certs::SERVER_SECRET, webhook_certs::CA_SECRET],
         ),
         spawn_drift(
             context,
             Api::<ConfigMap>::namespaced(client.clone(), system),
             watcher::Config::default(),
-            None,
+            &[network_policies::CONFIGMAP, agent_config::CONFIGMAP],
         ),
         spawn_drift(
             context,
             Api::<ServiceAccount>::namespaced(client.clone(), system),
             named(NVCA),
-            Some(NVCA),
+            &[NVCA],
         ),
         spawn_drift(
             context,
             Api::<ClusterRole>::all(client.clone()),
             named(NVCA),
-            Some(NVCA),
+            &[NVCA],
         ),
         spawn_drift(
             context,
             Api::<ClusterRoleBinding>::all(client.clone()),
             named(NVCA),
-            Some(NVCA),
+            &[NVCA],
         ),
         spawn_drift(
             context,
             Api::<Service>::namespaced(client.clone(), system),
             named(NVCA),
-            Some(NVCA),
+            &[NVCA],
         ),
         spawn_drift(
             context,
             Api::<ValidatingWebhookConfiguration>::all(client.clone()),
             named(NVCA),
-            Some(NVCA),
+            &[NVCA],
         ),
         spawn_drift(
             context,
             Api::<MutatingWebhookConfiguration>::all(client.clone()),
             named(NVCA),
-            Some(NVCA),
+            &[NVCA],
         ),
         spawn_drift(
             context,
             Api::<Deployment>::namespaced(client.clone(), system),
             named(NVCA),
-            Some(NVCA),
+            &[NVCA],
         ),
     ]
 }
@@ -1084,7 +1084,7 @@ fn spawn_drift<K>(
     context: &Arc<Context>,
     api: Api<K>,
     config: watcher::Config,
-    expected: Option<&'static str>,
+    expected: &'static [&'static str],
 ) -> tokio::task::JoinHandle<()>
 where
     K: Resource<DynamicType = ()>
@@ -1100,21 +1100,24 @@ where
         let kind = K::kind(&()).to_string();
         let namespace = api.namespace().map(str::to_string);
         let mut events = watcher(api, config).boxed();
-        let mut listed = false;
+        let mut listed: Vec<String> = Vec::new();
         while let Some(event) = events.next().await {
             let (object, deleted) = match event {
                 Ok(WatchEvent::Delete(object)) => (object, true),
                 Ok(WatchEvent::Apply(object)) => (object, false),
                 Ok(WatchEvent::Init) => {
-                    listed = false;
+                    listed.clear();
                     continue;
                 }
                 Ok(WatchEvent::InitApply(object)) => {
-                    listed |= expected == Some(object.name_any().as_str());
+                    listed.push(object.name_any());
                     continue;
                 }
                 Ok(WatchEvent::InitDone) => {
-                    if let Some(name) = expected.filter(|_| !listed) {
+                    for name in expected
+                        .iter()
+                        .filter(|name| !listed.iter().any(|l| l == *name))
+                    {
                         let what = match &namespace {
                             Some(namespace) => format!("{kind} {namespace}/{name}"),
                             None => format!("{kind} {name}"),
