@@ -2,8 +2,8 @@
 //! `nvca_workload_result_total{failure_category}` counts instances that ended, by NVIDIA's
 //! failure category (`none` for an instance taken down on request). Bounded labels: the
 //! categories are a fixed set. nvca adds `nvca_queue_messages_given_back_total{reason}`:
-//! creation messages given back to the queue, by [`GivenBack`] reason. Rendered in the text exposition format for the agent's
-//! `/metrics`.
+//! creation messages given back to the queue, by [`GivenBack`] reason. Rendered in the
+//! text exposition format for the agent's `/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -14,7 +14,7 @@ use crate::machines::failure::FailureClass;
 pub const NO_FAILURE: &str = "none";
 
 /// Why a creation message went back to the queue (a bounded label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GivenBack {
     /// Not enough GPUs of its type.
     Capacity,
@@ -37,85 +37,77 @@ impl GivenBack {
     }
 }
 
+/// One counter with one label, by label value.
+#[derive(Debug, Default)]
+struct Counts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl Counts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, u64>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add(&self, value: &'static str) {
+        *self.lock().entry(value).or_default() += 1;
+    }
+
+    fn get(&self, value: &str) -> u64 {
+        self.lock().get(value).copied().unwrap_or(0)
+    }
+
+    /// `# HELP`, `# TYPE` and one line per label value.
+    fn render(&self, out: &mut String, name: &str, help: &str, label: &str) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for (value, count) in self.lock().iter() {
+            out.push_str(&format!("{name}{{{label}=\"{value}\"}} {count}\n"));
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
-    results: Mutex<BTreeMap<&'static str, u64>>,
-    given_back: Mutex<BTreeMap<GivenBack, u64>>,
+    results: Counts,
+    given_back: Counts,
 }
 
 impl Metrics {
     /// One instance ended, with `cause` if it failed (SIS heard it terminated).
     pub fn workload_result(&self, cause: Option<FailureClass>) {
-        let category = cause.map_or(NO_FAILURE, FailureClass::category);
-        *self
-            .results
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(category)
-            .or_default() += 1;
+        self.results
+            .add(cause.map_or(NO_FAILURE, FailureClass::category));
     }
 
     /// The count of one category.
     pub fn results(&self, category: &str) -> u64 {
-        self.results
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(category)
-            .copied()
-            .unwrap_or(0)
+        self.results.get(category)
     }
 
     /// One creation message was given back to the queue.
     pub fn given_back(&self, reason: GivenBack) {
-        *self
-            .given_back
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+        self.given_back.add(reason.label());
     }
 
     /// Messages given back for `reason` so far.
     pub fn given_back_count(&self, reason: GivenBack) -> u64 {
-        self.given_back
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&reason)
-            .copied()
-            .unwrap_or(0)
+        self.given_back.get(reason.label())
     }
 
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP nvca_workload_result_total Workload instances that ended, by failure category.\n\
-             # TYPE nvca_workload_result_total counter\n",
+        let mut out = String::new();
+        self.results.render(
+            &mut out,
+            "nvca_workload_result_total",
+            "Workload instances that ended, by failure category.",
+            "failure_category",
         );
-        for (category, count) in self
-            .results
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-        {
-            out.push_str(&format!(
-                "nvca_workload_result_total{{failure_category=\"{category}\"}} {count}\n"
-            ));
-        }
-        out.push_str(
-            "# HELP nvca_queue_messages_given_back_total Creation messages given back to the queue, by reason.\n\
-             # TYPE nvca_queue_messages_given_back_total counter\n",
+        self.given_back.render(
+            &mut out,
+            "nvca_queue_messages_given_back_total",
+            "Creation messages given back to the queue, by reason.",
+            "reason",
         );
-        for (reason, count) in self
-            .given_back
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-        {
-            out.push_str(&format!(
-                "nvca_queue_messages_given_back_total{{reason=\"{}\"}} {count}\n",
-                reason.label()
-            ));
-        }
         out
     }
 }
