@@ -165,9 +165,14 @@ impl World {
     }
 
     async fn start(&mut self, settings: FunctionsSettings) {
+        self.start_as(self.env.client.clone(), settings).await;
+    }
+
+    /// The component with its own Kubernetes identity.
+    async fn start_as(&mut self, client: kube::Client, settings: FunctionsSettings) {
         let queue = self.queue();
         let context = FunctionsContext::new(
-            self.env.client.clone(),
+            client,
             self.sis.clone(),
             queue,
             Store::open(self.store_dir.path()).expect("store opens"),
@@ -662,20 +667,7 @@ async fn a_request_that_cannot_be_written_for_good_is_refused_at_sis_acked_and_n
         image_pull_secrets: Vec::new(),
     });
     settings.pacing.poll = Duration::from_millis(200);
-    let context = FunctionsContext::new(
-        limited,
-        world.sis.clone(),
-        world.queue(),
-        Store::open(world.store_dir.path()).expect("store opens"),
-        settings,
-        world.inventory.subscribe(),
-        world.mode.subscribe(),
-    );
-    world.handle = Some(
-        nvca::functions::start(context)
-            .await
-            .expect("function deployments start"),
-    );
+    world.start_as(limited, settings).await;
     let function = world.function(Some("nvcr.io/test/echo:1"), None).await;
     let (_, request_id) = world.deploy(&function, 1, 1).await;
     let record = eventually(WAIT, "SIS hears the instance terminated", || async {

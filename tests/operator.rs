@@ -935,26 +935,6 @@ const OPERATOR_CRDS: [&str; 4] = [
     "nvsnapfunctionstates.nvsnap.nvcf.nvidia.io",
 ];
 
-/// The CRD `name` once it is Established, with its uid.
-async fn established_crd(
-    crds: &Api<CustomResourceDefinition>,
-    name: &str,
-    wait: Duration,
-) -> CustomResourceDefinition {
-    eventually(wait, &format!("CRD {name} established"), || async {
-        let crd = crds.get_opt(name).await.ok()??;
-        crd.metadata.deletion_timestamp.is_none().then_some(())?;
-        crd.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(crd.clone())
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_installs_its_crds_owned_by_the_charts_and_puts_back_a_deleted_one() {
     let world = World::new("operator-crds").await;
@@ -966,7 +946,7 @@ async fn the_operator_installs_its_crds_owned_by_the_charts_and_puts_back_a_dele
         .await
         .expect("the chart's CRD");
     for name in OPERATOR_CRDS {
-        let crd = established_crd(&crds, name, WAIT).await;
+        let crd = support::crds::established(&crds, name, WAIT).await;
         let owners = crd.metadata.owner_references.clone().unwrap_or_default();
         assert!(
             owners.iter().any(|o| o.kind == "CustomResourceDefinition"
@@ -1013,7 +993,8 @@ async fn the_operator_installs_its_crds_owned_by_the_charts_and_puts_back_a_dele
         .await
         .expect("delete the ICMSRequest CRD");
     let back = eventually(Duration::from_secs(60), "the CRD applied again", || async {
-        let crd = established_crd(&crds, OPERATOR_CRDS[0], Duration::from_secs(60)).await;
+        let crd =
+            support::crds::established(&crds, OPERATOR_CRDS[0], Duration::from_secs(60)).await;
         (crd.metadata.uid != old.metadata.uid).then_some(crd)
     })
     .await;

@@ -36,7 +36,7 @@ pub async fn from_chart(client: &Client) {
         names.push(name);
     }
     for name in names {
-        established(&crds, &name).await;
+        established(&crds, &name, Duration::from_secs(90)).await;
     }
 }
 
@@ -57,22 +57,22 @@ pub async fn from_operator(env: &TestEnv) {
     );
 }
 
-async fn established(crds: &Api<CustomResourceDefinition>, name: &str) {
-    eventually(
-        Duration::from_secs(90),
-        &format!("CRD {name} established"),
-        || {
-            let crds = crds.clone();
-            let name = name.to_string();
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+/// The CRD `name` once it is Established and not being deleted (waits up to `wait`).
+pub async fn established(
+    crds: &Api<CustomResourceDefinition>,
+    name: &str,
+    wait: Duration,
+) -> CustomResourceDefinition {
+    eventually(wait, &format!("CRD {name} established"), || async {
+        let crd = crds.get_opt(name).await.ok()??;
+        crd.metadata.deletion_timestamp.is_none().then_some(())?;
+        crd.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(crd.clone())
+    })
+    .await
 }
