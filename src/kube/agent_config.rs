@@ -272,6 +272,9 @@ fn apply_env(value: &mut serde_yaml::Value, env: &dyn Fn(&str) -> Option<String>
     if !value.is_mapping() {
         *value = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
     }
+    let serde_yaml::Value::Mapping(top) = value else {
+        return;
+    };
     for (section, keys) in KNOWN_KEYS.iter().filter(|(section, _)| !section.is_empty()) {
         for key in keys.iter().filter(|key| !MAP_KEYS.contains(key)) {
             let Some(set) = env(&env_name(section, key)).filter(|set| !set.is_empty()) else {
@@ -285,9 +288,6 @@ fn apply_env(value: &mut serde_yaml::Value, env: &dyn Fn(&str) -> Option<String>
                 )
             } else {
                 serde_yaml::Value::String(set)
-            };
-            let serde_yaml::Value::Mapping(top) = value else {
-                return;
             };
             let inner = top
                 .entry(serde_yaml::Value::String(section.to_string()))

@@ -139,6 +139,7 @@ pub fn main(args: CrdsArgs) -> ExitCode {
 pub async fn install(client: &Client) -> Result<(), CrdError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let owner = owner(&api).await?;
+    let mut applied = Vec::new();
     for mut crd in operator_applied() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         migrate_scope(&api, &crd, &name).await?;
@@ -150,9 +151,9 @@ pub async fn install(client: &Client) -> Result<(), CrdError> {
         )
         .await
         .map_err(|error| CrdError::of(&name, "apply", error))?;
+        applied.push(name);
     }
-    for crd in operator_applied() {
-        let name = crd.metadata.name.unwrap_or_default();
+    for name in applied {
         established(&api, &name).await?;
     }
     Ok(())
