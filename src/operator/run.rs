@@ -724,6 +724,19 @@ async fn write_backend(context: &Context, configmaps: &Api<ConfigMap>) -> Result
         tracing::info!(backend = %name, "the NVCFBackend is being deleted; its spec is left alone");
         return Ok(());
     }
+    // An uninstall this store carries out or finished is not undone by writing the spec
+    // again: a create here would bring back the NVCFBackend the user deleted (an
+    // operator restarted between the deletion and `helm uninstall`). A new install starts
+    // with a new operator, which forgets released machines at start.
+    let key = format!("{namespace}/{name}");
+    if context
+        .driver
+        .summary(&key)
+        .is_some_and(|summary| matches!(summary.state.as_str(), "releasing" | "released"))
+    {
+        tracing::info!(backend = %name, "the NVCFBackend was uninstalled by this operator; it is not written again");
+        return Ok(());
+    }
     if registered.cluster_id.is_empty() && context.args.cluster_id.is_empty() {
         tracing::warn!(
             "ConfigMap {namespace}/{REGISTRATION_CONFIGMAP} holds no clusterId yet: the agent cannot be provisioned until the bootstrap registers the cluster (kubectl exec -n {namespace} deploy/nvca-operator -c nvca-operator -- /usr/bin/nvca-self-managed bootstrap --system-namespace {namespace})"
