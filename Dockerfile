@@ -21,7 +21,7 @@ COPY benches ./benches
 COPY tests ./tests
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bins \
  && mkdir /out \
- && for bin in nvca-operator nvca-self-managed nvca-agent nvca-state sis-sim; do \
+ && for bin in nvca-operator nvca-self-managed nvca-agent nvca-state sis-sim nvca-mirror nvca-operator-cleanup; do \
       cp "target/x86_64-unknown-linux-musl/release/$bin" /out/; \
     done
 

@@ -136,7 +136,7 @@ fn assert_mentions(message: &str, needles: &[&str]) {
 // Lint.
 
 #[test]
-fn lint_strict_passes_with_the_guides_values_and_with_the_defaults_plus_a_service_key() {
+fn lint_strict_passes_with_the_guides_values_and_with_the_bare_defaults() {
     let helm = Helm::offline();
     let chart = chart_dir();
     let run = helm
@@ -149,23 +149,8 @@ fn lint_strict_passes_with_the_guides_values_and_with_the_defaults_plus_a_servic
         ])
         .expect_success();
     assert!(run.stdout.contains("0 chart(s) failed"), "{}", run.stdout);
-    helm.run([
-        "lint",
-        "--strict",
-        arg(&chart),
-        "--set",
-        "ngcConfig.serviceKey=not-used",
-    ])
-    .expect_success();
-}
-
-#[test]
-fn lint_strict_of_the_bare_defaults_fails_on_the_missing_service_key() {
-    let chart = chart_dir();
-    let run = Helm::offline().run(["lint", "--strict", arg(&chart)]);
-    assert!(!run.success, "lint passed without ngcConfig.serviceKey");
-    let output = format!("{}{}", run.stdout, run.stderr);
-    assert_mentions(&output, &["ngcConfig.serviceKey", "not-used"]);
+    // As NVIDIA's chart: no value is required to render.
+    helm.run(["lint", "--strict", arg(&chart)]).expect_success();
 }
 
 // ---------------------------------------------------------------------------------
@@ -196,20 +181,23 @@ fn renders_the_operator_deployment_with_nvidias_names() {
     let image = "<REGISTRY>/<REPOSITORY>/nvca-operator:2.52.1";
     let bootstrap = container(pod, "initContainers", "nvca-self-managed-bootstrap");
     assert_eq!(bootstrap["image"], image);
-    assert_eq!(
-        strings(&bootstrap["command"]),
-        ["/usr/bin/nvca-self-managed"]
-    );
+    // NVIDIA's convention: no `command`, the packaged binary is args[0].
+    assert!(bootstrap["command"].is_null());
     assert_eq!(
         strings(&bootstrap["args"]),
-        ["bootstrap", "--system-namespace", NS]
+        [
+            "/usr/bin/nvca-self-managed",
+            "bootstrap",
+            "--system-namespace",
+            NS
+        ]
     );
 
     let operator = container(pod, "containers", "nvca-operator");
     assert_eq!(operator["image"], image);
-    assert_eq!(strings(&operator["command"]), ["/usr/bin/nvca-operator"]);
+    assert!(operator["command"].is_null());
     let args = strings(&operator["args"]);
-    assert_eq!(args[0], "run");
+    assert_eq!(args[..2], ["/usr/bin/nvca-operator", "run"]);
     let flag = |name: &str| -> String {
         let at = args
             .iter()
@@ -250,14 +238,22 @@ fn renders_the_operator_deployment_with_nvidias_names() {
     );
 
     let mirror = container(pod, "containers", "nvca-mirror");
-    assert_eq!(strings(&mirror["command"]), ["/usr/bin/nvca-operator"]);
+    assert!(mirror["command"].is_null());
     assert_eq!(
         strings(&mirror["args"]),
-        ["mirror", "--target-namespace", "nvca-system"]
+        [
+            "/usr/bin/nvca-mirror",
+            "run",
+            "--target-namespace",
+            "nvca-system"
+        ]
     );
     let watch = container(pod, "containers", "nvca-bootstrap-watch");
-    assert_eq!(strings(&watch["command"]), ["/usr/bin/nvca-operator"]);
-    assert_eq!(strings(&watch["args"]), ["bootstrap-watch"]);
+    assert!(watch["command"].is_null());
+    assert_eq!(
+        strings(&watch["args"]),
+        ["/usr/bin/nvca-operator", "bootstrap-watch"]
+    );
 }
 
 #[test]
@@ -459,7 +455,8 @@ fn cluster_dto_has_nvidias_shape_and_the_guides_values() {
 
 #[test]
 fn feature_gates_default_to_dynamic_gpu_discovery() {
-    let objects = Helm::offline().template(NS, NS, &["--set", "ngcConfig.serviceKey=x"]);
+    let objects =
+        Helm::offline().template(NS, NS, &["--set", "ngcConfig.clusterSource=self-managed"]);
     assert_eq!(
         cluster_dto(&objects)["capabilities"],
         json!(["DynamicGPUDiscovery"])
@@ -507,12 +504,18 @@ fn service_account_and_cluster_role_binding_use_the_full_name() {
         "ClusterRole/nvca-operator",
         "ClusterRoleBinding/nvca-operator",
         "ConfigMap/nvcfbackend-self-managed",
+        "ConfigMap/nvcfbackend-helm-managed",
         "ConfigMap/nvca-cluster-registration",
         "ConfigMap/nvca-operator-vault-template",
         "ConfigMap/nvcf-custom-network-policies",
         "ConfigMap/nvca-namespace-pod-annotations",
         "Deployment/nvca-operator",
         "CustomResourceDefinition/nvcfbackends.nvcf.nvidia.io",
+        // The pre-delete hook (Helm applies it only at `helm uninstall`).
+        "ServiceAccount/nvca-operator-pre-delete-cleanup",
+        "ClusterRole/nvca-operator-pre-delete-cleanup",
+        "ClusterRoleBinding/nvca-operator-pre-delete-cleanup",
+        "Job/nvca-operator-pre-delete-cleanup",
     ]
     .into_iter()
     .map(String::from)
@@ -583,7 +586,7 @@ fn pull_secrets_scheduling_and_resources_reach_the_pod() {
     );
 
     // No value: no nodeSelector at all (NVIDIA's rule).
-    let plain = Helm::offline().template(NS, NS, &["--set", "ngcConfig.serviceKey=x"]);
+    let plain = Helm::offline().template(NS, NS, &["--set", "generateImagePullSecret=false"]);
     let pod = &find(&plain, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
     assert!(pod["nodeSelector"].is_null(), "{}", pod["nodeSelector"]);
     assert!(pod["imagePullSecrets"].is_null());
@@ -710,14 +713,25 @@ fn every_container_starts_a_binary_the_image_ships_with_no_wrapper() {
         );
     }
     let objects = guide_render();
-    let pod = &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
     let mut commands = Vec::new();
-    for list in ["initContainers", "containers"] {
-        for c in pod[list].as_array().expect("containers") {
-            commands.push((
-                c["name"].to_string(),
-                c["command"][0].as_str().map(str::to_string),
-            ));
+    let mut pods = vec![&find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"]];
+    pods.push(
+        &find(&objects, "Job", "nvca-operator-pre-delete-cleanup")["spec"]["template"]["spec"],
+    );
+    for pod in pods {
+        for list in ["initContainers", "containers"] {
+            for c in pod[list].as_array().into_iter().flatten() {
+                // NVIDIA's convention: no `command`, the packaged binary is args[0].
+                assert!(
+                    c["command"].is_null(),
+                    "container {} sets a command",
+                    c["name"]
+                );
+                commands.push((
+                    c["name"].to_string(),
+                    c["args"][0].as_str().map(str::to_string),
+                ));
+            }
         }
     }
     // The operator's Deployment `nvca` runs the agent binary from the same image.
@@ -821,34 +835,7 @@ fn lint_strict_passes_with_nvidias_optional_value_shapes() {
 // Schema rejections: each names the key and the fix.
 
 #[test]
-fn schema_rejects_a_missing_or_empty_service_key() {
-    let expected = [
-        "ngcConfig.serviceKey is required and must be a non-empty string",
-        "set any value",
-        "serviceKey: not-used",
-    ];
-    assert_mentions(&rejection(&["ngcConfig.serviceKey="]), &expected);
-    assert_mentions(&rejection(&["ngcConfig.serviceKey=null"]), &expected);
-    // Any string is fine.
-    render_with(&["ngcConfig.serviceKey=x"]);
-}
-
-#[test]
-fn schema_rejects_generate_image_pull_secret_in_self_managed_mode() {
-    let message = rejection(&["generateImagePullSecret=true"]);
-    assert_mentions(
-        &message,
-        &[
-            "/generateImagePullSecret",
-            "generateImagePullSecret: true does not work with ngcConfig.clusterSource self-managed",
-            "set generateImagePullSecret: false",
-            "imagePullSecrets",
-        ],
-    );
-}
-
-#[test]
-fn schema_rejects_an_unknown_cluster_source_and_the_ones_nvca_does_not_run() {
+fn schema_rejects_an_unknown_cluster_source() {
     let unknown = rejection(&["ngcConfig.clusterSource=self-hosted"]);
     assert_mentions(
         &unknown,
@@ -858,17 +845,221 @@ fn schema_rejects_an_unknown_cluster_source_and_the_ones_nvca_does_not_run() {
             "set ngcConfig.clusterSource: self-managed",
         ],
     );
-    for other in ["ngc-managed", "helm-managed"] {
-        let message = rejection(&[&format!("ngcConfig.clusterSource={other}")]);
-        assert_mentions(
-            &message,
-            &[
-                "/ngcConfig/clusterSource",
-                "nvca runs self-managed clusters only",
-                "set ngcConfig.clusterSource: self-managed",
-            ],
+}
+
+#[test]
+fn cluster_source_defaults_to_nvidias_and_only_self_managed_gets_a_cluster_dto() {
+    // NVIDIA's default is ngc-managed: the chart renders as NVIDIA's does (both cluster
+    // ConfigMaps present, without data), and the operator is told the source, which
+    // it refuses at start; NOTES.txt says so at install.
+    for (sets, source) in [
+        (vec![], "ngc-managed"),
+        (
+            vec!["--set", "ngcConfig.clusterSource=helm-managed"],
+            "helm-managed",
+        ),
+    ] {
+        let objects = Helm::offline().template(NS, NS, &sets);
+        let operator = container(
+            &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"],
+            "containers",
+            "nvca-operator",
+        );
+        assert_eq!(
+            env_value(operator, "NVCA_CLUSTER_SOURCE").as_deref(),
+            Some(source)
+        );
+        for name in ["nvcfbackend-self-managed", "nvcfbackend-helm-managed"] {
+            assert!(
+                find(&objects, "ConfigMap", name)["data"].is_null(),
+                "{source}: {name}"
+            );
+        }
+    }
+    let objects = guide_render();
+    let operator = container(
+        &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"],
+        "containers",
+        "nvca-operator",
+    );
+    assert_eq!(
+        env_value(operator, "NVCA_CLUSTER_SOURCE").as_deref(),
+        Some("self-managed")
+    );
+    assert!(find(&objects, "ConfigMap", "nvcfbackend-helm-managed")["data"].is_null());
+    cluster_dto(&objects);
+}
+
+#[test]
+fn the_generated_pull_secret_carries_the_service_key_for_both_registries() {
+    let objects = Helm::offline().template(
+        NS,
+        NS,
+        &[
+            "--set",
+            "image.repository=registry.example.test/team/nvca-operator",
+            "--set",
+            "nvcaImage.repositoryOverride=agents.example.test/team/nvca",
+            "--set",
+            "ngcConfig.serviceKey=k3y",
+        ],
+    );
+    let secret = find(&objects, "Secret", "nvca-operator-image-pull");
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let config: Value = serde_json::from_slice(
+        &b64.decode(secret["data"][".dockerconfigjson"].as_str().expect("data"))
+            .expect("base64"),
+    )
+    .expect("JSON");
+    let auth = json!({"username": "$oauthtoken", "password": "k3y", "auth": b64.encode("$oauthtoken:k3y")});
+    assert_eq!(
+        config,
+        json!({"auths": {"registry.example.test": auth, "agents.example.test": auth}})
+    );
+    // The operator pod, the hook and, through the operator and the mirror, the agent
+    // pull with it.
+    let pod = &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    assert_eq!(
+        names(&pod["imagePullSecrets"]),
+        ["nvca-operator-image-pull"]
+    );
+    let job =
+        &find(&objects, "Job", "nvca-operator-pre-delete-cleanup")["spec"]["template"]["spec"];
+    assert_eq!(
+        names(&job["imagePullSecrets"]),
+        ["nvca-operator-image-pull"]
+    );
+    let listed = b64.encode(r#"[{"name":"nvca-operator-image-pull"}]"#);
+    let operator = container(pod, "containers", "nvca-operator");
+    assert_eq!(
+        env_value(operator, "ADDITIONAL_IMAGE_PULL_SECRETS_B64"),
+        Some(listed.clone())
+    );
+    let mirror = container(pod, "containers", "nvca-mirror");
+    assert_eq!(
+        env_value(mirror, "NVCA_ADDITIONAL_IMAGE_PULL_SECRETS_JSON_BASE64"),
+        Some(listed)
+    );
+
+    // Turned off (the guide's self-managed values): no Secret.
+    assert!(!guide_render().iter().any(|o| o["kind"] == "Secret"));
+    // Without a key it cannot be built: the message names the key and both ways out.
+    assert_mentions(
+        &rejection(&["generateImagePullSecret=true", "ngcConfig.serviceKey="]),
+        &[
+            "ngcConfig.serviceKey is required when generateImagePullSecret is true",
+            "generateImagePullSecret: false",
+        ],
+    );
+}
+
+#[test]
+fn the_pod_disruption_budget_is_off_by_default_and_takes_exactly_one_bound() {
+    assert!(
+        !guide_render()
+            .iter()
+            .any(|o| o["kind"] == "PodDisruptionBudget")
+    );
+    for (set, key, value) in [
+        (
+            "podDisruptionBudget.minAvailable=1",
+            "minAvailable",
+            json!(1),
+        ),
+        (
+            "podDisruptionBudget.maxUnavailable=50%",
+            "maxUnavailable",
+            json!("50%"),
+        ),
+    ] {
+        let objects = render_with(&["podDisruptionBudget.enabled=true", set]);
+        let pdb = find(&objects, "PodDisruptionBudget", "nvca-operator");
+        assert_eq!(pdb["spec"][key], value);
+        assert_eq!(pdb["spec"].as_object().expect("spec").len(), 2, "{pdb}");
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            find(&objects, "Deployment", "nvca-operator")["spec"]["selector"]["matchLabels"]
         );
     }
+    for (sets, message) in [
+        (
+            vec!["podDisruptionBudget.enabled=true"],
+            "set exactly one of minAvailable or maxUnavailable",
+        ),
+        (
+            vec![
+                "podDisruptionBudget.enabled=true",
+                "podDisruptionBudget.minAvailable=1",
+                "podDisruptionBudget.maxUnavailable=1",
+            ],
+            "not both",
+        ),
+        (
+            vec![
+                "podDisruptionBudget.enabled=true",
+                "podDisruptionBudget.minAvailable=101%",
+            ],
+            "podDisruptionBudget.minAvailable is 101%: a percentage is at most 100%",
+        ),
+    ] {
+        assert_mentions(&rejection(&sets), &[message]);
+    }
+}
+
+#[test]
+fn the_pre_delete_hook_runs_the_cleanup_under_its_own_account_before_helm_deletes() {
+    let objects = guide_render();
+    let name = "nvca-operator-pre-delete-cleanup";
+    let hook = |kind: &str| find(&objects, kind, name)["metadata"]["annotations"].clone();
+    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Job"] {
+        assert_eq!(hook(kind)["helm.sh/hook"], "pre-delete", "{kind}");
+    }
+    // Its account and rights exist before the Job starts, and outlive it when it fails.
+    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] {
+        assert_eq!(hook(kind)["helm.sh/hook-weight"], "-20", "{kind}");
+    }
+    assert_eq!(hook("Job")["helm.sh/hook-weight"], "-10");
+    assert_eq!(
+        hook("ClusterRole")["helm.sh/hook-delete-policy"],
+        "before-hook-creation"
+    );
+    for kind in ["ClusterRoleBinding", "Job"] {
+        assert_eq!(
+            hook(kind)["helm.sh/hook-delete-policy"],
+            "before-hook-creation,hook-succeeded",
+            "{kind}"
+        );
+    }
+    let binding = find(&objects, "ClusterRoleBinding", name);
+    assert_eq!(binding["roleRef"]["name"], name);
+    assert_eq!(binding["subjects"][0]["name"], name);
+    assert_eq!(binding["subjects"][0]["namespace"], NS);
+
+    let job = &find(&objects, "Job", name)["spec"];
+    assert_eq!(job["backoffLimit"], 0);
+    assert_eq!(job["activeDeadlineSeconds"], 600);
+    let pod = &job["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], name);
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(
+        strings(&container(pod, "containers", "cleanup")["args"]),
+        [
+            "/usr/bin/nvca-operator-cleanup",
+            "--namespace",
+            NS,
+            "--cluster-role-name",
+            "nvca-operator",
+            "--cluster-role-binding-name",
+            "nvca-operator",
+            "--service-account-name",
+            "nvca-operator",
+            "--log-level",
+            "info"
+        ]
+    );
+    // What it does on a cluster: tests/operator.rs runs it as this account.
 }
 
 #[test]
@@ -957,6 +1148,19 @@ fn the_guides_values_install_unchanged_and_notes_carry_the_verify_steps() {
 }
 
 #[test]
+fn notes_warn_at_install_when_the_cluster_source_is_not_self_managed() {
+    let out = dry_run_install("charts/nvca-operator/values.yaml");
+    assert_mentions(
+        &out,
+        &[
+            "WARNING: ngcConfig.clusterSource is ngc-managed",
+            "nvca runs self-managed clusters only",
+            "Set ngcConfig.clusterSource: self-managed",
+        ],
+    );
+}
+
+#[test]
 fn keys_nvca_does_not_act_on_are_named_in_a_warning_never_dropped_silently() {
     let out = dry_run_install("fixtures/chart/nvidia-release-values.yaml");
     assert_mentions(
@@ -965,7 +1169,6 @@ fn keys_nvca_does_not_act_on_are_named_in_a_warning_never_dropped_silently() {
             "WARNING: these values are set but nvca does not act on them yet",
             "enableGXCache = true",
             "agentConfig.mergeConfig = ",
-            "podDisruptionBudget.enabled = true",
             "clusterValidator.enabled = true",
             "otel.enabled = true",
             "agent.customAnnotations = {\"team\":\"gpu\"}",

@@ -76,20 +76,23 @@ fn binary(command: &str) -> &'static str {
         "/usr/bin/nvca-self-managed" => env!("CARGO_BIN_EXE_nvca-self-managed"),
         "/usr/bin/nvca-operator" => env!("CARGO_BIN_EXE_nvca-operator"),
         "/usr/bin/nvca-agent" => env!("CARGO_BIN_EXE_nvca-agent"),
+        "/usr/bin/nvca-mirror" => env!("CARGO_BIN_EXE_nvca-mirror"),
+        "/usr/bin/nvca-operator-cleanup" => env!("CARGO_BIN_EXE_nvca-operator-cleanup"),
         other => panic!("the chart runs {other}, which this crate does not build"),
     }
 }
 
-/// A container as a command line: its binary, its arguments with `replace`d flag values,
-/// its environment (field references resolved as the kubelet would for this pod).
+/// A container as a command line: its binary (the `command`, or as in the chart with
+/// no `command`, `args[0]`), its arguments with `replace`d flag values, its environment
+/// (field references resolved as the kubelet would for this pod).
 fn pod_command(container: &Container, namespace: &str, replace: &[(&str, &str)]) -> Command {
-    let first = container
-        .command
-        .as_ref()
-        .and_then(|c| c.first())
-        .expect("container command");
-    let mut command = Command::new(binary(first));
     let mut args = container.args.clone().unwrap_or_default();
+    let first = match container.command.as_ref().and_then(|c| c.first()) {
+        Some(first) => first.clone(),
+        None if !args.is_empty() => args.remove(0),
+        None => panic!("container {} has neither command nor args", container.name),
+    };
+    let mut command = Command::new(binary(&first));
     for (flag, value) in replace {
         match args.iter().position(|a| a == flag) {
             Some(at) => args[at + 1] = value.to_string(),

@@ -1075,6 +1075,66 @@ async fn uninstall_cleans_up_in_nvidias_order_then_releases_the_finalizer() {
     assert!(left.items.is_empty(), "pull-secret copies left");
 }
 
+/// The chart's pre-delete hook as its own ServiceAccount: the full name this test's
+/// release gets (cluster-scoped names must not collide with other tests'), its hook
+/// objects applied, and a kubeconfig acting as the hook.
+async fn pre_delete_hook(world: &World) -> (Vec<serde_json::Value>, std::path::PathBuf) {
+    let fullname = format!(
+        "nvca-operator-{}",
+        &world.ns.name[world.ns.name.len() - 8..]
+    );
+    let objects = support::hook::render(&world.ns.name, &fullname);
+    support::hook::apply_rbac(&world.env.client, &objects).await;
+    let kubeconfig = support::hook::impersonating_kubeconfig(
+        &world.env.endpoints.kubeconfig,
+        &world.ns.name,
+        &format!("{fullname}-pre-delete-cleanup"),
+        world.store.path(),
+    );
+    (objects, kubeconfig)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_charts_pre_delete_hook_uninstalls_through_the_running_operator() {
+    let world = World::new("operator-hook").await;
+    let _operator = world.operator();
+    world.wait_phase("Ready", None).await;
+
+    let (objects, kubeconfig) = pre_delete_hook(&world).await;
+    let (ok, log) = support::hook::run_job(&objects, &kubeconfig, &[]);
+    assert!(ok, "the hook failed:\n{log}");
+    assert!(
+        log.contains("deleted; the operator uninstalls the agent"),
+        "{log}"
+    );
+    assert!(log.contains("nothing of NVCA's agent is left"), "{log}");
+    world.wait_uninstalled().await;
+    // The operator uninstalled it, in its order: nothing was left for force.
+    let released = world.event_notes("Released").await;
+    assert_eq!(
+        released,
+        [format!("clean-up complete; removed finalizer {FINALIZER}")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pre_delete_hook_removes_what_is_left_when_no_operator_uninstalls() {
+    let world = World::new("operator-hook-alone").await;
+    let mut operator = world.operator();
+    world.wait_phase("Ready", None).await;
+    operator.kill();
+
+    let (objects, kubeconfig) = pre_delete_hook(&world).await;
+    let (ok, log) = support::hook::run_job(&objects, &kubeconfig, &["--drain-timeout", "3s"]);
+    assert!(ok, "the hook failed:\n{log}");
+    assert!(
+        log.contains("the operator did not finish uninstalling in time"),
+        "{log}"
+    );
+    assert!(log.contains("removed finalizers"), "{log}");
+    world.wait_uninstalled().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkill_at_every_cleanup_step_resumes_at_that_step() {
     let world = World::new("operator-kill").await;
@@ -1319,4 +1379,25 @@ async fn a_new_registration_reaches_the_agent_without_a_restart() {
     );
 
     world.uninstall().await;
+}
+
+#[test]
+fn an_install_for_another_cluster_source_stops_the_operator_naming_the_value() {
+    let output = Command::new(env!("CARGO_BIN_EXE_nvca-operator"))
+        .arg("run")
+        .env("NVCA_CLUSTER_SOURCE", "ngc-managed")
+        .output()
+        .expect("run nvca-operator");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in [
+        "cluster source \"ngc-managed\"",
+        "nvca runs self-managed clusters only",
+        "set ngcConfig.clusterSource: self-managed",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "{needle:?} missing from:\n{stderr}"
+        );
+    }
 }

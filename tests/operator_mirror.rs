@@ -1,4 +1,4 @@
-//! `nvca-operator mirror` (the `nvca-mirror` container), the real binary against the local
+//! `nvca-mirror run` (the `nvca-mirror` container), the real binary against the local
 //! control plane: copies the named Secrets with NVIDIA's labels, deletes orphaned copies
 //! and leaves other Secrets alone, follows a changed source, and puts back a copy that
 //! was deleted or edited. Source and target are two fresh test namespaces (the chart's
@@ -84,9 +84,9 @@ async fn mirror_copies_named_secrets_keeps_them_in_sync_and_deletes_orphans() {
     let logs = tempfile::tempdir().expect("log directory");
     let kubeconfig = env.endpoints.kubeconfig.to_str().expect("UTF-8 path");
     let _mirror = Process::start(
-        env!("CARGO_BIN_EXE_nvca-operator"),
+        env!("CARGO_BIN_EXE_nvca-mirror"),
         &[
-            "mirror",
+            "run",
             "--source-namespace",
             &source_ns.name,
             "--target-namespace",

@@ -1,8 +1,9 @@
 //! `nvca-operator`: the operator's binary. Subcommands: `bootstrap` (register the cluster
 //! with SIS; the init container `nvca-self-managed-bootstrap`), `crds` (print the CRDs, or
 //! apply them with `--apply`),
-//! `run` (the NVCFBackend loop), `mirror` (the `nvca-mirror` container) and
-//! `bootstrap-watch` (the `nvca-bootstrap-watch` container).
+//! `run` (the NVCFBackend loop) and `bootstrap-watch` (the `nvca-bootstrap-watch`
+//! container). The `nvca-mirror` container and the chart's pre-delete hook are binaries of
+//! their own, as NVIDIA's are: `nvca-mirror`, `nvca-operator-cleanup`.
 
 use std::process::ExitCode;
 
@@ -10,7 +11,6 @@ use clap::{Parser, Subcommand};
 use nvca::operator::bootstrap::{self, BootstrapArgs};
 use nvca::operator::bootstrap_watch::{self, BootstrapWatchArgs};
 use nvca::operator::crds::{self, CrdsArgs};
-use nvca::operator::mirror::{self, MirrorArgs};
 use nvca::operator::run::{self, RunArgs};
 
 #[derive(Parser)]
@@ -33,9 +33,6 @@ enum Command {
     Crds(CrdsArgs),
     /// Keep the NVCFBackend and NVCA's agent: provision, repair, report health, uninstall.
     Run(Box<RunArgs>),
-    /// Copy the Secrets named in imagePullSecrets into nvca-system and keep them in sync
-    /// (the nvca-mirror container).
-    Mirror(MirrorArgs),
     /// Keep ConfigMap nvca-cluster-registration filled: run the bootstrap again whenever
     /// its IDs go missing (the nvca-bootstrap-watch container).
     BootstrapWatch(Box<BootstrapWatchArgs>),
@@ -45,7 +42,6 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Bootstrap(args) => bootstrap::main(args, "nvca-operator"),
         Command::Run(args) => run::main(*args),
-        Command::Mirror(args) => mirror::main(args),
         Command::BootstrapWatch(args) => bootstrap_watch::main(*args),
         Command::Crds(args) => crds::main(args),
     }

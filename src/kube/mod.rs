@@ -5,6 +5,7 @@ pub mod agent_config;
 pub mod client;
 pub mod crd;
 pub mod feature_flags;
+pub mod force_cleanup;
 pub mod not_found;
 pub mod resources;
 pub mod watched_pod;

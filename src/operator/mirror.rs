@@ -1,4 +1,4 @@
-//! `nvca-operator mirror` (container `nvca-mirror`): copies the Secrets named in the
+//! `nvca-mirror run` (container `nvca-mirror`): copies the Secrets named in the
 //! chart's `imagePullSecrets` from the operator's namespace into `nvca-system`, keeps the
 //! copies equal to their sources, and deletes copies no longer named.
 //!
@@ -144,7 +144,7 @@ pub fn main(args: MirrorArgs) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("nvca-operator mirror: cannot start the async runtime: {error}");
+            eprintln!("nvca-mirror: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -152,7 +152,7 @@ pub fn main(args: MirrorArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(category = error.category(), "{error}");
-            eprintln!("nvca-operator mirror: {error}");
+            eprintln!("nvca-mirror: {error}");
             ExitCode::FAILURE
         }
     }

@@ -7,13 +7,15 @@
 //! - [`run`]: the NVCFBackend loop; [`backend_executor`] runs the backend machine's
 //!   effects, [`health`] reads the agent, [`leader`] elects one replica, [`metrics`]
 //!   counts, [`crds`] installs the CRDs.
-//! - [`mirror`]: the pull-secret copies (`nvca-mirror`).
+//! - [`mirror`]: the pull-secret copies (`nvca-mirror run`).
+//! - [`cleanup`]: the chart's pre-delete hook (`nvca-operator-cleanup`).
 //! - [`bootstrap_watch`]: keeps `nvca-cluster-registration` filled
 //!   (`nvca-bootstrap-watch`).
 
 pub mod backend_executor;
 pub mod bootstrap;
 pub mod bootstrap_watch;
+pub mod cleanup;
 pub mod cluster_dto;
 pub mod cluster_executor;
 pub mod crds;

@@ -85,6 +85,9 @@ pub struct RunArgs {
     /// The cluster name (and the NVCFBackend's); cluster-dto.yaml's when empty.
     #[arg(long, default_value = "")]
     pub cluster_name: String,
+    /// The chart's ngcConfig.clusterSource; nvca runs self-managed clusters only.
+    #[arg(long, env = "NVCA_CLUSTER_SOURCE", default_value = SELF_MANAGED)]
+    pub cluster_source: String,
     /// error, warn, info, debug or trace; RUST_LOG refines it.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -161,9 +164,17 @@ pub struct RunArgs {
     pub leader_lease_duration: Duration,
 }
 
+/// The one cluster source nvca serves (NVIDIA's also serves `ngc-managed` and
+/// `helm-managed`, registered through NGC).
+pub const SELF_MANAGED: &str = "self-managed";
+
 /// Why the operator stopped. Each message names the thing and the fix.
 #[derive(Debug, Error)]
 pub enum RunError {
+    #[error(
+        "cluster source {0:?} (NVCA_CLUSTER_SOURCE, the chart's ngcConfig.clusterSource) is not served: nvca runs self-managed clusters only; set ngcConfig.clusterSource: self-managed with the selfManaged endpoints and run helm upgrade, or install NVIDIA's nvca-operator chart for an NGC-managed cluster"
+    )]
+    ClusterSource(String),
     #[error("cannot use Kubernetes: {0}")]
     Kubernetes(String),
     #[error("{0}")]
@@ -182,6 +193,7 @@ pub enum RunError {
 impl RunError {
     pub fn category(&self) -> &'static str {
         match self {
+            RunError::ClusterSource(_) => "cluster-source",
             RunError::Kubernetes(_) => "kubernetes",
             RunError::Store(_) => "store",
             RunError::Listen { .. } => "listen",
@@ -244,6 +256,9 @@ struct Context {
 
 /// Run until SIGTERM or Ctrl-C (or until the Lease is lost).
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    if args.cluster_source.trim() != SELF_MANAGED {
+        return Err(RunError::ClusterSource(args.cluster_source.clone()));
+    }
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(Metrics::new());
     let listen = parse_listen(&args.listen, "health endpoint", "listen")?;

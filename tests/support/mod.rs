@@ -8,6 +8,7 @@ pub mod child;
 pub mod cluster;
 pub mod crds;
 pub mod helm;
+pub mod hook;
 pub mod kubeproxy;
 pub mod lock;
 pub mod pods;

@@ -37,6 +37,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret generateImagePullSecret creates. */}}
+{{- define "nvca.generatedPullSecret" -}}
+{{- .Values.imagePullSecretName | default "nvca-operator-image-pull" -}}
+{{- end -}}
+
+{{/*
+The pull secrets of the operator's pods, as JSON [{"name": ...}]: the generated one first,
+then imagePullSecrets. The operator and the mirror get the same list, so the agent pulls
+with them too.
+*/}}
+{{- define "nvca.pullSecrets" -}}
+{{- $refs := list -}}
+{{- if .Values.generateImagePullSecret -}}
+{{- $refs = append $refs (dict "name" (include "nvca.generatedPullSecret" .)) -}}
+{{- end -}}
+{{- range .Values.imagePullSecrets -}}
+{{- $refs = append $refs (dict "name" .name) -}}
+{{- end -}}
+{{- toJson $refs -}}
+{{- end -}}
+
 {{- define "nvca.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) -}}
 {{- end -}}
@@ -90,7 +111,6 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
 */}}
 {{- define "nvca.unsupportedKeys" -}}
 - {path: replicaCount, inert: 1, why: "the operator runs one replica (single-writer store); 1 is used"}
-- {path: podDisruptionBudget.enabled, inert: false, why: "no PodDisruptionBudget is rendered"}
 - {path: k8sVersionOverride, inert: "", why: "the operator reports the API server's version"}
 - {path: nvcaHelmRepositoryPrefix, inert: "", why: "Helm repository restrictions are not implemented"}
 - {path: enableGXCache, inert: false, why: "GXCache is not supported"}
@@ -99,7 +119,6 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
 - {path: operatorConfig.workload.transportTLS.trustBundle.secretKeyRef.name, inert: "", why: "workload transport trust bundles are not supported"}
 - {path: operatorConfig.workload.transportTLS.fingerprint, inert: "", why: "workload transport trust bundles are not supported"}
 - {path: operatorConfig.workload.transportTLS.installedBundleMountPath, inert: "", why: "workload transport trust bundles are not supported"}
-- {path: gracefulShutdown.cleanupTimeoutSeconds, inert: 540, why: "cleanup runs when the NVCFBackend is deleted, not at pod shutdown"}
 - {path: nvcaImage.pullPolicy, inert: IfNotPresent, why: "the agent image pull policy is the operator's default"}
 - {path: agent.cacheMountOptionsEnabled, inert: true, why: "model-cache mount options are not configurable yet"}
 - {path: agent.cacheMountOptions, inert: "ro,norecovery,nouuid", why: "model-cache mount options are not configurable yet"}

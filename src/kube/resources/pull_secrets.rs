@@ -30,7 +30,7 @@ pub fn copy(config: &BackendConfig, source: &Secret) -> Secret {
     copy
 }
 
-/// The copy `nvca-operator mirror` writes into `target_namespace`: NVIDIA's mirror's
+/// The copy `nvca-mirror run` writes into `target_namespace`: NVIDIA's mirror's
 /// (`syncSecret`): name, type, data and the two labels.
 pub fn mirror_copy(source: &Secret, target_namespace: &str) -> Secret {
     Secret {
