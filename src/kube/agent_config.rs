@@ -172,6 +172,9 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "skipSelfDestruct",
             "kubernetesVersionOverride",
             "operatorVersion",
+            // NVIDIA's agent labels the namespaces of Helm functions with them; nvca
+            // refuses Helm functions per request, naming why.
+            "namespaceLabels",
             "staticGPUCapacity",
             // nvca's own keys.
             "registrationDiffInterval",

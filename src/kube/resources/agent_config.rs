@@ -46,10 +46,15 @@ pub fn file(config: &BackendConfig) -> AgentConfigFile {
             admin_addr: AGENT_ADMIN_ADDR.to_string(),
             system_namespace: config.system_namespace.clone(),
             requests_namespace: config.requests_namespace.clone(),
-            other: serde_json::Map::from_iter([(
-                "operatorVersion".to_string(),
-                json!(env!("CARGO_PKG_VERSION")),
-            )]),
+            other: serde_json::Map::from_iter([
+                (
+                    "operatorVersion".to_string(),
+                    json!(env!("CARGO_PKG_VERSION")),
+                ),
+                // NVIDIA's agent refuses to start without them ("namespace labels are
+                // required"); its operator writes its app labels (`newAgentConfig`).
+                ("namespaceLabels".to_string(), json!(config.app_labels())),
+            ]),
         },
         webhook: WebhookSection {
             svc_address: format!(":{WEBHOOK_PORT}"),
@@ -112,6 +117,14 @@ mod tests {
         assert_eq!(
             read.agent.other["operatorVersion"],
             env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(
+            read.agent.other["namespaceLabels"],
+            json!({
+                "app.kubernetes.io/instance": "nvca",
+                "app.kubernetes.io/managed-by": "nvca-operator",
+                "app.kubernetes.io/name": "nvca",
+            })
         );
         assert!(
             text.contains("icmsurl:") && text.contains("ncaid:"),
