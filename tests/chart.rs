@@ -509,6 +509,7 @@ fn service_account_and_cluster_role_binding_use_the_full_name() {
         "ConfigMap/nvca-operator-vault-template",
         "ConfigMap/nvcf-custom-network-policies",
         "ConfigMap/nvca-namespace-pod-annotations",
+        "ConfigMap/agent-config-merge",
         "Deployment/nvca-operator",
         "CustomResourceDefinition/nvcfbackends.nvcf.nvidia.io",
         // The pre-delete hook (Helm applies it only at `helm uninstall`).
@@ -955,6 +956,90 @@ fn the_generated_pull_secret_carries_the_service_key_for_both_registries() {
     );
 }
 
+/// The operator's `--<kind>-env-overrides-b64`, decoded; None when not passed.
+fn env_overrides(objects: &[Value], kind: &str) -> Option<Value> {
+    let pod = &find(objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    let args = strings(&container(pod, "containers", "nvca-operator")["args"]);
+    let flag = format!("--{kind}-env-overrides-b64");
+    let at = args.iter().position(|a| *a == flag)?;
+    use base64::Engine;
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(&args[at + 1])
+        .expect("base64");
+    Some(serde_json::from_slice(&json).expect("JSON"))
+}
+
+#[test]
+fn env_overrides_reach_the_operator_with_nvidias_byoo_collector_image() {
+    let byoo = "registry.example.test/team/byoo-otel-collector:0.157.0-nv-0.1.1";
+    let base = "image.repository=registry.example.test/team/nvca-operator";
+    let objects = render_with(&[base, "agent.functionEnvOverrides.FOO=bar"]);
+    assert_eq!(
+        env_overrides(&objects, "function"),
+        Some(json!({"BYOO_OTEL_COLLECTOR_CONTAINER": byoo, "FOO": "bar"}))
+    );
+    assert_eq!(
+        env_overrides(&objects, "task"),
+        Some(json!({"BYOO_OTEL_COLLECTOR_CONTAINER": byoo}))
+    );
+    // Set by the user: theirs; NVIDIA's old packaged default: replaced.
+    let mine = render_with(&[
+        base,
+        "agent.functionEnvOverrides.BYOO_OTEL_COLLECTOR_CONTAINER=mine:1",
+        "agent.taskEnvOverrides.BYOO_OTEL_COLLECTOR_CONTAINER=nvcr.io/nvidia/nvcf-byoc/byoo-otel-collector:0.157.11",
+    ]);
+    assert_eq!(
+        env_overrides(&mine, "function"),
+        Some(json!({"BYOO_OTEL_COLLECTOR_CONTAINER": "mine:1"}))
+    );
+    assert_eq!(
+        env_overrides(&mine, "task"),
+        Some(json!({"BYOO_OTEL_COLLECTOR_CONTAINER": byoo}))
+    );
+    // An empty tag turns the collector off; nothing left, no flag.
+    let off = render_with(&[base, "agent.byooOtelCollector.imageTag="]);
+    assert_eq!(env_overrides(&off, "function"), None);
+    assert_eq!(env_overrides(&off, "task"), None);
+}
+
+#[test]
+fn agent_config_merge_is_rendered_for_the_operator_to_lay_over_the_agents_config() {
+    let merge = |objects: &[Value]| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "agent-config-merge")
+            .map(|cm| {
+                cm["data"]["config.yaml"]
+                    .as_str()
+                    .expect("text")
+                    .to_string()
+            })
+    };
+    // NVIDIA's default: ReVal's policy for Helm functions.
+    let text = merge(&guide_render()).expect("the default merge");
+    let yaml: Value = serde_yaml::from_str(&text).expect("YAML");
+    assert_eq!(
+        yaml,
+        json!({"cluster": {"validationPolicy": {"name": "Unrestricted"}}})
+    );
+    // A map works as well as a text; nothing set, no ConfigMap.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let values = dir.path().join("merge-map.yaml");
+    std::fs::write(
+        &values,
+        "agentConfig:\n  mergeConfig:\n    agent:\n      logLevel: debug\n",
+    )
+    .expect("write values");
+    let map = Helm::offline().template(
+        NS,
+        NS,
+        &["-f", "fixtures/chart/guide-values.yaml", "-f", arg(&values)],
+    );
+    let yaml: Value = serde_yaml::from_str(&merge(&map).expect("merge")).expect("YAML");
+    assert_eq!(yaml, json!({"agent": {"logLevel": "debug"}}));
+    assert_eq!(merge(&render_with(&["agentConfig.mergeConfig="])), None);
+}
+
 #[test]
 fn the_pod_disruption_budget_is_off_by_default_and_takes_exactly_one_bound() {
     assert!(
@@ -1168,7 +1253,6 @@ fn keys_nvca_does_not_act_on_are_named_in_a_warning_never_dropped_silently() {
         &[
             "WARNING: these values are set but nvca does not act on them yet",
             "enableGXCache = true",
-            "agentConfig.mergeConfig = ",
             "clusterValidator.enabled = true",
             "otel.enabled = true",
             "agent.customAnnotations = {\"team\":\"gpu\"}",

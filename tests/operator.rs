@@ -1381,6 +1381,80 @@ async fn a_new_registration_reaches_the_agent_without_a_restart() {
     world.uninstall().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_charts_agent_config_merge_is_laid_over_and_a_change_rolls_the_agent() {
+    let world = World::new("operator-merge").await;
+    let client = world.env.client.clone();
+    // Installed with the chart's merge, as NVIDIA's default values have it.
+    let merge = |text: &str| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("agent-config-merge".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "config.yaml".to_string(),
+            text.to_string(),
+        )])),
+        ..ConfigMap::default()
+    };
+    let configmaps: Api<ConfigMap> = world.ns.api();
+    configmaps
+        .create(
+            &PostParams::default(),
+            &merge("cluster:\n  validationPolicy:\n    name: Unrestricted\n"),
+        )
+        .await
+        .expect("create agent-config-merge");
+    let _operator = world.operator();
+    world.wait_phase("Ready", None).await;
+    let agent_configs: Api<ConfigMap> = Api::namespaced(client.clone(), "nvca-system");
+    let read = || async {
+        let cm = agent_configs
+            .get("agent-config")
+            .await
+            .expect("agent-config");
+        AgentConfigFile::parse(&cm.data.expect("data")["config.yaml"]).expect("config.yaml")
+    };
+    let file = read().await;
+    assert_eq!(
+        file.cluster.other["validationPolicy"]["name"],
+        "Unrestricted"
+    );
+    assert_eq!(file.cluster.id, "cluster-1");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "nvca-system");
+    let digest = || async {
+        let deployment = deployments.get("nvca").await.expect("Deployment nvca");
+        deployment
+            .spec
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|mut a| a.remove("nvca.nvcf.nvidia.io/config-digest"))
+    };
+    let before = digest().await.expect("config digest");
+
+    // `helm upgrade` with another merge: the agent's config follows and its pod rolls.
+    configmaps
+        .replace(
+            "agent-config-merge",
+            &PostParams::default(),
+            &merge("agent:\n  logLevel: debug\n"),
+        )
+        .await
+        .expect("update agent-config-merge");
+    eventually(WAIT, "agent-config carries the new merge", || async {
+        let file = read().await;
+        (file.agent.log_level == "debug").then_some(())
+    })
+    .await;
+    eventually(WAIT, "the agent's pod template rolls", || async {
+        digest().await.filter(|after| *after != before).map(|_| ())
+    })
+    .await;
+    world.wait_phase("Ready", None).await;
+    world.uninstall().await;
+}
+
 #[test]
 fn an_install_for_another_cluster_source_stops_the_operator_naming_the_value() {
     let output = Command::new(env!("CARGO_BIN_EXE_nvca-operator"))

@@ -21,6 +21,9 @@ use serde_json::{Map, Value};
 /// The name of the ConfigMap and of its key.
 pub const CONFIGMAP: &str = "agent-config";
 pub const KEY: &str = "config.yaml";
+/// The chart's `agentConfig.mergeConfig`, in the operator's namespace under [`KEY`]
+/// (NVIDIA's `agentConfigMergeConfigMapName`): laid over what the operator writes.
+pub const MERGE_CONFIGMAP: &str = "agent-config-merge";
 /// Where the agent's Deployment mounts the ConfigMap, and the file the agent reads.
 pub const MOUNT_DIR: &str = "/var/run/nvca";
 pub const PATH: &str = "/var/run/nvca/config.yaml";
@@ -151,6 +154,8 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "region",
             "cloudProvider",
             "attributes",
+            // ReVal's policy for Helm functions, which are refused per request, naming why.
+            "validationPolicy",
         ],
     ),
     (
@@ -237,6 +242,23 @@ pub fn env_name(section: &str, key: &str) -> String {
         }
     }
     name
+}
+
+/// `over` laid on `base`: mappings merged key by key, anything else replaced.
+fn lay_over(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+    match (base, over) {
+        (serde_yaml::Value::Mapping(base), serde_yaml::Value::Mapping(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(existing) => lay_over(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
 }
 
 /// Rename each key [`KNOWN_KEYS`] knows, at the top and in each section, to its spelling.
@@ -360,6 +382,21 @@ impl AgentConfigFile {
         serde_yaml::to_string(self)
     }
 
+    /// This file with `extra` (the chart's `agentConfig.mergeConfig`, ConfigMap
+    /// `agent-config-merge`) laid over it as NVIDIA's `EncodeConfig` merges: mappings
+    /// merged key by key at every depth, anything else in `extra` replacing what is
+    /// here; keys matched as the agent matches them.
+    pub fn merged(&self, extra: &str) -> Result<AgentConfigFile, serde_yaml::Error> {
+        let mut extra: serde_yaml::Value = serde_yaml::from_str(extra)?;
+        if extra.is_null() {
+            return Ok(self.clone());
+        }
+        canonical_keys(&mut extra);
+        let mut base = serde_yaml::to_value(self)?;
+        lay_over(&mut base, extra);
+        serde_yaml::from_value(base)
+    }
+
     /// Put the agent into the maintenance of feature flag `flag`, as NVIDIA's drain does
     /// (`N/pkg/operator/cleanup/cleanup.go` `PatchNVCAMaintenanceMode`): the flag added
     /// once, and `agent.maintenanceMode` set to the mode's own name
@@ -381,6 +418,36 @@ impl AgentConfigFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_merge_config_is_laid_over_key_by_key_in_the_agents_spelling() {
+        let file = AgentConfigFile::parse(
+            "cluster:\n  id: c-1\nagent:\n  icmsurl: http://sis:8080\n  featureFlags: [A, B]\n\
+             workload:\n  functionEnvOverrides:\n    X: \"1\"\n",
+        )
+        .unwrap();
+        // NVIDIA's stack merges its validation policy; keys in any case; lists replace.
+        let merged = file
+            .merged(
+                "cluster:\n  validationPolicy:\n    name: Unrestricted\n\
+                 agent:\n  ICMSURL: http://other:8080\n  featureFlags: [C]\n\
+                 workload:\n  functionEnvOverrides:\n    Y: \"2\"\n",
+            )
+            .unwrap();
+        assert_eq!(merged.cluster.id, "c-1");
+        assert_eq!(
+            merged.cluster.other["validationPolicy"]["name"],
+            "Unrestricted"
+        );
+        assert_eq!(merged.agent.icms_url, "http://other:8080");
+        assert_eq!(merged.agent.feature_flags, ["C"]);
+        assert_eq!(
+            merged.other["workload"]["functionEnvOverrides"],
+            serde_json::json!({"X": "1", "Y": "2"})
+        );
+        assert_eq!(file.merged("").unwrap(), file);
+        assert!(file.merged("agent: [").is_err());
+    }
 
     #[test]
     fn round_trips_and_keeps_keys_it_does_not_name() {
@@ -427,13 +494,13 @@ mod tests {
 
     #[test]
     fn keys_nvca_does_not_read_are_named_without_their_values() {
-        let text = "cluster:\n  id: c\n  validationPolicy: {name: x}\nagent:\n  icmsurl: u\n  computeBackend: k8s\n  heartbeatInterval: 5m\nauthz:\n  clusterIssuedTokenFilePath: /t\n  tokenURL: https://secret\nworkload:\n  workerDegradationTimeout: 1h\n  namespaceStuckTimeout: 5m\nenvironment: prod\n";
+        let text = "cluster:\n  id: c\n  validationPolicy: {name: x}\n  dnsSuffix: d\nagent:\n  icmsurl: u\n  computeBackend: k8s\n  heartbeatInterval: 5m\nauthz:\n  clusterIssuedTokenFilePath: /t\n  tokenURL: https://secret\nworkload:\n  workerDegradationTimeout: 1h\n  namespaceStuckTimeout: 5m\nenvironment: prod\n";
         let file = AgentConfigFile::parse(text).unwrap();
         let unread = unread_keys(&file);
         assert_eq!(
             unread,
             [
-                "cluster.validationPolicy",
+                "cluster.dnsSuffix",
                 "agent.computeBackend",
                 "authz.tokenURL",
                 "environment",

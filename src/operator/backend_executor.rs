@@ -137,9 +137,25 @@ impl BackendExecutor {
                 "NVCFBackend {key} does not exist any more; nothing to provision"
             ))
         })?;
-        let config = BackendConfig::from_backend(&backend, &self.settings)
+        let mut config = BackendConfig::from_backend(&backend, &self.settings)
             .map_err(|error| EffectError::Permanent(error.to_string()))?;
+        config.agent_config_merge = self.agent_config_merge().await?;
         Ok((backend, config))
+    }
+
+    /// The chart's `agent-config-merge` (NVIDIA's `getRawAgentConfigToMerge`): its
+    /// `config.yaml`, empty when there is none.
+    async fn agent_config_merge(&self) -> Result<String, EffectError> {
+        let namespace = &self.settings.operator_namespace;
+        let merge = agent_config::MERGE_CONFIGMAP;
+        Ok(self
+            .namespaced::<ConfigMap>(namespace)
+            .get_opt(merge)
+            .await
+            .map_err(|error| classify(&format!("reading ConfigMap {namespace}/{merge}"), error))?
+            .and_then(|cm| cm.data)
+            .and_then(|mut data| data.remove(agent_config::KEY))
+            .unwrap_or_default())
     }
 
     /// The namespaces the backend uses, even when its spec is incomplete (clean-up must
@@ -278,13 +294,7 @@ impl BackendExecutor {
                 .await
             }
             ProvisionStep::AgentConfig => {
-                let file = resources::agent_config::file(&config);
-                let configmap =
-                    resources::agent_config::configmap(&config, &file).map_err(|error| {
-                        EffectError::Permanent(format!(
-                            "cannot write the agent's config.yaml: {error}"
-                        ))
-                    })?;
+                let configmap = resources::agent_config::rendered_configmap(&config)?;
                 self.apply(&self.namespaced::<ConfigMap>(&system), &configmap)
                     .await
             }

@@ -77,13 +77,10 @@ fn desired(
         ("ConfigMap", network_policies::CONFIGMAP) => {
             entry::<ConfigMap>(&network_policies::configmap(config), system)
         }
-        ("ConfigMap", agent_config::CONFIGMAP) => {
-            let file = resources::agent_config::file(config);
-            let configmap = resources::agent_config::configmap(config, &file).map_err(|error| {
-                EffectError::Permanent(format!("cannot write the agent's config.yaml: {error}"))
-            })?;
-            entry::<ConfigMap>(&configmap, system)
-        }
+        ("ConfigMap", agent_config::CONFIGMAP) => entry::<ConfigMap>(
+            &resources::agent_config::rendered_configmap(config)?,
+            system,
+        ),
         ("ServiceAccount", NVCA) => entry::<ServiceAccount>(&rbac::service_account(config), system),
         ("ClusterRole", NVCA) => entry::<ClusterRole>(&rbac::cluster_role(config), None),
         ("ClusterRoleBinding", NVCA) => {

@@ -20,6 +20,8 @@
 
 use crate::kube::not_found::not_found;
 use std::collections::{BTreeMap, HashMap};
+
+use base64::Engine;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -136,6 +138,14 @@ pub struct RunArgs {
     pub node_selector_value: String,
     #[arg(long, default_value = "")]
     pub priority_class_name: String,
+    /// Environment of every function's containers, over what NVCF sends: base64 of a
+    /// JSON object of names and values (the chart's agent.functionEnvOverrides, with its
+    /// BYOO collector image).
+    #[arg(long, env = "FUNCTION_ENV_OVERRIDES_B64", default_value = "")]
+    pub function_env_overrides_b64: String,
+    /// The same for tasks (agent.taskEnvOverrides).
+    #[arg(long, env = "TASK_ENV_OVERRIDES_B64", default_value = "")]
+    pub task_env_overrides_b64: String,
     /// Label nvcf-backend for GXCache injection.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_gxcache: bool,
@@ -172,6 +182,14 @@ pub const SELF_MANAGED: &str = "self-managed";
 #[derive(Debug, Error)]
 pub enum RunError {
     #[error(
+        "--{flag} is not base64 of a JSON object of strings ({reason}); fix the chart's agent.{key} or pass a valid value"
+    )]
+    EnvOverrides {
+        flag: &'static str,
+        key: &'static str,
+        reason: String,
+    },
+    #[error(
         "cluster source {0:?} (NVCA_CLUSTER_SOURCE, the chart's ngcConfig.clusterSource) is not served: nvca runs self-managed clusters only; set ngcConfig.clusterSource: self-managed with the selfManaged endpoints and run helm upgrade, or install NVIDIA's nvca-operator chart for an NGC-managed cluster"
     )]
     ClusterSource(String),
@@ -194,6 +212,7 @@ impl RunError {
     pub fn category(&self) -> &'static str {
         match self {
             RunError::ClusterSource(_) => "cluster-source",
+            RunError::EnvOverrides { .. } => "env-overrides",
             RunError::Kubernetes(_) => "kubernetes",
             RunError::Store(_) => "store",
             RunError::Listen { .. } => "listen",
@@ -259,6 +278,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if args.cluster_source.trim() != SELF_MANAGED {
         return Err(RunError::ClusterSource(args.cluster_source.clone()));
     }
+    // Inputs first, so a bad one stops the operator before it changes anything.
+    let settings = settings(&args)?;
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(Metrics::new());
     let listen = parse_listen(&args.listen, "health endpoint", "listen")?;
@@ -302,7 +323,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let store = Store::open(&args.store).map_err(|error| RunError::Store(error.to_string()))?;
     forget_released(&store).await?;
-    let settings = settings(&args);
     let executor = BackendExecutor::new(client.clone(), settings);
     let (driver, report) = Driver::start(
         store.clone(),
@@ -339,6 +359,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     });
     let mut tasks = vec![
         tokio::spawn(sync_backend_spec(Arc::clone(&context))),
+        tokio::spawn(follow_agent_config_merge(Arc::clone(&context))),
         tokio::spawn(watch_backends(Arc::clone(&context))),
         tokio::spawn(watch_icms_requests(Arc::clone(&context))),
         tokio::spawn(recount_drains(Arc::clone(&context))),
@@ -391,9 +412,9 @@ pub(crate) async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn settings(args: &RunArgs) -> OperatorSettings {
+fn settings(args: &RunArgs) -> Result<OperatorSettings, RunError> {
     let present = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_string());
-    OperatorSettings {
+    Ok(OperatorSettings {
         operator_namespace: args.system_namespace.clone(),
         image_repository: args.nvca_image_repo.clone(),
         image_pull_secrets: pull_secret_names(args),
@@ -408,7 +429,34 @@ fn settings(args: &RunArgs) -> OperatorSettings {
         vault: args.agent_vault_inject,
         log_level: args.log_level.clone(),
         webhook_url: args.webhook_url.clone(),
+        function_env_overrides: env_overrides(
+            &args.function_env_overrides_b64,
+            "function-env-overrides-b64",
+            "functionEnvOverrides",
+        )?,
+        task_env_overrides: env_overrides(
+            &args.task_env_overrides_b64,
+            "task-env-overrides-b64",
+            "taskEnvOverrides",
+        )?,
+    })
+}
+
+/// NVIDIA's `decodeEnvOverrides`: base64 of a JSON object of strings; empty is none.
+fn env_overrides(
+    b64: &str,
+    flag: &'static str,
+    key: &'static str,
+) -> Result<BTreeMap<String, String>, RunError> {
+    let b64 = b64.trim();
+    if b64.is_empty() {
+        return Ok(BTreeMap::new());
     }
+    let invalid = |reason: String| RunError::EnvOverrides { flag, key, reason };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|error| invalid(error.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))
 }
 
 /// `--image-pull-secrets`, then those of `--additional-image-pull-secrets-b64` (a bad
@@ -690,6 +738,33 @@ async fn sync_backend_spec(context: Arc<Context>) {
                 context.metrics.error("spec");
                 tracing::error!("NVCFBackend not written: {message}")
             }
+        }
+    }
+}
+
+/// The chart's `agent-config-merge` changed (or went): `agent-config` is checked against
+/// what the operator would now write, and applied again when it differs, as any drift.
+async fn follow_agent_config_merge(context: Arc<Context>) {
+    let namespace = context.args.system_namespace.clone();
+    let configmaps: Api<ConfigMap> = Api::namespaced(context.client.clone(), &namespace);
+    let merge = agent_config::MERGE_CONFIGMAP;
+    let config = watcher::Config::default().fields(&format!("metadata.name={merge}"));
+    let what = format!("ConfigMap {namespace}/{merge}");
+    let mut events = watcher(configmaps, config).boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(WatchEvent::Apply(_) | WatchEvent::Delete(_)) => {
+                modified(
+                    &context,
+                    ProvisionStep::AgentConfig,
+                    "ConfigMap",
+                    agent_config::CONFIGMAP,
+                    &what,
+                )
+                .await
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "watching {what}; retrying"),
         }
     }
 }
@@ -1326,13 +1401,34 @@ agent:
         backend.metadata.namespace = Some("nvca-operator".into());
         let config = crate::kube::resources::BackendConfig::from_backend(
             &backend,
-            &settings(&args(&["--image-pull-secrets", "regcred,other"])),
+            &settings(&args(&["--image-pull-secrets", "regcred,other"])).unwrap(),
         )
         .unwrap();
         assert_eq!(config.cluster_id, "c-1");
         assert_eq!(config.image, "nvcr.io/nvidia/nvcf-byoc/nvca:2.52.1");
         assert_eq!(config.settings.image_pull_secrets, ["regcred", "other"]);
         assert!(config.settings.gxcache && config.settings.vault);
+    }
+
+    #[test]
+    fn env_overrides_are_nvidias_base64_json_and_a_bad_one_names_the_chart_key() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(r#"{"A":"1","B":"two"}"#);
+        let read = settings(&args(&["--function-env-overrides-b64", &b64])).unwrap();
+        assert_eq!(
+            read.function_env_overrides,
+            BTreeMap::from([("A".into(), "1".into()), ("B".into(), "two".into())])
+        );
+        assert!(read.task_env_overrides.is_empty());
+        for bad in ["not base64!", "WzFd"] {
+            let message = settings(&args(&["--task-env-overrides-b64", bad]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains("--task-env-overrides-b64")
+                    && message.contains("agent.taskEnvOverrides"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -37,6 +37,37 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+The BYOO OpenTelemetry collector image NVIDIA's chart adds to every function's and task's
+environment (BYOO_OTEL_COLLECTOR_CONTAINER): agent.byooOtelCollector, its repository by
+default beside image.repository (NVIDIA: nvcr.io's, or stg.nvcr.io's for a staging
+operator image, which is what that gives for NVIDIA's own images); an empty tag turns it
+off. R/templates/_helpers.tpl byooOtelCollectorImage.
+*/}}
+{{- define "nvca.byooOtelCollectorImage" -}}
+{{- $byoo := (.Values.agent).byooOtelCollector | default dict -}}
+{{- $tag := "0.157.0-nv-0.1.1" -}}
+{{- if hasKey $byoo "imageTag" -}}{{- $tag = $byoo.imageTag -}}{{- end -}}
+{{- if $tag -}}
+{{- printf "%s:%s" (include "nvca.siblingRepository" (dict "repository" ($byoo.imageRepository | default "") "base" .Values.image.repository "name" "byoo-otel-collector")) ($tag | toString) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+agent.functionEnvOverrides or agent.taskEnvOverrides (.overrides) with the BYOO collector
+image, as JSON; {} when there is nothing. A value equal to the image NVIDIA's chart once
+packaged as this default is replaced by the current one, as NVIDIA's chart does on upgrade.
+*/}}
+{{- define "nvca.envOverrides" -}}
+{{- $overrides := deepCopy (.overrides | default dict) -}}
+{{- $byoo := include "nvca.byooOtelCollectorImage" .root -}}
+{{- $key := "BYOO_OTEL_COLLECTOR_CONTAINER" -}}
+{{- if and $byoo (or (not (hasKey $overrides $key)) (eq (get $overrides $key) "nvcr.io/nvidia/nvcf-byoc/byoo-otel-collector:0.157.11")) -}}
+{{- $_ := set $overrides $key $byoo -}}
+{{- end -}}
+{{- toJson $overrides -}}
+{{- end -}}
+
 {{/* The Secret generateImagePullSecret creates. */}}
 {{- define "nvca.generatedPullSecret" -}}
 {{- .Values.imagePullSecretName | default "nvca-operator-image-pull" -}}
@@ -115,7 +146,6 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
 - {path: nvcaHelmRepositoryPrefix, inert: "", why: "Helm repository restrictions are not implemented"}
 - {path: enableGXCache, inert: false, why: "GXCache is not supported"}
 - {path: ddcsIPAllowList, inert: "", why: "the DDCS allow-list is not applied"}
-- {path: agentConfig.mergeConfig, inert: "", why: "merging into the agent config is not supported"}
 - {path: operatorConfig.workload.transportTLS.trustBundle.secretKeyRef.name, inert: "", why: "workload transport trust bundles are not supported"}
 - {path: operatorConfig.workload.transportTLS.fingerprint, inert: "", why: "workload transport trust bundles are not supported"}
 - {path: operatorConfig.workload.transportTLS.installedBundleMountPath, inert: "", why: "workload transport trust bundles are not supported"}
@@ -126,10 +156,8 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
 - {path: agent.secretMirrorLabelSelector, inert: "", why: "mirroring custom secrets into function namespaces is not supported"}
 - {path: agent.customAnnotations, inert: {}, why: "custom pod annotations are not applied"}
 - {path: agent.gpuProfiling.functionIds, inert: "", why: "Nsight GPU profiling labels are not applied"}
-- {path: agent.functionEnvOverrides, inert: {}, why: "function container overrides are not applied"}
-- {path: agent.taskEnvOverrides, inert: {}, why: "tasks are not supported"}
+- {path: agent.taskEnvOverrides, inert: {}, why: "passed to the agent, but tasks are not supported yet"}
 - {path: agent.overrideEnvironmentVariables, inert: {}, why: "agent environment overrides are not applied"}
-- {path: agent.byooOtelCollector.imageRepository, inert: "", why: "the BYOO OpenTelemetry collector is not supported"}
 - {path: otelCollector.enabled, inert: false, why: "the OpenTelemetry collector sidecar is not supported"}
 - {path: otel.enabled, inert: false, why: "OpenTelemetry export is not supported; use the Prometheus metrics"}
 - {path: selfManaged.otelCollector.enabled, inert: false, why: "the OpenTelemetry collector sidecar is not supported"}

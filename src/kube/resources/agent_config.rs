@@ -11,8 +11,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use super::deployment::TOKEN_PATH;
 use super::webhook_certs::{KEY_CERT, KEY_KEY};
 use super::{AGENT_PORT, BackendConfig, WEBHOOK_PORT};
+use crate::driver::EffectError;
 use crate::kube::agent_config::{
-    AgentConfigFile, AgentSection, CONFIGMAP, ClusterSection, KEY, WebhookSection,
+    AgentConfigFile, AgentSection, CONFIGMAP, ClusterSection, KEY, MERGE_CONFIGMAP, WebhookSection,
 };
 
 /// Where the webhook container finds its serving certificate (NVIDIA's `SrvCertsMountDir`).
@@ -62,15 +63,56 @@ pub fn file(config: &BackendConfig) -> AgentConfigFile {
             tls_key_file: format!("{SERVER_CERTS_DIR}/{KEY_KEY}"),
             ..WebhookSection::default()
         },
-        // Where NVIDIA's agent reads its token from (`authz`, `nvcaagent_selfmanaged.go`).
-        other: serde_json::Map::from_iter([(
-            "authz".to_string(),
-            json!({
-                "clusterIssuedTokenFilePath": TOKEN_PATH,
-                "clusterIssuedTokenSource": "psat",
-            }),
-        )]),
+        other: top_level(config),
     }
+}
+
+/// `authz`: where NVIDIA's agent reads its token from (`nvcaagent_selfmanaged.go`);
+/// `workload`: the chart's env overrides, when there are any (NVIDIA's `newAgentConfig`).
+fn top_level(config: &BackendConfig) -> serde_json::Map<String, serde_json::Value> {
+    let mut other = serde_json::Map::from_iter([(
+        "authz".to_string(),
+        json!({
+            "clusterIssuedTokenFilePath": TOKEN_PATH,
+            "clusterIssuedTokenSource": "psat",
+        }),
+    )]);
+    let mut workload = serde_json::Map::new();
+    for (key, overrides) in [
+        (
+            "functionEnvOverrides",
+            &config.settings.function_env_overrides,
+        ),
+        ("taskEnvOverrides", &config.settings.task_env_overrides),
+    ] {
+        if !overrides.is_empty() {
+            workload.insert(key.to_string(), json!(overrides));
+        }
+    }
+    if !workload.is_empty() {
+        other.insert("workload".to_string(), workload.into());
+    }
+    other
+}
+
+/// What the agent reads: [`file`] with the chart's `agent-config-merge` laid over it
+/// (NVIDIA's `EncodeConfig(cfg, mergeCfg)`).
+pub fn rendered(config: &BackendConfig) -> Result<AgentConfigFile, serde_yaml::Error> {
+    file(config).merged(&config.agent_config_merge)
+}
+
+/// ConfigMap `agent-config` of [`rendered`]. A merge the agent's config cannot take is
+/// retried (it names the chart value to fix); the rest cannot fail.
+pub fn rendered_configmap(config: &BackendConfig) -> Result<ConfigMap, EffectError> {
+    let file = rendered(config).map_err(|error| {
+        EffectError::Transient(format!(
+            "ConfigMap {}/{MERGE_CONFIGMAP} key {KEY} cannot be laid over the agent's config ({error}); fix agentConfig.mergeConfig in the chart's values and run helm upgrade",
+            config.settings.operator_namespace
+        ))
+    })?;
+    configmap(config, &file).map_err(|error| {
+        EffectError::Permanent(format!("cannot write the agent's config.yaml: {error}"))
+    })
 }
 
 /// ConfigMap `agent-config` holding `file` as YAML.
@@ -131,5 +173,51 @@ mod tests {
             "{text}"
         );
         assert_eq!(read.webhook.tls_cert_file, "/certs/server/tls.crt");
+        assert!(!read.other.contains_key("workload"), "{text}");
+    }
+
+    #[test]
+    fn the_charts_merge_config_is_laid_over_and_rolls_the_agent() {
+        let plain = config();
+        let mut merged = config();
+        merged.agent_config_merge =
+            "cluster:\n  validationPolicy:\n    name: Unrestricted\n".to_string();
+        let configmap = rendered_configmap(&merged).unwrap();
+        let read = AgentConfigFile::parse(&configmap.data.unwrap()["config.yaml"]).unwrap();
+        assert_eq!(
+            read.cluster.other["validationPolicy"]["name"],
+            "Unrestricted"
+        );
+        assert_eq!(read.cluster.id, "c-1");
+        // The agent's pod carries the digest of what it reads: a new merge restarts it.
+        assert_ne!(
+            super::super::deployment::config_digest(&plain),
+            super::super::deployment::config_digest(&merged)
+        );
+        merged.agent_config_merge = "cluster: [".to_string();
+        let Err(EffectError::Transient(message)) = rendered_configmap(&merged) else {
+            panic!("a merge that is not YAML must be retried, naming the value");
+        };
+        assert!(
+            message.contains("agent-config-merge") && message.contains("agentConfig.mergeConfig"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_charts_env_overrides_reach_the_agent_as_nvidias_workload_keys() {
+        let mut config = config();
+        config.settings.function_env_overrides =
+            BTreeMap::from([("BYOO_OTEL_COLLECTOR_CONTAINER".into(), "r/c:1".into())]);
+        config.settings.task_env_overrides = BTreeMap::from([("A".into(), "b".into())]);
+        let configmap = configmap(&config, &file(&config)).unwrap();
+        let read = AgentConfigFile::parse(&configmap.data.unwrap()["config.yaml"]).unwrap();
+        assert_eq!(
+            read.other["workload"],
+            json!({
+                "functionEnvOverrides": {"BYOO_OTEL_COLLECTOR_CONTAINER": "r/c:1"},
+                "taskEnvOverrides": {"A": "b"},
+            })
+        );
     }
 }

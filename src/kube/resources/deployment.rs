@@ -122,8 +122,8 @@ pub const CONFIG_DIGEST_ANNOTATION: &str = "nvca.nvcf.nvidia.io/config-digest";
 pub fn config_digest(config: &BackendConfig) -> String {
     // A configuration that cannot be rendered fails the AgentConfig step, which runs
     // before this one; the digest of nothing is then never applied.
-    let text = super::agent_config::file(config)
-        .to_yaml()
+    let text = super::agent_config::rendered(config)
+        .and_then(|file| file.to_yaml())
         .unwrap_or_default();
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()

@@ -119,6 +119,10 @@ pub struct OperatorSettings {
     /// through Service `nvca` (an agent run outside the cluster: development, the demo);
     /// its host joins the serving certificate's names.
     pub webhook_url: Option<String>,
+    /// `--function-env-overrides-b64` / `--task-env-overrides-b64`, written into the
+    /// agent's config as `workload.functionEnvOverrides` / `taskEnvOverrides`.
+    pub function_env_overrides: BTreeMap<String, String>,
+    pub task_env_overrides: BTreeMap<String, String>,
 }
 
 impl Default for OperatorSettings {
@@ -141,6 +145,8 @@ impl Default for OperatorSettings {
             vault: true,
             log_level: "info".to_string(),
             webhook_url: None,
+            function_env_overrides: BTreeMap::new(),
+            task_env_overrides: BTreeMap::new(),
         }
     }
 }
@@ -175,6 +181,9 @@ pub struct BackendConfig {
     /// Dynamic GPU discovery (the agent labels nodes, so it may update them).
     pub dynamic_gpu_discovery: bool,
     pub settings: OperatorSettings,
+    /// The chart's `agentConfig.mergeConfig` (ConfigMap `agent-config-merge`), laid over
+    /// the agent's config; empty when there is none. Read by the operator, not the spec.
+    pub agent_config_merge: String,
 }
 
 impl BackendConfig {
@@ -314,6 +323,7 @@ impl BackendConfig {
             requests_namespace,
             dynamic_gpu_discovery,
             settings: settings.clone(),
+            agent_config_merge: String::new(),
         })
     }
 
