@@ -1285,6 +1285,25 @@ async fn deletion_drains_while_function_deployments_remain_then_cleans_up() {
             .iter()
             .any(|f| f == "CordonAndDrainMaintenance")
     );
+    // And restarted into it: an agent reads its config at start (NVIDIA's only then).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "nvca-system");
+    eventually(WAIT, "the agent's pod rolls into maintenance", || async {
+        let deployment = deployments.get_opt("nvca").await.ok()??;
+        let digest = deployment
+            .spec
+            .template
+            .metadata?
+            .annotations?
+            .remove("nvca.nvcf.nvidia.io/config-digest")?;
+        let text = configmaps
+            .get_opt("agent-config")
+            .await
+            .ok()??
+            .data?
+            .remove("config.yaml")?;
+        (digest == nvca::kube::resources::deployment::digest(&text)).then_some(())
+    })
+    .await;
     assert!(
         world
             .event_notes("FunctionDeploymentsRemain")

@@ -68,6 +68,31 @@ pub const DEFAULT_OFF: [&str; 29] = [
     "HelmInternalPersistentStorage",
 ];
 
+/// The list NVIDIA's operator writes into `agent.featureFlags` from the chart's feature
+/// gates (`N/pkg/operator/reconcile/nvcaagent_reconcile.go` `getNVCAFeatureFlags`): each
+/// name once, sorted; `-Name` for one turned off (also when it is named both ways);
+/// `GXCache` with `--enable-gxcache`; and `SelfHosted` always, since every cluster nvca
+/// runs is self-managed: without it NVIDIA's agent takes NGC's queue path and stops
+/// ("creation queues are empty").
+pub fn for_agent(gates: &[String], gxcache: bool) -> Vec<String> {
+    let mut on = BTreeSet::new();
+    let mut off = BTreeSet::new();
+    for gate in gates.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
+        match (gate.strip_prefix('-'), gate.strip_prefix('+')) {
+            (Some(name), _) => off.insert(name.to_string()),
+            (_, Some(name)) => on.insert(name.to_string()),
+            _ => on.insert(gate.to_string()),
+        };
+    }
+    let mut flags: BTreeSet<String> = on.difference(&off).cloned().collect();
+    flags.extend(off.iter().map(|name| format!("-{name}")));
+    if gxcache {
+        flags.insert("GXCache".to_string());
+    }
+    flags.insert("SelfHosted".to_string());
+    flags.into_iter().collect()
+}
+
 /// The flags in force.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Flags {
@@ -185,5 +210,35 @@ mod tests {
         assert!(
             flags.is_on("AllowWorkloadKubernetesAPIAccess") && flags.is_on("InfraResourceOverhead")
         );
+    }
+
+    #[test]
+    fn the_operator_writes_nvidias_normalised_list() {
+        let gates: Vec<String> = [
+            "DynamicGPUDiscovery",
+            " +KAIScheduler",
+            "-LowLatencyStreaming",
+            "X",
+            "-X",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            for_agent(&gates, true),
+            [
+                "-LowLatencyStreaming",
+                "-X",
+                "DynamicGPUDiscovery",
+                "GXCache",
+                "KAIScheduler",
+                "SelfHosted"
+            ]
+        );
+        assert_eq!(for_agent(&[], false), ["SelfHosted"]);
+        // What the agent makes of it: the gates as given, SelfHosted on.
+        let flags = Flags::resolve(&for_agent(&gates, false));
+        assert!(flags.is_on("KAIScheduler") && flags.is_on("SelfHosted"));
+        assert!(!flags.is_on("LowLatencyStreaming") && !flags.is_on("GXCache"));
     }
 }

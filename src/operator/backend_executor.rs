@@ -426,6 +426,7 @@ impl BackendExecutor {
         let yaml = file.to_yaml().map_err(|error| {
             EffectError::Permanent(format!("cannot write the agent's config.yaml: {error}"))
         })?;
+        let digest = deployment::digest(&yaml);
         let patch = ConfigMap {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 name: Some(agent_config::CONFIGMAP.to_string()),
@@ -435,7 +436,24 @@ impl BackendExecutor {
             data: Some(BTreeMap::from([(agent_config::KEY.to_string(), yaml)])),
             ..ConfigMap::default()
         };
-        self.apply(&configmaps, &patch).await
+        self.apply(&configmaps, &patch).await?;
+        // The agent reads its config at start (NVIDIA's does only then): roll its pod, as
+        // NVIDIA's drain does (`cleanup.go` `triggerNVCARollout`).
+        let roll = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            deployment::CONFIG_DIGEST_ANNOTATION: digest,
+        }}}}});
+        match self
+            .namespaced::<Deployment>(&system)
+            .patch(NVCA, &PatchParams::default(), &Patch::Merge(&roll))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if not_found(&error) => Ok(()),
+            Err(error) => Err(classify(
+                &format!("rolling Deployment {system}/{NVCA} into maintenance"),
+                error,
+            )),
+        }
     }
 
     async fn cleanup(&self, key: &str, step: CleanupStep) -> Result<(), EffectError> {

@@ -149,7 +149,12 @@ mod tests {
         );
         assert_eq!(
             read.agent.feature_flags,
-            ["DynamicGPUDiscovery", "SelfHosted", "KAIScheduler"]
+            [
+                "DynamicGPUDiscovery",
+                "GXCache",
+                "KAIScheduler",
+                "SelfHosted"
+            ]
         );
         assert_eq!(read.agent.maintenance_mode, None);
         assert_eq!(

@@ -115,7 +115,9 @@ fn secret_volume(name: &str, secret: &str) -> Volume {
 /// agent. A changed configuration (a feature gate from `helm upgrade`, new IDs) rolls the
 /// agent's pod, so the agent starts on it; NVIDIA's operator restarts the agent at every
 /// reconcile instead (`nvca-operator.nvcf.nvidia.io/restartedAt`). The drain's
-/// maintenance patch is not part of the rendering, so a drain never restarts the agent.
+/// maintenance patch sets it to the digest of the patched file, so the agent restarts
+/// into maintenance: NVIDIA's agent reads its config only at start, and NVIDIA's drain
+/// restarts it too (`triggerNVCARollout`).
 pub const CONFIG_DIGEST_ANNOTATION: &str = "nvca.nvcf.nvidia.io/config-digest";
 
 /// The hex SHA-256 of the agent's config.yaml as the operator renders it.
@@ -125,6 +127,11 @@ pub fn config_digest(config: &BackendConfig) -> String {
     let text = super::agent_config::rendered(config)
         .and_then(|file| file.to_yaml())
         .unwrap_or_default();
+    digest(&text)
+}
+
+/// The hex SHA-256 of a config.yaml, for [`CONFIG_DIGEST_ANNOTATION`].
+pub fn digest(text: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -282,13 +282,13 @@ impl BackendConfig {
         let image_pull_policy =
             pick(&|f| f.nvca_image_config.as_ref().map(|i| i.pull_policy.clone()))
                 .unwrap_or_else(|| "IfNotPresent".to_string());
-        let mut feature_flags: Vec<String> = over
+        let feature_flags: Vec<String> = over
             .and_then(|o| o.feature_gate.as_ref())
             .map(|g| g.values.clone())
             .filter(|v| !v.is_empty())
             .or_else(|| base.feature_gate.as_ref().map(|g| g.values.clone()))
             .unwrap_or_default();
-        feature_flags.retain(|flag| !flag.trim().is_empty());
+        let feature_flags = crate::kube::feature_flags::for_agent(&feature_flags, settings.gxcache);
         let discovery = over
             .and_then(|o| o.cluster_config.as_ref())
             .and_then(|c| c.gpu_discovery.clone())
@@ -520,7 +520,11 @@ mod tests {
             .expect("overrides"),
         );
         let config = BackendConfig::from_backend(&backend, &OperatorSettings::default()).unwrap();
-        assert_eq!(config.feature_flags, ["KAIScheduler"]);
+        // NVIDIA's operator adds GXCache (--enable-gxcache) and SelfHosted.
+        assert_eq!(
+            config.feature_flags,
+            ["GXCache", "KAIScheduler", "SelfHosted"]
+        );
         assert_eq!(config.image, "registry.local/nvca:9.9.9");
         assert_eq!(config.version, "2.52.1");
     }
