@@ -1474,6 +1474,43 @@ async fn the_charts_agent_config_merge_is_laid_over_and_a_change_rolls_the_agent
     world.uninstall().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn what_changed_while_no_operator_ran_is_applied_again_at_start() {
+    // As after an operator upgrade whose build writes the agent's config differently:
+    // the next operator finds agent-config other than it would write it, and applies it.
+    let world = World::new("operator-restart-drift").await;
+    let mut operator = world.operator();
+    world.wait_phase("Ready", None).await;
+    operator.kill();
+    let configmaps: Api<ConfigMap> = Api::namespaced(world.env.client.clone(), "nvca-system");
+    let patch = json!({"data": {"config.yaml": "agent:\n  icmsurl: http://elsewhere:8080\n"}});
+    configmaps
+        .patch(
+            "agent-config",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("edit agent-config");
+
+    let _operator = world.operator_as(&[], "store", "operator-2.log");
+    eventually(WAIT, "agent-config written again", || async {
+        let cm = configmaps.get_opt("agent-config").await.ok()??;
+        let file = AgentConfigFile::parse(cm.data?.get("config.yaml")?).ok()?;
+        (file.cluster.id == "cluster-1" && !file.agent.icms_url.contains("elsewhere")).then_some(())
+    })
+    .await;
+    let notes = world.event_notes("DriftDetected").await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("ConfigMap nvca-system/agent-config was modified")),
+        "{notes:?}"
+    );
+    world.wait_phase("Ready", None).await;
+    world.uninstall().await;
+}
+
 #[test]
 fn an_install_for_another_cluster_source_stops_the_operator_naming_the_value() {
     let output = Command::new(env!("CARGO_BIN_EXE_nvca-operator"))

@@ -1212,9 +1212,12 @@ where
                     listed.clear();
                     continue;
                 }
+                // Checked like a change: after an operator upgrade (or a watch that
+                // lost events), what this build would write differently is applied
+                // again, as NVIDIA's operator re-applies everything at each resync.
                 Ok(WatchEvent::InitApply(object)) => {
                     listed.push(object.name_any());
-                    continue;
+                    (object, false)
                 }
                 Ok(WatchEvent::InitDone) => {
                     for name in expected
