@@ -1926,3 +1926,69 @@ async fn install_runs_uninstall_keeps_the_registration_and_reinstall_reuses_it()
         .expect("delete the kept ConfigMap");
     ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_leaves_a_registration_no_release_owns_as_it_is() {
+    // What NVIDIA's current chart leaves: the bootstrap's ConfigMap, owned by no release
+    // (its chart does not render it). Helm would refuse to take it over.
+    let (env, ns) = testenv_with_namespace("chart-adopt").await;
+    let configmaps: Api<ConfigMap> = ns.api();
+    let left = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("nvca-cluster-registration".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            [("clusterId", "c-nv"), ("clusterGroupId", "g-nv")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..ConfigMap::default()
+    };
+    configmaps
+        .create(&PostParams::default(), &left)
+        .await
+        .expect("the registration an NVIDIA release left");
+    let helm = Helm::for_testenv(&env.endpoints);
+    let fullname = format!("nvca-operator-{}", &ns.name[ns.name.len() - 8..]);
+    let chart = chart_dir();
+    helm.run([
+        "install",
+        "nvca-operator",
+        arg(&chart),
+        "-n",
+        &ns.name,
+        "-f",
+        "fixtures/chart/guide-values.yaml",
+        "--set",
+        &format!("fullnameOverride={fullname}"),
+        "--set",
+        &format!("serviceAccount.name={fullname}"),
+    ])
+    .expect_success();
+    let kept = configmaps
+        .get("nvca-cluster-registration")
+        .await
+        .expect("registration");
+    assert_eq!(kept.data, left.data, "the IDs are the bootstrap's");
+    assert!(
+        kept.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("meta.helm.sh/release-name")
+            .is_none(),
+        "taken over by the release"
+    );
+    helm.run(["uninstall", "nvca-operator", "-n", &ns.name, "--wait"])
+        .expect_success();
+    assert!(
+        configmaps
+            .get_opt("nvca-cluster-registration")
+            .await
+            .expect("read")
+            .is_some(),
+        "uninstall removed a registration it did not own"
+    );
+    ns.delete().await;
+}
