@@ -1973,11 +1973,11 @@ async fn install_leaves_a_registration_no_release_owns_as_it_is() {
         .expect("registration");
     assert_eq!(kept.data, left.data, "the IDs are the bootstrap's");
     assert!(
-        kept.metadata
+        !kept
+            .metadata
             .annotations
             .unwrap_or_default()
-            .get("meta.helm.sh/release-name")
-            .is_none(),
+            .contains_key("meta.helm.sh/release-name"),
         "taken over by the release"
     );
     helm.run(["uninstall", "nvca-operator", "-n", &ns.name, "--wait"])
