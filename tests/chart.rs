@@ -17,6 +17,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -25,7 +26,7 @@ use support::helm::{Helm, arg, chart_dir, fixture};
 use support::testenv::{Endpoints, HOW_TO_START, eventually, testenv_with_namespace};
 
 const NS: &str = "nvca-operator";
-const CRD_FILE: &str = "crds/nvcfbackends.nvcf.nvidia.io.yaml";
+const CRD_FILE: &str = "files/crds/nvcfbackends.nvcf.nvidia.io.yaml";
 
 // ---------------------------------------------------------------------------------
 // Helpers over rendered objects.
@@ -1189,9 +1190,11 @@ fn schema_rejects_self_managed_without_each_control_plane_url() {
 // ---------------------------------------------------------------------------------
 // Values files written for NVIDIA's chart.
 
-/// `helm install --dry-run=client`: renders like install and prints NOTES, storing
-/// nothing. Helm still checks that a cluster answers, so this uses the local one.
+/// `helm install --dry-run=server`: renders like install (its lookups read the local
+/// control plane, as a real install's do) and prints NOTES, storing nothing.
 fn dry_run_install(values: &str) -> String {
+    // What it renders depends on whether the CRD exists (a test deletes it for a while).
+    let _lock = support::lock::cluster_wide();
     let chart = chart_dir();
     let endpoints = Endpoints::discover().unwrap_or_else(|e| panic!("{e}: {HOW_TO_START}"));
     Helm::for_testenv(&endpoints)
@@ -1201,7 +1204,7 @@ fn dry_run_install(values: &str) -> String {
             arg(&chart),
             "-n",
             NS,
-            "--dry-run=client",
+            "--dry-run=server",
             "-f",
             values,
         ])
@@ -1672,14 +1675,24 @@ fn chart_crd_is_the_operators_nvcfbackend_crd() {
         "{} differs from NVCFBackend::crd(); regenerate it with NVCA_BLESS_CHART_CRD=1",
         path.display()
     );
-    // And helm ships exactly that object.
+    // And helm ships exactly that object, kept at uninstall, with the chart's labels.
     let rendered = guide_render();
-    let shipped = find(
+    let mut shipped = find(
         &rendered,
         "CustomResourceDefinition",
         "nvcfbackends.nvcf.nvidia.io",
+    )
+    .clone();
+    let metadata = shipped["metadata"].as_object_mut().expect("metadata");
+    assert_eq!(
+        metadata.remove("annotations"),
+        Some(json!({"helm.sh/resource-policy": "keep"}))
     );
-    assert_eq!(shipped, &expected);
+    assert_eq!(
+        metadata.remove("labels").expect("labels")["app.kubernetes.io/managed-by"],
+        "Helm"
+    );
+    assert_eq!(shipped, expected);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1699,6 +1712,8 @@ fn impersonating(config: &kube::Config, namespace: &str, account: &str) -> Clien
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_runs_uninstall_keeps_the_registration_and_reinstall_reuses_it() {
+    // Whether the chart renders the CRD depends on the cluster's (a test deletes it).
+    let _lock = support::lock::cluster_wide_async().await;
     let (env, ns) = testenv_with_namespace("chart-install").await;
     let helm = Helm::for_testenv(&env.endpoints);
     // Cluster-scoped names (ClusterRole, ClusterRoleBinding) must not collide with other
@@ -1929,6 +1944,8 @@ async fn install_runs_uninstall_keeps_the_registration_and_reinstall_reuses_it()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_leaves_a_registration_no_release_owns_as_it_is() {
+    // Whether the chart renders the CRD depends on the cluster's (a test deletes it).
+    let _lock = support::lock::cluster_wide_async().await;
     // What NVIDIA's current chart leaves: the bootstrap's ConfigMap, owned by no release
     // (its chart does not render it). Helm would refuse to take it over.
     let (env, ns) = testenv_with_namespace("chart-adopt").await;
@@ -1990,5 +2007,63 @@ async fn install_leaves_a_registration_no_release_owns_as_it_is() {
             .is_some(),
         "uninstall removed a registration it did not own"
     );
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_owns_the_crd_keeps_it_through_upgrade_and_uninstall() {
+    // As an NVIDIA release does (its chart renders the CRD as a template): the release
+    // owns the CRD, and `helm upgrade` to this chart must not delete it (with it, every
+    // NVCFBackend). The CRD is cluster-wide: no other test may use it meanwhile.
+    let _lock = support::lock::cluster_wide_async().await;
+    let (env, ns) = testenv_with_namespace("chart-crd").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    let name = "nvcfbackends.nvcf.nvidia.io";
+    let _ = crds.delete(name, &Default::default()).await;
+    eventually(Duration::from_secs(60), "the CRD gone", || async {
+        crds.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let helm = Helm::for_testenv(&env.endpoints);
+    let fullname = format!("nvca-operator-{}", &ns.name[ns.name.len() - 8..]);
+    let chart = chart_dir();
+    let release = |verb: &str| {
+        helm.run([
+            verb,
+            "nvca-operator",
+            arg(&chart),
+            "-n",
+            &ns.name,
+            "-f",
+            "fixtures/chart/guide-values.yaml",
+            "--set",
+            &format!("fullnameOverride={fullname}"),
+            "--set",
+            &format!("serviceAccount.name={fullname}"),
+        ])
+        .expect_success()
+    };
+    release("install");
+    let owned = crds.get(name).await.expect("the release installed the CRD");
+    let annotations = owned.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.get("meta.helm.sh/release-namespace"),
+        Some(&ns.name)
+    );
+    release("upgrade");
+    let after = crds.get(name).await.expect("the CRD after upgrade");
+    assert_eq!(
+        after.metadata.uid, owned.metadata.uid,
+        "upgrade replaced the CRD"
+    );
+    assert!(after.metadata.deletion_timestamp.is_none());
+    let said = helm
+        .run(["uninstall", "nvca-operator", "-n", &ns.name, "--wait"])
+        .expect_success();
+    assert!(said.stdout.contains(name), "{}", said.stdout);
+    let kept = crds.get(name).await.expect("the CRD after uninstall");
+    assert_eq!(kept.metadata.uid, owned.metadata.uid);
+    // Leave it as the other tests expect it.
+    support::crds::from_chart(&env.client).await;
     ns.delete().await;
 }

@@ -36,6 +36,9 @@ mod child;
 mod cluster;
 #[path = "../../tests/support/crds.rs"]
 mod crds;
+#[path = "../../tests/support/helm.rs"]
+#[allow(dead_code)]
+mod helm;
 #[path = "../../tests/support/lock.rs"]
 #[allow(dead_code)]
 mod lock;

@@ -1,10 +1,9 @@
 //! The CRDs a test needs, installed the way the product installs them, never from the
-//! code's own list: the chart's `crds/` directory (what `helm install` applies first) and
+//! code's own list: the chart's CRD template (what `helm install` applies first) and
 //! the operator's start-up step (`nvca-operator crds --apply`, the same code `nvca-operator
 //! run` runs before provisioning). A CRD the product forgets is then missing in the tests
 //! too.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,19 +11,26 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
+use super::helm::Helm;
 use super::testenv::{TestEnv, eventually};
 
-/// What `helm install charts/nvca-operator` applies before anything else: every file
-/// under the chart's `crds/`, applied as `kubectl apply --server-side` would.
+/// What `helm install charts/nvca-operator` applies for CRDs: its CRD templates as the
+/// chart renders them (on a cluster without them), applied as `kubectl apply
+/// --server-side` would.
 pub async fn from_chart(client: &Client) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/nvca-operator/crds");
+    let rendered = Helm::offline().template(
+        "nvca-operator",
+        "nvca-operator",
+        &[
+            "--show-only",
+            "templates/crds/nvidia.io_nvcfbackends_crd.yaml",
+        ],
+    );
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("the chart's crds directory") {
-        let path = entry.expect("a file of crds/").path();
-        let text = std::fs::read_to_string(&path).expect("a CRD file");
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
-            .unwrap_or_else(|e| panic!("{} is not a CRD: {e}", path.display()));
+    for object in rendered {
+        let crd: CustomResourceDefinition =
+            serde_json::from_value(object).expect("the chart renders a CRD");
         let name = crd.metadata.name.clone().expect("CRD name");
         crds.patch(
             &name,

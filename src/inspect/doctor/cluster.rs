@@ -225,7 +225,7 @@ fn unreadable(doing: &str, error: kube::Error) -> String {
 /// others at start (and within half a minute of a deletion while it runs).
 fn missing_crd_fix(crd: &str) -> &'static str {
     if crd == NVCFBACKEND_CRD {
-        "install or upgrade the chart: it ships this CRD (Helm applies a chart's CRDs only at install; on upgrade `kubectl apply --server-side -f charts/nvca-operator/crds/`)"
+        "install or upgrade the chart: it renders this CRD when it is missing; or apply it as the operator builds it: `nvca-operator crds | kubectl apply --server-side -f -`"
     } else {
         "the operator applies it at start and puts it back within 30 s while it runs: check that Deployment nvca-operator runs and its log (`kubectl logs -n <operator-namespace> deploy/nvca-operator -c nvca-operator`) names why not; or apply it as the operator does: `nvca-operator crds --apply`"
     }
