@@ -1,10 +1,13 @@
-# nvca's image: every binary (nvca-operator, nvca-self-managed, nvca-agent, nvca-state,
-# sis-sim) built static against musl, on an empty base, run as a non-root user.
+# nvca's image: every binary (nvca-operator, nvca-self-managed, nvca-mirror,
+# nvca-operator-cleanup, nvca, webhook-server, nvca-state, sis-sim) built static against
+# musl, on an empty base, run as a non-root user.
 #
 #   docker build -t <REGISTRY>/<REPOSITORY>/nvca:<version> .
 #
-# The chart runs /usr/bin/nvca-self-managed and /usr/bin/nvca-operator from this image,
-# and the operator's Deployment `nvca` runs /usr/bin/nvca-agent from it.
+# Like NVIDIA's distroless images it has no entrypoint: every container names its binary
+# as args[0] (the chart: /usr/bin/nvca-self-managed, nvca-operator, nvca-mirror,
+# nvca-operator-cleanup; Deployment `nvca`, from either operator: /usr/bin/nvca and
+# /usr/bin/webhook-server).
 # Where this recipe was and was not tested: README.md, "The image".
 
 ARG RUST_VERSION=1.95
@@ -20,8 +23,9 @@ COPY src ./src
 COPY benches ./benches
 COPY tests ./tests
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bins \
- && mkdir /out \
- && for bin in nvca-operator nvca-self-managed nvca-agent nvca-state sis-sim nvca-mirror nvca-operator-cleanup; do \
+ && mkdir -p /out /root-fs/var/lib/nvca /root-fs/tmp \
+ && chmod 1777 /root-fs/var/lib/nvca /root-fs/tmp \
+ && for bin in nvca-operator nvca-self-managed nvca webhook-server nvca-state sis-sim nvca-mirror nvca-operator-cleanup; do \
       cp "target/x86_64-unknown-linux-musl/release/$bin" /out/; \
     done
 
@@ -29,6 +33,9 @@ FROM scratch
 # TLS to SIS and NATS verifies against the system roots.
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/ /usr/bin/
+# Writable for any user: NVIDIA's Deployment `nvca` mounts no store volume and runs as
+# uid 1000, and the agent keeps its store under /var/lib/nvca (nvca's operator mounts a
+# volume there).
+COPY --from=build /root-fs/ /
 # The distroless "nonroot" user; the chart's securityContext asks for non-root too.
 USER 65532:65532
-ENTRYPOINT ["/usr/bin/nvca-operator"]

@@ -1,4 +1,4 @@
-//! `nvca-agent run` as users run it: the real binary as a child process, on the local
+//! The agent (`nvca`, as NVIDIA's operator runs it: `nvca --config …`) as users run it: the real binary as a child process, on the local
 //! control plane (kwok GPU fleet), against sis-sim and the testenv's NATS, with short
 //! intervals. Each test has its own sis-sim, cluster, namespace (the agent's system and
 //! requests namespace), token file and store. The agent reads every node and writes
@@ -177,7 +177,6 @@ impl World {
         let store = self.dir.path().join("store");
         let log = self.dir.path().join("agent.log");
         let args = [
-            "run",
             "--config",
             &self.config.display().to_string(),
             "--store",
@@ -210,7 +209,7 @@ impl World {
         .map(String::from);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.agent = Some(Process::start(
-            env!("CARGO_BIN_EXE_nvca-agent"),
+            env!("CARGO_BIN_EXE_nvca"),
             &args,
             &[("RUST_LOG", "info,nvca=debug")],
             &log,

@@ -736,11 +736,19 @@ fn every_container_starts_a_binary_the_image_ships_with_no_wrapper() {
             }
         }
     }
-    // The operator's Deployment `nvca` runs the agent binary from the same image.
-    commands.push((
-        "nvca/agent".into(),
-        Some(nvca::kube::resources::deployment::AGENT_BINARY.to_string()),
-    ));
+    // The operator's Deployment `nvca` runs the agent's binaries from the same image.
+    for (name, binary) in [
+        (
+            "nvca/agent",
+            nvca::kube::resources::deployment::AGENT_BINARY,
+        ),
+        (
+            "nvca/webhook",
+            nvca::kube::resources::deployment::WEBHOOK_BINARY,
+        ),
+    ] {
+        commands.push((name.into(), Some(binary.to_string())));
+    }
     for (name, command) in commands {
         let command = command.unwrap_or_else(|| panic!("container {name} has no command"));
         let bin = command.strip_prefix("/usr/bin/").unwrap_or_else(|| {

@@ -75,7 +75,8 @@ fn binary(command: &str) -> &'static str {
     match command {
         "/usr/bin/nvca-self-managed" => env!("CARGO_BIN_EXE_nvca-self-managed"),
         "/usr/bin/nvca-operator" => env!("CARGO_BIN_EXE_nvca-operator"),
-        "/usr/bin/nvca-agent" => env!("CARGO_BIN_EXE_nvca-agent"),
+        "/usr/bin/nvca" => env!("CARGO_BIN_EXE_nvca"),
+        "/usr/bin/webhook-server" => env!("CARGO_BIN_EXE_webhook-server"),
         "/usr/bin/nvca-mirror" => env!("CARGO_BIN_EXE_nvca-mirror"),
         "/usr/bin/nvca-operator-cleanup" => env!("CARGO_BIN_EXE_nvca-operator-cleanup"),
         other => panic!("the chart runs {other}, which this crate does not build"),
@@ -296,9 +297,8 @@ async fn installed_chart_bootstraps_provisions_a_healthy_agent_and_upgrades_with
     std::fs::write(&config_file, &config).expect("write config.yaml");
     let agent_store = dir.path().join("agent-store");
     let agent_command = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nvca-agent"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nvca"));
         command
-            .arg("run")
             .arg("--config")
             .arg(&config_file)
             .args(["--kubeconfig", &kubeconfig])

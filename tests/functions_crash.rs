@@ -1,5 +1,5 @@
 //! Crash safety of function deployments with real agent processes (issue 7): the
-//! `nvca-agent run` binary, as a child process on the local control plane with sis-sim and
+//! `nvca` (agent) binary, as a child process on the local control plane with sis-sim and
 //! the testenv's NATS, is killed by its own crash point (`NVCA_CRASH_AT`,
 //! `src/driver/crash_point.rs`) at every state the function machine persists on the way
 //! from a creation message to `running` and from an undeploy to `terminated`, and after
@@ -504,7 +504,6 @@ impl Cluster {
             path(&self.kubeconfig),
         );
         let args = [
-            "run",
             "--config",
             &config,
             "--store",
@@ -531,7 +530,7 @@ impl Cluster {
         self.starts.set(self.starts.get() + 1);
         let log_path = self.log();
         let _ = std::fs::write(&log_path, format!("--- crash point {crash_at:?}\n"));
-        let mut agent = Process::start(env!("CARGO_BIN_EXE_nvca-agent"), &args, &envs, &log_path);
+        let mut agent = Process::start(env!("CARGO_BIN_EXE_nvca"), &args, &envs, &log_path);
         // Deploy only once the agent pulls: its consumers exist then.
         until("the agent's function deployments running", || {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();

@@ -8,7 +8,7 @@
 //! operator's `nvca` configurations or `nvcf-backend`, so no cluster-wide lock is taken.
 //!
 //! - `the_agent_binary_mutates_pods_refuses_bad_workloads_rotates_and_stops`: the real
-//!   `nvca-agent webhook` as a child process, configured by a `config.yaml` like the
+//!   `webhook-server` as a child process, configured by a `config.yaml` like the
 //!   operator's, in a helm-function namespace (`sr-…`) with
 //!   `EnforceHelmFunctionResourceLimits`: a pod comes back mutated (uniform instance-type
 //!   selector and affinity, `nvidia.com/gpu` toleration, no token automount, requests =
@@ -51,7 +51,7 @@ use nvca::webhook::server::{self, TlsListener, Webhooks};
 use serde_json::{Value, json};
 use support::testenv::{TestEnv, TestNamespace, eventually, namespace_name, testenv};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_nvca-agent");
+const WEBHOOK_SERVER: &str = env!("CARGO_BIN_EXE_webhook-server");
 const WAIT: Duration = Duration::from_secs(60);
 const INSTANCE_ACCOUNT: &str = "miniservice-instance-permissions";
 
@@ -350,19 +350,19 @@ async fn the_agent_binary_mutates_pods_refuses_bad_workloads_rotates_and_stops()
     )
     .expect("write config.yaml");
     let mut agent = Agent(Some(
-        Command::new(AGENT)
-            .args(["webhook", "--config"])
+        Command::new(WEBHOOK_SERVER)
+            .arg("--config")
             .arg(&config)
             .args(["--reload-interval", "200ms", "--log-level", "debug"])
             .env("KUBECONFIG", &env.endpoints.kubeconfig)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start nvca-agent webhook"),
+            .expect("start webhook-server"),
     ));
     eventually(
         WAIT,
-        "nvca-agent webhook answering /healthz over TLS",
+        "webhook-server answering /healthz over TLS",
         || async { healthy(port, &cert.ca_pem).await.then_some(()) },
     )
     .await;
@@ -588,7 +588,7 @@ async fn the_agent_binary_mutates_pods_refuses_bad_workloads_rotates_and_stops()
     assert!(killed.success());
     let status = eventually(
         Duration::from_secs(20),
-        "nvca-agent webhook to exit after SIGTERM",
+        "webhook-server to exit after SIGTERM",
         || {
             let exited = child.try_wait().expect("wait for the child");
             async move { exited }
@@ -731,4 +731,77 @@ async fn container_function_pods_in_a_shared_cluster_with_host_isolation() {
         .await
         .expect("the server stops after its shutdown signal")
         .expect("the server task");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_nvidias_operator_the_certificate_comes_from_the_named_secret() {
+    // NVIDIA's operator mounts empty directories at the certificate paths and names the
+    // Secret in webhook.tlsSecretName: the server copies it, and follows a rotation.
+    let env = testenv().await;
+    let ns = env.namespace("webhook-secret").await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certs_dir = dir.path().join("certs-server");
+    std::fs::create_dir(&certs_dir).expect("the empty mount");
+    let issued = tempfile::tempdir().expect("a temporary directory");
+    let (first, _) = write_certs(issued.path());
+    let secret = |cert: &WebhookCert| k8s_openapi::api::core::v1::Secret {
+        metadata: ObjectMeta {
+            name: Some("nvca-webhook-tls-server-certs".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            [("tls.crt", &cert.cert_pem), ("tls.key", &cert.key_pem)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret(&first))
+        .await
+        .expect("create the certificate Secret");
+    let port = free_port();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster:\n  id: c-test\nwebhook:\n  svcAddress: \":{port}\"\n  tlsCertFile: {0}/tls.crt\n  \
+             tlsKeyFile: {0}/tls.key\n  tlsSecretName: nvca-webhook-tls-server-certs\n",
+            certs_dir.display()
+        ),
+    )
+    .expect("write config.yaml");
+    let _server = Agent(Some(
+        Command::new(WEBHOOK_SERVER)
+            .arg("--config")
+            .arg(&config)
+            .args(["--reload-interval", "200ms"])
+            .env("KUBECONFIG", &env.endpoints.kubeconfig)
+            .env("POD_NAMESPACE", &ns.name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start webhook-server"),
+    ));
+    eventually(WAIT, "serving the Secret's certificate", || async {
+        healthy(port, &first.ca_pem).await.then_some(())
+    })
+    .await;
+
+    let (second, _) = write_certs(issued.path());
+    secrets
+        .replace(
+            "nvca-webhook-tls-server-certs",
+            &PostParams::default(),
+            &secret(&second),
+        )
+        .await
+        .expect("rotate the Secret");
+    eventually(WAIT, "serving the rotated certificate", || async {
+        healthy(port, &second.ca_pem).await.then_some(())
+    })
+    .await;
+    ns.delete().await;
 }

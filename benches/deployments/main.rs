@@ -1,7 +1,7 @@
 //! Issue 7's benchmark: N single-instance, single-GPU function deployments on the local
 //! control plane, side by side with a plain client doing the same Kubernetes and SIS work.
 //!
-//! - **nvca**: the real `nvca-agent run` binary as a child process, against sis-sim (in
+//! - **nvca**: the real `nvca` (agent) binary as a child process, against sis-sim (in
 //!   this process) and the testenv's NATS. N deployments go through sis-sim's admin API,
 //!   which publishes the creation messages as NVCF does; the time runs from the first
 //!   deploy until sis-sim has heard `running` for all N instances. The agent's peak RSS
@@ -463,7 +463,6 @@ async fn run_nvca(
     let _ = std::fs::remove_file(&log);
     let store = dir.join("store");
     let args = [
-        "run",
         "--config",
         &config.display().to_string(),
         "--store",
@@ -477,7 +476,7 @@ async fn run_nvca(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
     let agent = Process::start(
-        env!("CARGO_BIN_EXE_nvca-agent"),
+        env!("CARGO_BIN_EXE_nvca"),
         &args,
         &[("RUST_LOG", &rust_log)],
         &log,

@@ -16,7 +16,7 @@ use crate::sis::types::QueueCredentials;
 use crate::sis::{QueueConfig, SisClient};
 use crate::store::Store;
 
-/// Everything a part of the agent needs, built once by `nvca-agent run`.
+/// Everything a part of the agent needs, built once by `nvca`.
 #[derive(Clone)]
 pub struct AgentContext {
     /// Kubernetes, as the agent's ServiceAccount `nvca` (or `--kubeconfig`).

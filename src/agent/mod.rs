@@ -1,4 +1,4 @@
-//! The agent (`nvca-agent run`, container `agent` of Deployment `nvca`): keeps the cluster
+//! The agent (`nvca`, container `agent` of Deployment `nvca`): keeps the cluster
 //! registered with SIS and tells it what GPUs it has; serves health, version and metrics
 //! on `:8000`; runs function deployments with [`context::AgentContext`]'s parts.
 //!
@@ -66,7 +66,7 @@ pub enum NatsAuthMode {
     Psat,
 }
 
-/// The flags of `nvca-agent run`. config.yaml says the rest; a flag given here wins.
+/// The flags of `nvca` (NVIDIA's `--config`, and nvca's own). config.yaml says the rest; a flag given here wins.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
     /// The agent's config.yaml, as the operator renders it into ConfigMap agent-config.
@@ -193,7 +193,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     let settings = match AgentSettings::read(&args.config, &args.overrides()) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("nvca-agent run: {error}");
+            eprintln!("nvca: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -205,7 +205,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("nvca-agent run: cannot start the async runtime: {error}");
+            eprintln!("nvca: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -213,7 +213,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(category = error.category(), "{error}");
-            eprintln!("nvca-agent run: {error}");
+            eprintln!("nvca: {error}");
             ExitCode::FAILURE
         }
     }

@@ -7,7 +7,7 @@
 //! handle.stop().await;
 //! ```
 //!
-//! `nvca-agent run` builds the [`FunctionsContext`] from its `AgentContext`
+//! `nvca` builds the [`FunctionsContext`] from its `AgentContext`
 //! ([`FunctionsContext::new`] takes its plain parts: kube client, SIS client, queue
 //! config, store, the inventory and maintenance receivers); tests build it directly.
 //!

@@ -1,6 +1,6 @@
 //! The agent's configuration file: key `config.yaml` of ConfigMap `agent-config` in
 //! `nvca-system`, mounted at `/var/run/nvca/config.yaml`. The operator writes it; the
-//! agent (`nvca-agent run --config …`) reads it. This type is the contract between them.
+//! agent (`nvca --config …`) reads it. This type is the contract between them.
 //!
 //! The sections and keys are NVIDIA's, spelled as NVIDIA's operator writes them
 //! (`L/config.go` `EncodeConfig`, `L` = `src/libraries/go/lib/pkg/types/nvca/config`): a
@@ -326,7 +326,7 @@ fn apply_env(value: &mut serde_yaml::Value, env: &dyn Fn(&str) -> Option<String>
 
 /// Keys of the file nvca does not read, as `section.key` (never their values, which may
 /// hold secrets): named once at start so nothing NVIDIA's operator writes is dropped
-/// without a word. The `webhook` section is the webhook's, read by `nvca-agent webhook`.
+/// without a word. The `webhook` section is the webhook's, read by `webhook-server`.
 pub fn unread_keys(file: &AgentConfigFile) -> Vec<String> {
     let known = |section: &str, key: &str| {
         KNOWN_KEYS

@@ -33,7 +33,7 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error(
-        "store directory {dir} is held by another process (a running nvca-operator or nvca-agent); \
+        "store directory {dir} is held by another process (a running nvca-operator or nvca (agent)); \
          stop it, or read it live with `nvca-state dump --admin <address>`"
     )]
     Locked { dir: PathBuf },

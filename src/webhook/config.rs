@@ -18,6 +18,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::WebhookArgs;
+use super::cert_secret::CertSecret;
 use super::certs::CertFiles;
 use super::enforcement::{DcgmMetrics, KataClasses};
 use super::error::WebhookError;
@@ -37,6 +38,8 @@ pub struct Settings {
     pub dcgm: DcgmMetrics,
     pub kata_classes: KataClasses,
     pub reload_interval: Duration,
+    /// `webhook.tlsSecretName`: copy the certificate from this Secret into the files.
+    pub cert_secret: Option<CertSecret>,
 }
 
 impl Settings {
@@ -77,8 +80,28 @@ impl Settings {
             dcgm: dcgm_metrics(file)?,
             kata_classes: KataClasses::from_env(|name| std::env::var(name).ok()),
             reload_interval: args.reload_interval.into(),
+            cert_secret: cert_secret(file, std::env::var("POD_NAMESPACE").ok()),
         })
     }
+}
+
+/// `webhook.tlsSecretName`, in the pod's namespace (the agent's system namespace when
+/// run outside a pod).
+fn cert_secret(file: &AgentConfigFile, pod_namespace: Option<String>) -> Option<CertSecret> {
+    let name = file.webhook.other.get("tlsSecretName")?.as_str()?.trim();
+    if name.is_empty() {
+        return None;
+    }
+    let namespace = pod_namespace
+        .filter(|ns| !ns.trim().is_empty())
+        .or_else(|| {
+            (!file.agent.system_namespace.is_empty()).then(|| file.agent.system_namespace.clone())
+        })
+        .unwrap_or_else(|| crate::kube::resources::SYSTEM_NAMESPACE.to_string());
+    Some(CertSecret {
+        namespace,
+        name: name.to_string(),
+    })
 }
 
 /// The configured address, NVIDIA's default when empty.
@@ -145,7 +168,7 @@ mod tests {
     }
 
     fn args(flags: &[&str]) -> WebhookArgs {
-        let mut argv = vec!["nvca-agent"];
+        let mut argv = vec!["webhook-server"];
         argv.extend_from_slice(flags);
         Cli::parse_from(argv).args
     }

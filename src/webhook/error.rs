@@ -30,6 +30,15 @@ pub enum WebhookError {
     },
 
     #[error(
+        "cannot copy the serving certificate from Secret {namespace}/{name} (webhook.tlsSecretName): {reason}; the operator creates it with keys tls.crt and tls.key, and the webhook's ServiceAccount must be allowed to read it"
+    )]
+    CertSecret {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+
+    #[error(
         "cannot listen on {address}: {reason}; set webhook.svcAddress (or --listen) to a free address"
     )]
     Listen { address: String, reason: String },
@@ -49,7 +58,9 @@ impl WebhookError {
         match self {
             WebhookError::Config { .. } => "config",
             WebhookError::Features(_) => "features",
-            WebhookError::NoCertificate | WebhookError::Certificate { .. } => "certificate",
+            WebhookError::NoCertificate
+            | WebhookError::Certificate { .. }
+            | WebhookError::CertSecret { .. } => "certificate",
             WebhookError::Listen { .. } => "listen",
             WebhookError::Kubernetes(_) => "kubernetes",
             WebhookError::Runtime(_) => "runtime",

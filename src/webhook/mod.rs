@@ -1,4 +1,4 @@
-//! The admission webhooks (`nvca-agent webhook`, container `webhook` of Deployment `nvca`),
+//! The admission webhooks (`webhook-server`, container `webhook` of Deployment `nvca`),
 //! a drop-in for NVIDIA's `webhook-server` (`N/pkg/webhook/`, `N` =
 //! `src/compute-plane-services/nvca` of github.com/NVIDIA/nvcf). The operator's
 //! Mutating/ValidatingWebhookConfigurations `nvca` call it through Service `nvca` on
@@ -9,6 +9,7 @@
 //! certificate that is reloaded when its files change ([`certs`]), and
 //! [`shared_cluster`] watches nodes for the one input that is not configuration.
 
+pub mod cert_secret;
 pub mod certs;
 pub mod config;
 pub mod enforcement;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 pub use error::WebhookError;
 
-/// The flags of `nvca-agent webhook`.
+/// The flags of `webhook-server` (NVIDIA's `--config`, and nvca's own).
 #[derive(Clone, Debug, clap::Args)]
 pub struct WebhookArgs {
     /// The agent's config.yaml (ConfigMap agent-config): webhook.svcAddress,
@@ -69,7 +70,7 @@ pub fn main(args: WebhookArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(category = error.category(), "{error}");
-            eprintln!("nvca-agent webhook: {error}");
+            eprintln!("webhook-server: {error}");
             ExitCode::FAILURE
         }
     }
@@ -79,10 +80,15 @@ pub fn main(args: WebhookArgs) -> ExitCode {
 pub async fn run(args: WebhookArgs) -> Result<(), WebhookError> {
     crate::tls::ensure_crypto_provider();
     let settings = config::Settings::load(&args)?;
-    let cert = certs::ReloadingCert::load(settings.cert_files.clone())?;
     let client = kube::Client::try_default()
         .await
         .map_err(|error| WebhookError::Kubernetes(error.to_string()))?;
+    if let Some(secret) = &settings.cert_secret {
+        secret
+            .first_copy(&client, &settings.cert_files, settings.reload_interval)
+            .await;
+    }
+    let cert = certs::ReloadingCert::load(settings.cert_files.clone())?;
     let listener = server::TlsListener::bind(&settings.listen, &cert).await?;
     let mut webhooks = server::Webhooks::new(settings.features, settings.utils_resources);
     webhooks.dcgm = settings.dcgm;
@@ -93,12 +99,21 @@ pub async fn run(args: WebhookArgs) -> Result<(), WebhookError> {
             Arc::clone(&webhooks.shared_cluster),
         )),
         tokio::spawn(runtime_class::watch(
-            client,
+            client.clone(),
             webhooks.kata_classes.non_gpu.clone(),
             Arc::clone(&webhooks.kata_non_gpu_class),
         )),
         tokio::spawn(Arc::clone(&cert).watch(settings.reload_interval)),
-    ];
+    ]
+    .into_iter()
+    .chain(settings.cert_secret.clone().map(|secret| {
+        tokio::spawn(secret.keep(
+            client.clone(),
+            settings.cert_files.clone(),
+            settings.reload_interval,
+        ))
+    }))
+    .collect::<Vec<_>>();
     let webhooks = Arc::new(webhooks);
     tracing::info!(address = %settings.listen, "serving the admission webhooks over TLS");
     server::serve(listener, webhooks, terminated()).await;

@@ -32,7 +32,10 @@ use crate::kube::agent_config::{CONFIGMAP, MOUNT_DIR, PATH};
 pub const AGENT_CONTAINER: &str = "agent";
 pub const WEBHOOK_CONTAINER: &str = "webhook";
 /// The agent's binary in nvca's image.
-pub const AGENT_BINARY: &str = "/usr/bin/nvca-agent";
+pub const AGENT_BINARY: &str = "/usr/bin/nvca";
+/// The webhook's, likewise (`N/pkg/operator/reconcile/nvcaagent_reconcile.go`
+/// `setupNVCADeployment`): either operator runs either image.
+pub const WEBHOOK_BINARY: &str = "/usr/bin/webhook-server";
 /// Where the SIS token is projected, and its file.
 pub const TOKEN_DIR: &str = "/var/run/secrets/tokens";
 pub const TOKEN_PATH: &str = "/var/run/secrets/tokens/token";
@@ -155,11 +158,7 @@ pub fn deployment(config: &BackendConfig) -> Deployment {
         name: AGENT_CONTAINER.to_string(),
         image: Some(config.image.clone()),
         image_pull_policy: Some(config.image_pull_policy.clone()),
-        args: Some(
-            [AGENT_BINARY, "run", "--config", PATH]
-                .map(String::from)
-                .to_vec(),
-        ),
+        args: Some([AGENT_BINARY, "--config", PATH].map(String::from).to_vec()),
         ports: Some(vec![ContainerPort {
             name: Some(AGENT_PORT_NAME.to_string()),
             container_port: AGENT_PORT,
@@ -183,7 +182,7 @@ pub fn deployment(config: &BackendConfig) -> Deployment {
         image: Some(config.image.clone()),
         image_pull_policy: Some(config.image_pull_policy.clone()),
         args: Some(
-            [AGENT_BINARY, "webhook", "--config", PATH]
+            [WEBHOOK_BINARY, "--config", PATH]
                 .map(String::from)
                 .to_vec(),
         ),
@@ -327,12 +326,7 @@ mod tests {
         let agent = &pod.containers[0];
         assert_eq!(
             agent.args.as_deref().unwrap(),
-            [
-                "/usr/bin/nvca-agent",
-                "run",
-                "--config",
-                "/var/run/nvca/config.yaml"
-            ]
+            ["/usr/bin/nvca", "--config", "/var/run/nvca/config.yaml"]
         );
         assert_eq!(
             agent.image.as_deref(),
