@@ -189,8 +189,9 @@ async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
             &serde_json::from_value(json!({"metadata": {"name": "nvca"}})).expect("ClusterRole"),
         )
         .await;
-    // Its webhook calls the agent's Service, gone with nvca-system (it matches no
-    // namespace, so it refuses nothing here).
+    // Its webhook calls the agent's Service, gone with nvca-system, and refuses (as
+    // `failurePolicy: Fail`) every change to a pod of nvcf-backend: force-cleanup must
+    // remove it before it patches the pod.
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let _ = hooks
         .create(
@@ -200,7 +201,10 @@ async fn force_cleanup_plans_then_finalizes_a_namespace_stuck_terminating() {
                 "webhooks": [{
                     "name": "pods.nvca.test",
                     "clientConfig": {"service": {"namespace": "nvca-system", "name": "nvca"}},
-                    "namespaceSelector": {"matchLabels": {"nvca.test/no-such": "namespace"}},
+                    "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                        "operations": ["UPDATE"]}],
+                    "failurePolicy": "Fail",
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nvcf-backend"}},
                     "admissionReviewVersions": ["v1"],
                     "sideEffects": "None",
                 }],

@@ -3,16 +3,15 @@
 //! `nvca-state force-cleanup` and the chart's pre-delete hook (`nvca-operator-cleanup`,
 //! after its drain timeout) both carry it out.
 //!
-//! In order: force-delete the pods of `nvcf-backend` (grace period 0, finalizers
-//! stripped); strip the finalizers of every NVCFBackend, ICMSRequest, MiniService and
+//! In order: delete the agent's webhook configurations `nvca` (with their server gone
+//! they would refuse the pod patches below); force-delete the pods of `nvcf-backend`
+//! (grace period 0, finalizers stripped); strip the finalizers of every NVCFBackend, ICMSRequest, MiniService and
 //! StorageRequest; delete the NVCFBackends and MiniServices; delete NVCA's namespaces
 //! (`nvca-system`, `nvcf-backend`, `nvca-modelcache-init` and workload namespaces
 //! labelled `nvca.nvcf.nvidia.io/workload-instance-type`); wait `--wait` for them to go;
 //! finalize those still Terminating (their finalizers removed, then the namespace
-//! `finalize` subresource with an empty `spec.finalizers`); then delete the agent's
-//! cluster-scoped objects `nvca` (webhook configurations, ClusterRoleBinding, ClusterRole),
-//! as the operator's own clean-up does last: a webhook configuration left behind would
-//! refuse pods in a re-created `nvcf-backend` until the operator applies it again.
+//! `finalize` subresource with an empty `spec.finalizers`); then delete ClusterRoleBinding
+//! and ClusterRole `nvca`, as the operator's own clean-up does last.
 //!
 //! `plan` reads and changes nothing; `act` carries a plan out. Everything it does is
 //! idempotent: a second run finds less (or nothing) and says so. The operator's own
@@ -124,6 +123,10 @@ impl Plan {
             return out;
         }
         out.push_str("Force cleanup plan:\n");
+        let webhooks = |kind: &String| kind.ends_with("WebhookConfiguration");
+        for kind in self.globals.iter().filter(|kind| webhooks(kind)) {
+            let _ = writeln!(out, "  delete {kind} {NVCA}");
+        }
         if !self.pods.is_empty() {
             let _ = writeln!(
                 out,
@@ -159,21 +162,54 @@ impl Plan {
                 humantime::format_duration(wait)
             );
         }
-        for kind in &self.globals {
+        for kind in self.globals.iter().filter(|kind| !webhooks(kind)) {
             let _ = writeln!(out, "  delete {kind} {NVCA}");
         }
         out
     }
 }
 
-/// The agent's cluster-scoped objects, all named `nvca`, in the operator's clean-up order.
-fn global_resources() -> [ApiResource; 4] {
+/// The agent's webhook configurations, named `nvca`: removed first. With the webhook
+/// server gone they refuse (`failurePolicy: Fail`) the very pod patches a clean-up makes.
+fn webhook_resources() -> [ApiResource; 2] {
     [
         ApiResource::erase::<ValidatingWebhookConfiguration>(&()),
         ApiResource::erase::<MutatingWebhookConfiguration>(&()),
+    ]
+}
+
+/// The agent's ClusterRoleBinding and ClusterRole, named `nvca`: removed last, as the
+/// operator's clean-up does.
+fn rbac_resources() -> [ApiResource; 2] {
+    [
         ApiResource::erase::<ClusterRoleBinding>(&()),
         ApiResource::erase::<ClusterRole>(&()),
     ]
+}
+
+/// The agent's cluster-scoped objects, all named `nvca`, in the order they are removed.
+fn global_resources() -> impl Iterator<Item = ApiResource> {
+    webhook_resources().into_iter().chain(rbac_resources())
+}
+
+/// Delete those of `resources` the plan found; one line each.
+async fn delete_globals(
+    client: &Client,
+    plan: &Plan,
+    resources: [ApiResource; 2],
+) -> Result<Vec<String>, ForceCleanupError> {
+    let mut done = Vec::new();
+    for resource in resources
+        .into_iter()
+        .filter(|resource| plan.globals.contains(&resource.kind))
+    {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let doing = format!("deleting {} {NVCA}", resource.kind);
+        if gone(api.delete(NVCA, &DeleteParams::background()).await).map_err(api_error(doing))? {
+            done.push(format!("deleted {} {NVCA}", resource.kind));
+        }
+    }
+    Ok(done)
 }
 
 /// NVCFBackends and MiniServices are deleted one by one; the others go with their
@@ -317,7 +353,7 @@ pub async fn act(
     plan: &Plan,
     wait: Duration,
 ) -> Result<Vec<String>, ForceCleanupError> {
-    let mut done = Vec::new();
+    let mut done = delete_globals(client, plan, webhook_resources()).await?;
     let strip = no_finalizers();
     let strip = Patch::Merge(&strip);
     let params = PatchParams::default();
@@ -395,16 +431,7 @@ pub async fn act(
             namespace.name
         ));
     }
-    for resource in global_resources()
-        .into_iter()
-        .filter(|resource| plan.globals.contains(&resource.kind))
-    {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let doing = format!("deleting {} {NVCA}", resource.kind);
-        if gone(api.delete(NVCA, &DeleteParams::background()).await).map_err(api_error(doing))? {
-            done.push(format!("deleted {} {NVCA}", resource.kind));
-        }
-    }
+    done.extend(delete_globals(client, plan, rbac_resources()).await?);
     if done.is_empty() {
         done.push("nothing needed doing: it was already done".to_string());
     }
