@@ -2022,16 +2022,30 @@ async fn install_leaves_a_registration_no_release_owns_as_it_is() {
 async fn a_release_that_owns_the_crd_keeps_it_through_upgrade_and_uninstall() {
     // As an NVIDIA release does (its chart renders the CRD as a template): the release
     // owns the CRD, and `helm upgrade` to this chart must not delete it (with it, every
-    // NVCFBackend). The CRD is cluster-wide: no other test may use it meanwhile.
+    // NVCFBackend). The CRD is cluster-wide and never deleted here: the test makes this
+    // release its owner, as NVIDIA's release is, and gives it back afterwards.
     let _lock = support::lock::cluster_wide_async().await;
     let (env, ns) = testenv_with_namespace("chart-crd").await;
+    support::crds::from_chart(&env.client).await;
     let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
     let name = "nvcfbackends.nvcf.nvidia.io";
-    let _ = crds.delete(name, &Default::default()).await;
-    eventually(Duration::from_secs(60), "the CRD gone", || async {
-        crds.get_opt(name).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    let own = |release_namespace: Option<&str>| {
+        json!({"metadata": {
+            "labels": {"app.kubernetes.io/managed-by": release_namespace.map(|_| "Helm")},
+            "annotations": {
+                "meta.helm.sh/release-name": release_namespace.map(|_| "nvca-operator"),
+                "meta.helm.sh/release-namespace": release_namespace,
+            },
+        }})
+    };
+    crds.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&own(Some(&ns.name))),
+    )
+    .await
+    .expect("make the release the CRD's owner");
+    let owned = crds.get(name).await.expect("the CRD");
     let helm = Helm::for_testenv(&env.endpoints);
     let fullname = format!("nvca-operator-{}", &ns.name[ns.name.len() - 8..]);
     let chart = chart_dir();
@@ -2052,26 +2066,37 @@ async fn a_release_that_owns_the_crd_keeps_it_through_upgrade_and_uninstall() {
         .expect_success()
     };
     release("install");
-    let owned = crds.get(name).await.expect("the release installed the CRD");
-    let annotations = owned.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(
-        annotations.get("meta.helm.sh/release-namespace"),
-        Some(&ns.name)
-    );
     release("upgrade");
+    let manifest = helm
+        .run(["get", "manifest", "nvca-operator", "-n", &ns.name])
+        .expect_success();
+    assert!(
+        manifest.stdout.contains(&format!("name: {name}")),
+        "the release's manifest lacks the CRD it owns"
+    );
     let after = crds.get(name).await.expect("the CRD after upgrade");
     assert_eq!(
         after.metadata.uid, owned.metadata.uid,
         "upgrade replaced the CRD"
     );
     assert!(after.metadata.deletion_timestamp.is_none());
+    assert_eq!(
+        after
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("helm.sh/resource-policy"),
+        Some(&"keep".to_string())
+    );
     let said = helm
         .run(["uninstall", "nvca-operator", "-n", &ns.name, "--wait"])
         .expect_success();
     assert!(said.stdout.contains(name), "{}", said.stdout);
     let kept = crds.get(name).await.expect("the CRD after uninstall");
     assert_eq!(kept.metadata.uid, owned.metadata.uid);
-    // Leave it as the other tests expect it.
-    support::crds::from_chart(&env.client).await;
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    crds.patch(name, &PatchParams::default(), &Patch::Merge(&own(None)))
+        .await
+        .expect("give the CRD back");
     ns.delete().await;
 }

@@ -1511,6 +1511,62 @@ async fn what_changed_while_no_operator_ran_is_applied_again_at_start() {
     world.uninstall().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_another_operator_wrote_is_replaced_not_left_failed() {
+    // NVIDIA's operator's Deployment nvca has volumes of the names this one mounts, of
+    // other kinds: a server-side apply over it is refused (422, two volume types).
+    let world = World::new("operator-adopt").await;
+    let client = world.env.client.clone();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "nvca-system"}})).expect("ns"),
+        )
+        .await
+        .expect("create nvca-system");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "nvca-system");
+    let labels = json!({"app.kubernetes.io/instance": "nvca", "app.kubernetes.io/managed-by": "nvca-operator", "app.kubernetes.io/name": "nvca"});
+    let theirs: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "nvca", "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{"name": "agent", "image": "example.invalid/nvca:3.0.4",
+                        "args": ["/usr/bin/nvca", "--config", "/var/run/nvca/config.yaml"]}],
+                    "volumes": [{"name": "nvca-token", "emptyDir": {}}],
+                }
+            }
+        }
+    }))
+    .expect("a Deployment");
+    deployments
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("NVIDIA's operator's Deployment");
+
+    let _operator = world.operator();
+    world.wait_phase("Ready", None).await;
+    let ours = deployments.get("nvca").await.expect("Deployment nvca");
+    let token = ours
+        .spec
+        .template
+        .spec
+        .expect("pod spec")
+        .volumes
+        .expect("volumes")
+        .into_iter()
+        .find(|v| v.name == "nvca-token")
+        .expect("the token volume");
+    assert!(
+        token.projected.is_some() && token.empty_dir.is_none(),
+        "{token:?}"
+    );
+    world.uninstall().await;
+}
+
 #[test]
 fn an_install_for_another_cluster_source_stops_the_operator_naming_the_value() {
     let output = Command::new(env!("CARGO_BIN_EXE_nvca-operator"))

@@ -194,6 +194,42 @@ impl BackendExecutor {
         Ok(())
     }
 
+    /// Apply Deployment `nvca`; one the apply cannot merge into is replaced. NVIDIA's
+    /// operator's has volumes of the same names and other kinds (an emptyDir where this
+    /// mounts a projected token), so adopting an NVIDIA install is answered 422 (more
+    /// than one volume type): that Deployment is deleted and this one created, as
+    /// NVIDIA's operator recreates its own when it cannot update it (`reconcile_helpers.go`).
+    async fn apply_deployment(
+        &self,
+        system: &str,
+        deployment: &Deployment,
+    ) -> Result<(), EffectError> {
+        let api = self.namespaced::<Deployment>(system);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch(NVCA, &params, &Patch::Apply(deployment)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                tracing::warn!(namespace = %system, reason = %status.message,
+                    "Deployment nvca cannot take what this operator applies (written by another operator?): replacing it");
+                match api.delete(NVCA, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(error) if not_found(&error) => {}
+                    Err(error) => {
+                        return Err(classify(
+                            &format!("replacing Deployment {system}/{NVCA}"),
+                            error,
+                        ));
+                    }
+                }
+                self.apply(&api, deployment).await
+            }
+            Err(error) => Err(classify(
+                &format!("applying Deployment {system}/{NVCA}"),
+                error,
+            )),
+        }
+    }
+
     fn cluster_api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::ClusterResourceScope>,
@@ -299,11 +335,8 @@ impl BackendExecutor {
                     .await
             }
             ProvisionStep::AgentDeployment => {
-                self.apply(
-                    &self.namespaced::<Deployment>(&system),
-                    &deployment::deployment(&config),
-                )
-                .await
+                self.apply_deployment(&system, &deployment::deployment(&config))
+                    .await
             }
         }
     }
