@@ -434,6 +434,8 @@ async fn registers_heartbeats_and_reports_the_fixture_fleet_exactly() {
         "{registration:?}"
     );
     assert!(registration.allow_task_cluster_creation_queues);
+    // Feature flag ClusterTargeting, on by NVIDIA's default, as NVIDIA's agent registers.
+    assert!(registration.allow_cluster_targeting);
     let heartbeat = record.last_heartbeat.expect("a heartbeat");
     assert_eq!(heartbeat["status"], "healthy");
     assert_eq!(heartbeat["maintenanceMode"], "None");

@@ -308,6 +308,7 @@ pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError>
         operator_version: settings.operator_version.clone(),
         requests_namespace: settings.requests_namespace.clone(),
         skip_self_destruct: settings.skip_self_destruct,
+        cluster_targeting: settings.features.is_enabled("ClusterTargeting"),
         k8s_version_override: settings.kubernetes_version_override.clone(),
         inventory: inventory_rx.clone(),
         maintenance: maintenance_rx.clone(),

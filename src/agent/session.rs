@@ -56,6 +56,10 @@ pub struct SessionExecutor {
     pub operator_version: String,
     pub requests_namespace: String,
     pub skip_self_destruct: bool,
+    /// Feature flag `ClusterTargeting` (on by NVIDIA's default): registered as
+    /// `allowClusterTargeting`, so NVCF may place deployments that name this cluster
+    /// (NVIDIA's `RegisterWithICMS`).
+    pub cluster_targeting: bool,
     pub k8s_version_override: Option<String>,
     pub inventory: watch::Receiver<Option<Arc<Inventory>>>,
     pub maintenance: watch::Receiver<MaintenanceMode>,
@@ -146,7 +150,7 @@ impl SessionExecutor {
             status: mode.cluster_status(),
             k8s_version: self.k8s_version().await?,
             gpus: inventory.registration.clone(),
-            allow_cluster_targeting: false,
+            allow_cluster_targeting: self.cluster_targeting,
             allow_task_cluster_creation_queues: true,
             nvca_version: env!("CARGO_PKG_VERSION").to_string(),
             jwks: None,
