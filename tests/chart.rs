@@ -511,6 +511,7 @@ fn service_account_and_cluster_role_binding_use_the_full_name() {
         "ConfigMap/nvcf-custom-network-policies",
         "ConfigMap/nvca-namespace-pod-annotations",
         "ConfigMap/agent-config-merge",
+        "ConfigMap/nvca-operator-config",
         "Deployment/nvca-operator",
         "CustomResourceDefinition/nvcfbackends.nvcf.nvidia.io",
         // The pre-delete hook (Helm applies it only at `helm uninstall`).
@@ -538,8 +539,21 @@ fn pull_secrets_scheduling_and_resources_reach_the_pod() {
         "logLevel=debug",
         "nodeSelector.key=nvcf.nvidia.com/workload",
         "nodeSelector.value=control-plane",
+        "agent.overrideEnvironmentVariables.LOG_FORMAT=json",
     ]);
     let pod = &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+    {
+        use base64::Engine;
+        let operator = container(pod, "containers", "nvca-operator");
+        let env = env_value(operator, "AGENT_OVERRIDE_ENV_VARS_JSON_B64").expect("env");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(env)
+            .expect("base64");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&decoded).expect("JSON"),
+            json!({"LOG_FORMAT": "json"})
+        );
+    }
     assert_eq!(
         names(&pod["imagePullSecrets"]),
         ["nvcr-pull-secret", "second"]
@@ -2099,4 +2113,47 @@ async fn a_release_that_owns_the_crd_keeps_it_through_upgrade_and_uninstall() {
         .await
         .expect("give the CRD back");
     ns.delete().await;
+}
+
+#[test]
+fn the_agent_version_default_is_the_charts_app_version() {
+    let read = |file: &str| -> serde_yaml::Value {
+        let text = std::fs::read_to_string(chart_dir().join(file)).expect("chart file");
+        serde_yaml::from_str(&text).expect("YAML")
+    };
+    assert_eq!(
+        read("values.yaml")["selfManaged"]["nvcaVersion"],
+        read("Chart.yaml")["appVersion"],
+        "selfManaged.nvcaVersion pins the agent as NVIDIA's chart does: keep it the appVersion"
+    );
+}
+
+#[test]
+fn nvidias_operator_config_renders_and_quic_insecure_with_bundle_trust_is_refused() {
+    let objects = render_with(&[
+        "operatorConfig.workload.transportTLS.trustBundle.secretKeyRef.name=nvcf-trust",
+        "operatorConfig.workload.transportTLS.fingerprint=sha256:ab",
+    ]);
+    let text = find(&objects, "ConfigMap", "nvca-operator-config")["data"]["config.yaml"]
+        .as_str()
+        .expect("config.yaml")
+        .to_string();
+    let config: Value = serde_yaml::from_str(&text).expect("YAML");
+    assert_eq!(
+        config,
+        json!({"workload": {"transportTLS": {
+            "trustBundle": {"secretKeyRef": {"name": "nvcf-trust", "key": "ca.crt"}},
+            "fingerprint": "sha256:ab"}}})
+    );
+    let message = rejection(&[
+        "operatorConfig.workload.transportTLS.trustBundle.secretKeyRef.name=nvcf-trust",
+        "agentConfig.mergeConfig=workload:\n  stargateQUICInsecure: true\n",
+    ]);
+    assert_mentions(
+        &message,
+        &[
+            "workload.stargateQUICInsecure=true cannot be used with workload.transportTLS.trustMode=bundle",
+            "set workload.stargateQUICInsecure=false or use trustMode=system",
+        ],
+    );
 }

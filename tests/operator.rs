@@ -630,6 +630,19 @@ async fn install_applies_every_object_in_nvidias_order_and_reports_health_and_re
     .await;
     assert_eq!(status["gpuUsage"]["H100"]["available"], 6);
     assert_eq!(status["kubernetesVersion"], "v1.37.2");
+    // NVIDIA's status fields: what was applied, beside the conditions.
+    assert_eq!(status["clusterConfig"]["clusterID"], "cluster-1");
+    assert_eq!(status["accountConfig"]["ncaID"], "nca-test");
+    assert_eq!(
+        status["icmsConfig"]["icmsServiceURL"],
+        "http://127.0.0.1:9/sis"
+    );
+    assert!(
+        status["k8sClusterNetworkCIDRs"]
+            .as_array()
+            .is_some_and(|cidrs| !cidrs.is_empty()),
+        "{status}"
+    );
     let conditions = status["conditions"].as_array().expect("conditions");
     let condition = |kind: &str| {
         conditions

@@ -244,23 +244,6 @@ pub fn env_name(section: &str, key: &str) -> String {
     name
 }
 
-/// `over` laid on `base`: mappings merged key by key, anything else replaced.
-fn lay_over(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
-    match (base, over) {
-        (serde_yaml::Value::Mapping(base), serde_yaml::Value::Mapping(over)) => {
-            for (key, value) in over {
-                match base.get_mut(&key) {
-                    Some(existing) => lay_over(existing, value),
-                    None => {
-                        base.insert(key, value);
-                    }
-                }
-            }
-        }
-        (base, over) => *base = over,
-    }
-}
-
 /// Rename each key [`KNOWN_KEYS`] knows, at the top and in each section, to its spelling.
 fn canonical_keys(value: &mut serde_yaml::Value) {
     let serde_yaml::Value::Mapping(top) = value else {
@@ -385,16 +368,18 @@ impl AgentConfigFile {
     /// This file with `extra` (the chart's `agentConfig.mergeConfig`, ConfigMap
     /// `agent-config-merge`) laid over it as NVIDIA's `EncodeConfig` merges: mappings
     /// merged key by key at every depth, anything else in `extra` replacing what is
-    /// here; keys matched as the agent matches them.
+    /// here (a JSON merge patch, so a `null` removes a key); keys matched as the agent
+    /// matches them.
     pub fn merged(&self, extra: &str) -> Result<AgentConfigFile, serde_yaml::Error> {
         let mut extra: serde_yaml::Value = serde_yaml::from_str(extra)?;
         if extra.is_null() {
             return Ok(self.clone());
         }
         canonical_keys(&mut extra);
-        let mut base = serde_yaml::to_value(self)?;
-        lay_over(&mut base, extra);
-        serde_yaml::from_value(base)
+        let extra: serde_json::Value = serde_yaml::from_value(extra)?;
+        let mut base: serde_json::Value = serde_yaml::from_value(serde_yaml::to_value(self)?)?;
+        json_patch::merge(&mut base, &extra);
+        serde_yaml::from_value(serde_yaml::to_value(base)?)
     }
 
     /// Put the agent into the maintenance of feature flag `flag`, as NVIDIA's drain does

@@ -22,6 +22,8 @@
 
 use crate::kube::not_found::not_found;
 use std::collections::BTreeMap;
+
+use base64::Engine;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -704,6 +706,37 @@ impl BackendExecutor {
         }
     }
 
+    /// NVIDIA's status mirrors what its operator applied (`NVCFBackendStatus` embeds the
+    /// spec, with `spec.overrides` laid over it, and the workload settings it rolls out
+    /// on): the same fields, beside nvca's conditions, so what reads NVIDIA's status
+    /// reads this one.
+    fn applied_spec(&self, backend: &NVCFBackend, status: &mut serde_json::Value) {
+        let mut applied = serde_json::to_value(&backend.spec.fields).unwrap_or_default();
+        if let Some(overrides) = &backend.spec.overrides {
+            json_patch::merge(
+                &mut applied,
+                &serde_json::to_value(overrides).unwrap_or_default(),
+            );
+        }
+        if let serde_json::Value::Object(fields) = applied {
+            for (key, value) in fields.into_iter().filter(|(key, _)| key != "version") {
+                status[key] = value;
+            }
+        }
+        let settings = &self.settings;
+        status["k8sClusterNetworkCIDRs"] = json!(settings.cluster_network_cidrs);
+        for (key, overrides) in [
+            ("functionEnvOverridesB64", &settings.function_env_overrides),
+            ("taskEnvOverridesB64", &settings.task_env_overrides),
+        ] {
+            if !overrides.is_empty() {
+                status[key] = json!(
+                    base64::engine::general_purpose::STANDARD.encode(json!(overrides).to_string())
+                );
+            }
+        }
+    }
+
     /// Write the status and publish an Event when the step's condition changed.
     async fn project_status(
         &self,
@@ -776,6 +809,7 @@ impl BackendExecutor {
         if !agent.k8s_version.is_empty() {
             status["kubernetesVersion"] = json!(agent.k8s_version);
         }
+        self.applied_spec(&backend, &mut status);
         if old_agent != agent_status {
             status["lastUpdatedAgentStatus"] = json!(now);
         }

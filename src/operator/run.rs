@@ -146,6 +146,15 @@ pub struct RunArgs {
     /// The same for tasks (agent.taskEnvOverrides).
     #[arg(long, env = "TASK_ENV_OVERRIDES_B64", default_value = "")]
     pub task_env_overrides_b64: String,
+    /// The agent pod's tolerations: base64 of a JSON list (the chart's agent.tolerations);
+    /// the NVCFBackend's spec.agentConfig.tolerations win when it has any.
+    #[arg(long, env = "AGENT_TOLERATIONS_B64", default_value = "")]
+    pub agent_tolerations_b64: String,
+    /// Environment of the agent container, over what the operator sets: base64 of a JSON
+    /// object (the chart's agent.overrideEnvironmentVariables); without it the
+    /// NVCFBackend's spec.agentConfig.overrideEnvironmentVars.
+    #[arg(long, env = "AGENT_OVERRIDE_ENV_VARS_JSON_B64", default_value = "")]
+    pub agent_override_env_vars_json_b64: String,
     /// Label nvcf-backend for GXCache injection.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_gxcache: bool,
@@ -182,7 +191,7 @@ pub const SELF_MANAGED: &str = "self-managed";
 #[derive(Debug, Error)]
 pub enum RunError {
     #[error(
-        "--{flag} is not base64 of a JSON object of strings ({reason}); fix the chart's agent.{key} or pass a valid value"
+        "--{flag} is not base64 of the JSON it takes ({reason}); fix the chart's agent.{key} or pass a valid value"
     )]
     EnvOverrides {
         flag: &'static str,
@@ -439,6 +448,17 @@ fn settings(args: &RunArgs) -> Result<OperatorSettings, RunError> {
             "task-env-overrides-b64",
             "taskEnvOverrides",
         )?,
+        agent_tolerations: b64_json(
+            &args.agent_tolerations_b64,
+            "agent-tolerations-b64",
+            "tolerations",
+        )?
+        .unwrap_or_default(),
+        agent_env_overrides: b64_json(
+            &args.agent_override_env_vars_json_b64,
+            "agent-override-env-vars-json-b64",
+            "overrideEnvironmentVariables",
+        )?,
     })
 }
 
@@ -448,15 +468,27 @@ fn env_overrides(
     flag: &'static str,
     key: &'static str,
 ) -> Result<BTreeMap<String, String>, RunError> {
+    Ok(b64_json(b64, flag, key)?.unwrap_or_default())
+}
+
+/// A flag of the chart's base64-of-JSON kind, for chart value `agent.<key>`; `None` when
+/// empty.
+fn b64_json<T: serde::de::DeserializeOwned>(
+    b64: &str,
+    flag: &'static str,
+    key: &'static str,
+) -> Result<Option<T>, RunError> {
     let b64 = b64.trim();
     if b64.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(None);
     }
     let invalid = |reason: String| RunError::EnvOverrides { flag, key, reason };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|error| invalid(error.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|error| invalid(error.to_string()))
 }
 
 /// `--image-pull-secrets`, then those of `--additional-image-pull-secrets-b64` (a bad
@@ -596,6 +628,8 @@ struct DtoAgent {
     nats_url: Option<String>,
     #[serde(rename = "natsHostOverride")]
     nats_host_override: Option<String>,
+    /// The chart's agent.tolerations (NVIDIA's self-managed mapper puts them in the spec).
+    tolerations: Vec<serde_json::Value>,
 }
 
 /// The cluster's IDs as `nvca-cluster-registration` holds them (empty when absent).
@@ -662,6 +696,9 @@ pub fn desired_spec(
         .filter(|h| !h.trim().is_empty())
     {
         agent.insert("natsHostOverride".to_string(), json!(host));
+    }
+    if !extras.agent.tolerations.is_empty() {
+        agent.insert("tolerations".to_string(), json!(extras.agent.tolerations));
     }
     let mut cluster = json!({
         "clusterName": cluster_name,
@@ -1432,6 +1469,23 @@ agent:
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn the_charts_agent_tolerations_reach_the_spec_as_nvidias_mapper_puts_them() {
+        let dto = format!(
+            "{DTO}  tolerations:\n  - key: dedicated\n    operator: Equal\n    value: nvca\n    effect: NoSchedule\n"
+        );
+        let (_, spec) =
+            desired_spec("nvca-operator", &dto, &RegisteredIds::default(), &args(&[])).unwrap();
+        assert_eq!(
+            spec["agentConfig"]["tolerations"],
+            json!([{"key": "dedicated", "operator": "Equal", "value": "nvca", "effect": "NoSchedule"}])
+        );
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode(r#"[{"key":"k","operator":"Exists"}]"#);
+        let settings = settings(&args(&["--agent-tolerations-b64", &b64])).unwrap();
+        assert_eq!(settings.agent_tolerations[0].key.as_deref(), Some("k"));
     }
 
     #[test]

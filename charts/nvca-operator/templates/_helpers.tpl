@@ -68,6 +68,28 @@ packaged as this default is replaced by the current one, as NVIDIA's chart does 
 {{- toJson $overrides -}}
 {{- end -}}
 
+{{/*
+NVIDIA's rule (R/templates/_helpers.tpl validateTransportTrust): QUIC without
+certificate checks cannot go with bundle trust, whether the bundle is asked for in
+agentConfig.mergeConfig or through operatorConfig's Secret.
+*/}}
+{{- define "nvca.validateTransportTrust" -}}
+{{- $merge := dict -}}
+{{- with (.Values.agentConfig).mergeConfig -}}
+{{- if kindIs "string" . -}}
+{{- $merge = fromYaml . -}}
+{{- else -}}
+{{- $merge = . -}}
+{{- end -}}
+{{- end -}}
+{{- $workload := $merge.workload | default dict -}}
+{{- $secretName := (((((.Values.operatorConfig).workload).transportTLS).trustBundle).secretKeyRef).name | default "" -}}
+{{- $bundle := or (eq (($workload.transportTLS).trustMode | default "") "bundle") (ne $secretName "") -}}
+{{- if and ($workload.stargateQUICInsecure | default false) $bundle -}}
+{{- fail "workload.stargateQUICInsecure=true cannot be used with workload.transportTLS.trustMode=bundle; set workload.stargateQUICInsecure=false or use trustMode=system" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The Secret generateImagePullSecret creates. */}}
 {{- define "nvca.generatedPullSecret" -}}
 {{- .Values.imagePullSecretName | default "nvca-operator-image-pull" -}}
@@ -157,7 +179,7 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
 - {path: agent.customAnnotations, inert: {}, why: "custom pod annotations are not applied"}
 - {path: agent.gpuProfiling.functionIds, inert: "", why: "Nsight GPU profiling labels are not applied"}
 - {path: agent.taskEnvOverrides, inert: {}, why: "passed to the agent, but tasks are not supported yet"}
-- {path: agent.overrideEnvironmentVariables, inert: {}, why: "agent environment overrides are not applied"}
+- {path: agent.workload.tolerations, inert: [], why: "function pods do not get them yet"}
 - {path: otelCollector.enabled, inert: false, why: "the OpenTelemetry collector sidecar is not supported"}
 - {path: otel.enabled, inert: false, why: "OpenTelemetry export is not supported; use the Prometheus metrics"}
 - {path: selfManaged.otelCollector.enabled, inert: false, why: "the OpenTelemetry collector sidecar is not supported"}

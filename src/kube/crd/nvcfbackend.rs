@@ -177,6 +177,10 @@ pub struct AgentConfig {
     pub additional_image_pull_secrets: Vec<Value>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub override_environment_vars: BTreeMap<String, String>,
+    /// The agent pod's tolerations (`corev1.Toleration`), kept as written so that a bad
+    /// one is named, not a reason the whole NVCFBackend cannot be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Value>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

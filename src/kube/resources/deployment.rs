@@ -169,6 +169,18 @@ pub fn deployment(config: &BackendConfig) -> Deployment {
         liveness_probe: Some(probe("/livez", 30, 5, 5)),
         readiness_probe: Some(probe("/healthz", 3, 5, 5)),
         security_context: Some(container_security()),
+        // NVIDIA's `overrideEnvironmentVars`: the only environment the agent gets.
+        env: (!config.agent_env.is_empty()).then(|| {
+            config
+                .agent_env
+                .iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                    value_from: None,
+                })
+                .collect()
+        }),
         volume_mounts: Some(vec![
             mount(CONFIGMAP, MOUNT_DIR, true),
             mount(TOKEN_VOLUME, TOKEN_DIR, true),
@@ -275,6 +287,8 @@ pub fn deployment(config: &BackendConfig) -> Deployment {
                     containers: vec![agent, webhook],
                     volumes: Some(volumes),
                     node_selector,
+                    tolerations: (!config.agent_tolerations.is_empty())
+                        .then(|| config.agent_tolerations.clone()),
                     priority_class_name: config.settings.priority_class_name.clone(),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),

@@ -22,6 +22,7 @@ pub mod webhooks;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use thiserror::Error;
 
@@ -79,6 +80,14 @@ pub enum ConfigError {
         field: &'static str,
         source_of: &'static str,
     },
+    #[error(
+        "NVCFBackend {backend} has an invalid {field}: {reason}; correct it (kubectl edit nvcfbackend) and the operator applies it"
+    )]
+    Invalid {
+        backend: String,
+        field: &'static str,
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -86,6 +95,7 @@ impl ConfigError {
     pub fn category(&self) -> &'static str {
         match self {
             ConfigError::Missing { .. } => "spec_field_missing",
+            ConfigError::Invalid { .. } => "spec_field_invalid",
         }
     }
 }
@@ -93,7 +103,7 @@ impl ConfigError {
 /// What the operator itself knows, beside the NVCFBackend: its flags and environment, as
 /// NVIDIA's operator takes them from the chart (`--node-selector-key`, `--enable-gxcache`,
 /// `ADDITIONAL_IMAGE_PULL_SECRETS_B64`, …).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct OperatorSettings {
     /// The operator's namespace, where the pull secrets to copy live.
     pub operator_namespace: String,
@@ -123,6 +133,10 @@ pub struct OperatorSettings {
     /// agent's config as `workload.functionEnvOverrides` / `taskEnvOverrides`.
     pub function_env_overrides: BTreeMap<String, String>,
     pub task_env_overrides: BTreeMap<String, String>,
+    /// `--agent-tolerations-b64`: the agent pod's, unless the NVCFBackend has its own.
+    pub agent_tolerations: Vec<Toleration>,
+    /// `--agent-override-env-vars-json-b64`; when given, it wins over the NVCFBackend's.
+    pub agent_env_overrides: Option<BTreeMap<String, String>>,
 }
 
 impl Default for OperatorSettings {
@@ -147,13 +161,15 @@ impl Default for OperatorSettings {
             webhook_url: None,
             function_env_overrides: BTreeMap::new(),
             task_env_overrides: BTreeMap::new(),
+            agent_tolerations: Vec::new(),
+            agent_env_overrides: None,
         }
     }
 }
 
 /// Everything the builders need, in plain data: the NVCFBackend's spec (overrides merged)
 /// and the operator's settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BackendConfig {
     /// `<namespace>/<name>` of the NVCFBackend, for messages.
     pub backend: String,
@@ -184,6 +200,12 @@ pub struct BackendConfig {
     /// The chart's `agentConfig.mergeConfig` (ConfigMap `agent-config-merge`), laid over
     /// the agent's config; empty when there is none. Read by the operator, not the spec.
     pub agent_config_merge: String,
+    /// The agent pod's tolerations: `spec.agentConfig.tolerations` when it has any, else
+    /// the operator's (NVIDIA's `mergeAgentConfigs`).
+    pub agent_tolerations: Vec<Toleration>,
+    /// Environment of the agent container over what the operator sets: the operator's
+    /// when given, else `spec.agentConfig.overrideEnvironmentVars`.
+    pub agent_env: BTreeMap<String, String>,
 }
 
 impl BackendConfig {
@@ -301,6 +323,32 @@ impl BackendConfig {
             Some(value) => value.get("static").is_none_or(|s| s.is_null()),
             None => true,
         };
+        let agent_of =
+            |f: &crate::kube::crd::BackendSpecFields| f.agent_config.clone().unwrap_or_default();
+        let spec_tolerations = over
+            .map(agent_of)
+            .map(|a| a.tolerations)
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| agent_of(base).tolerations);
+        let agent_tolerations = if spec_tolerations.is_empty() {
+            settings.agent_tolerations.clone()
+        } else {
+            spec_tolerations
+                .into_iter()
+                .map(serde_json::from_value)
+                .collect::<Result<Vec<Toleration>, _>>()
+                .map_err(|error| ConfigError::Invalid {
+                    backend: key.clone(),
+                    field: "spec.agentConfig.tolerations",
+                    reason: error.to_string(),
+                })?
+        };
+        let agent_env = settings.agent_env_overrides.clone().unwrap_or_else(|| {
+            over.map(agent_of)
+                .map(|a| a.override_environment_vars)
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| agent_of(base).override_environment_vars)
+        });
         Ok(BackendConfig {
             backend: key,
             cluster_id,
@@ -324,6 +372,8 @@ impl BackendConfig {
             dynamic_gpu_discovery,
             settings: settings.clone(),
             agent_config_merge: String::new(),
+            agent_tolerations,
+            agent_env,
         })
     }
 
@@ -527,6 +577,71 @@ mod tests {
         );
         assert_eq!(config.image, "registry.local/nvca:9.9.9");
         assert_eq!(config.version, "2.52.1");
+    }
+
+    #[test]
+    fn agent_tolerations_and_environment_follow_nvidias_precedence() {
+        let toleration = |key: &str| Toleration {
+            key: Some(key.to_string()),
+            operator: Some("Exists".to_string()),
+            ..Toleration::default()
+        };
+        let settings = OperatorSettings {
+            agent_tolerations: vec![toleration("from-chart")],
+            ..OperatorSettings::default()
+        };
+        // The NVCFBackend names none: the operator's (the chart's agent.tolerations).
+        let config = BackendConfig::from_backend(&backend(), &settings).unwrap();
+        assert_eq!(config.agent_tolerations, [toleration("from-chart")]);
+        assert!(config.agent_env.is_empty());
+        let pod = deployment::deployment(&config).spec.template.spec.unwrap();
+        assert_eq!(pod.tolerations.unwrap(), [toleration("from-chart")]);
+
+        // The NVCFBackend's win for tolerations; its environment is used while the
+        // operator gives none, and the operator's wins when it does.
+        let mut mine = backend();
+        let agent = mine
+            .spec
+            .fields
+            .agent_config
+            .get_or_insert_with(Default::default);
+        agent.tolerations = vec![serde_json::json!({"key": "from-spec", "operator": "Exists"})];
+        agent.override_environment_vars = BTreeMap::from([("LOG".into(), "spec".into())]);
+        let config = BackendConfig::from_backend(&mine, &settings).unwrap();
+        assert_eq!(config.agent_tolerations, [toleration("from-spec")]);
+        assert_eq!(config.agent_env["LOG"], "spec");
+        let agent = &deployment::deployment(&config)
+            .spec
+            .template
+            .spec
+            .unwrap()
+            .containers[0];
+        assert_eq!(
+            agent.env.as_ref().unwrap()[0].value.as_deref(),
+            Some("spec")
+        );
+        let chart = OperatorSettings {
+            agent_env_overrides: Some(BTreeMap::from([("LOG".into(), "chart".into())])),
+            ..settings.clone()
+        };
+        assert_eq!(
+            BackendConfig::from_backend(&mine, &chart)
+                .unwrap()
+                .agent_env["LOG"],
+            "chart"
+        );
+
+        // A toleration that is not one is named with the field.
+        let agent = mine
+            .spec
+            .fields
+            .agent_config
+            .get_or_insert_with(Default::default);
+        agent.tolerations = vec![serde_json::json!({"tolerationSeconds": "soon"})];
+        let error = BackendConfig::from_backend(&mine, &settings)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("spec.agentConfig.tolerations"), "{error}");
     }
 
     #[test]
