@@ -55,7 +55,11 @@ impl CertSecret {
     pub async fn first_copy(&self, client: &Client, files: &CertFiles, every: Duration) {
         loop {
             match self.copy(client, files).await {
-                Ok(_) => return,
+                Ok(_) => {
+                    tracing::info!(namespace = %self.namespace, secret = %self.name,
+                        "serving certificate copied from its Secret");
+                    return;
+                }
                 Err(error) => tracing::warn!("{error}; trying again"),
             }
             tokio::time::sleep(every).await;
