@@ -1234,6 +1234,34 @@ fn dry_run_install(values: &str) -> String {
         .stdout
 }
 
+/// `helm <verb>` (install, upgrade) of release nvca-operator in `namespace` with the
+/// guide's values; cluster-scoped names get a full name of the namespace's own, so that
+/// installs in one control plane never collide.
+fn guide_release(
+    helm: &Helm,
+    verb: &str,
+    namespace: &str,
+    extra: &[&str],
+) -> support::helm::HelmRun {
+    let fullname = format!("nvca-operator-{}", &namespace[namespace.len() - 8..]);
+    let chart = chart_dir();
+    let mut args = vec![
+        verb.to_string(),
+        "nvca-operator".to_string(),
+        arg(&chart).to_string(),
+        "-n".to_string(),
+        namespace.to_string(),
+        "-f".to_string(),
+        "fixtures/chart/guide-values.yaml".to_string(),
+        "--set".to_string(),
+        format!("fullnameOverride={fullname}"),
+        "--set".to_string(),
+        format!("serviceAccount.name={fullname}"),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    helm.run(&args).expect_success()
+}
+
 #[test]
 fn the_guides_values_install_unchanged_and_notes_carry_the_verify_steps() {
     let out = dry_run_install("fixtures/chart/guide-values.yaml");
@@ -1742,30 +1770,7 @@ async fn install_runs_uninstall_keeps_the_registration_and_reinstall_reuses_it()
     // installs in the same control plane, so this release gets its own full name.
     let fullname = format!("nvca-operator-{}", &ns.name[ns.name.len() - 8..]);
     let chart = chart_dir();
-    let install = || {
-        let mut args: Vec<String> = [
-            "install",
-            "nvca-operator",
-            arg(&chart),
-            "-n",
-            &ns.name,
-            "-f",
-            "fixtures/chart/guide-values.yaml",
-            "--wait",
-            "--timeout",
-            "120s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend([
-            "--set".into(),
-            format!("fullnameOverride={fullname}"),
-            "--set".into(),
-            format!("serviceAccount.name={fullname}"),
-        ]);
-        helm.run(&args).expect_success()
-    };
+    let install = || guide_release(&helm, "install", &ns.name, &["--wait", "--timeout", "120s"]);
     let uninstall = || {
         helm.run([
             "uninstall",
@@ -1990,22 +1995,7 @@ async fn install_leaves_a_registration_no_release_owns_as_it_is() {
         .await
         .expect("the registration an NVIDIA release left");
     let helm = Helm::for_testenv(&env.endpoints);
-    let fullname = format!("nvca-operator-{}", &ns.name[ns.name.len() - 8..]);
-    let chart = chart_dir();
-    helm.run([
-        "install",
-        "nvca-operator",
-        arg(&chart),
-        "-n",
-        &ns.name,
-        "-f",
-        "fixtures/chart/guide-values.yaml",
-        "--set",
-        &format!("fullnameOverride={fullname}"),
-        "--set",
-        &format!("serviceAccount.name={fullname}"),
-    ])
-    .expect_success();
+    guide_release(&helm, "install", &ns.name, &[]);
     let kept = configmaps
         .get("nvca-cluster-registration")
         .await
@@ -2061,26 +2051,8 @@ async fn a_release_that_owns_the_crd_keeps_it_through_upgrade_and_uninstall() {
     .expect("make the release the CRD's owner");
     let owned = crds.get(name).await.expect("the CRD");
     let helm = Helm::for_testenv(&env.endpoints);
-    let fullname = format!("nvca-operator-{}", &ns.name[ns.name.len() - 8..]);
-    let chart = chart_dir();
-    let release = |verb: &str| {
-        helm.run([
-            verb,
-            "nvca-operator",
-            arg(&chart),
-            "-n",
-            &ns.name,
-            "-f",
-            "fixtures/chart/guide-values.yaml",
-            "--set",
-            &format!("fullnameOverride={fullname}"),
-            "--set",
-            &format!("serviceAccount.name={fullname}"),
-        ])
-        .expect_success()
-    };
-    release("install");
-    release("upgrade");
+    guide_release(&helm, "install", &ns.name, &[]);
+    guide_release(&helm, "upgrade", &ns.name, &[]);
     let manifest = helm
         .run(["get", "manifest", "nvca-operator", "-n", &ns.name])
         .expect_success();
