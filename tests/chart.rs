@@ -873,6 +873,14 @@ fn schema_rejects_an_unknown_cluster_source() {
 
 #[test]
 fn cluster_source_defaults_to_nvidias_and_only_self_managed_gets_a_cluster_dto() {
+    // The source the operator is told (NVCA_CLUSTER_SOURCE).
+    let told = |objects: &[Value]| {
+        let pod = &find(objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"];
+        env_value(
+            container(pod, "containers", "nvca-operator"),
+            "NVCA_CLUSTER_SOURCE",
+        )
+    };
     // NVIDIA's default is ngc-managed: the chart renders as NVIDIA's does (both cluster
     // ConfigMaps present, without data), and the operator is told the source, which
     // it refuses at start; NOTES.txt says so at install.
@@ -884,15 +892,7 @@ fn cluster_source_defaults_to_nvidias_and_only_self_managed_gets_a_cluster_dto()
         ),
     ] {
         let objects = Helm::offline().template(NS, NS, &sets);
-        let operator = container(
-            &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"],
-            "containers",
-            "nvca-operator",
-        );
-        assert_eq!(
-            env_value(operator, "NVCA_CLUSTER_SOURCE").as_deref(),
-            Some(source)
-        );
+        assert_eq!(told(&objects).as_deref(), Some(source));
         for name in ["nvcfbackend-self-managed", "nvcfbackend-helm-managed"] {
             assert!(
                 find(&objects, "ConfigMap", name)["data"].is_null(),
@@ -901,15 +901,7 @@ fn cluster_source_defaults_to_nvidias_and_only_self_managed_gets_a_cluster_dto()
         }
     }
     let objects = guide_render();
-    let operator = container(
-        &find(&objects, "Deployment", "nvca-operator")["spec"]["template"]["spec"],
-        "containers",
-        "nvca-operator",
-    );
-    assert_eq!(
-        env_value(operator, "NVCA_CLUSTER_SOURCE").as_deref(),
-        Some("self-managed")
-    );
+    assert_eq!(told(&objects).as_deref(), Some("self-managed"));
     assert!(find(&objects, "ConfigMap", "nvcfbackend-helm-managed")["data"].is_null());
     cluster_dto(&objects);
 }

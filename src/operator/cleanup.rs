@@ -89,6 +89,16 @@ pub enum CleanupError {
     ForceCleanup(#[from] ForceCleanupError),
 }
 
+impl CleanupError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            CleanupError::Kubernetes(_) => "kubernetes",
+            CleanupError::Api { .. } => "api",
+            CleanupError::ForceCleanup(error) => error.category(),
+        }
+    }
+}
+
 fn api_error(doing: String) -> impl FnOnce(kube::Error) -> CleanupError {
     move |error| CleanupError::Api {
         doing,
@@ -99,21 +109,7 @@ fn api_error(doing: String) -> impl FnOnce(kube::Error) -> CleanupError {
 /// The whole command, for the binary.
 pub fn main(args: CleanupArgs) -> ExitCode {
     crate::logging::init(&args.log_level, args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("nvca-operator-cleanup: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error}");
-            eprintln!("nvca-operator-cleanup: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    super::command::block_on("nvca-operator-cleanup", run(&args), CleanupError::category)
 }
 
 /// Uninstall: through the operator first, by force for what it left.

@@ -141,21 +141,7 @@ pub fn decode_names(b64: &str) -> Result<Vec<String>, MirrorError> {
 /// The whole command, for the binary.
 pub fn main(args: MirrorArgs) -> ExitCode {
     crate::logging::init(&args.log_level, args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("nvca-mirror: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(category = error.category(), "{error}");
-            eprintln!("nvca-mirror: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    super::command::block_on("nvca-mirror", run(args), MirrorError::category)
 }
 
 /// Mirror until SIGTERM or Ctrl-C.

@@ -18,6 +18,7 @@ pub mod bootstrap_watch;
 pub mod cleanup;
 pub mod cluster_dto;
 pub mod cluster_executor;
+pub mod command;
 pub mod crds;
 pub mod health;
 pub mod leader;

@@ -193,7 +193,7 @@ pub enum RunError {
     #[error(
         "--{flag} is not base64 of the JSON it takes ({reason}); fix the chart's agent.{key} or pass a valid value"
     )]
-    EnvOverrides {
+    EncodedValue {
         flag: &'static str,
         key: &'static str,
         reason: String,
@@ -221,7 +221,7 @@ impl RunError {
     pub fn category(&self) -> &'static str {
         match self {
             RunError::ClusterSource(_) => "cluster-source",
-            RunError::EnvOverrides { .. } => "env-overrides",
+            RunError::EncodedValue { .. } => "chart-value",
             RunError::Kubernetes(_) => "kubernetes",
             RunError::Store(_) => "store",
             RunError::Listen { .. } => "listen",
@@ -252,21 +252,7 @@ pub enum SpecError {
 /// The whole command, for the binary.
 pub fn main(args: RunArgs) -> ExitCode {
     crate::logging::init(&args.log_level, args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("nvca-operator run: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(category = error.category(), "{error}");
-            eprintln!("nvca-operator run: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    super::command::block_on("nvca-operator run", run(args), RunError::category)
 }
 
 type BackendDriver = Driver<BackendMachine, BackendExecutor>;
@@ -482,7 +468,7 @@ fn b64_json<T: serde::de::DeserializeOwned>(
     if b64.is_empty() {
         return Ok(None);
     }
-    let invalid = |reason: String| RunError::EnvOverrides { flag, key, reason };
+    let invalid = |reason: String| RunError::EncodedValue { flag, key, reason };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|error| invalid(error.to_string()))?;
