@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::api::{DEFAULT_AUTHORITIES, error};
+pub use super::launch::FunctionOptions;
+use super::launch::{self, FunctionKind};
 use super::state::*;
 use super::{CallRecord, Faults, Shared};
 use crate::sis::queue::QueueStream;
@@ -198,7 +200,8 @@ async fn set_heartbeat_answer(
 
 // --- functions and deployments ------------------------------------------------------
 
-/// `POST /admin/functions`.
+/// `POST /admin/functions`, with the [`FunctionOptions`] beside these fields in the same
+/// JSON object ([`CreateFunction`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionSpec {
@@ -213,14 +216,44 @@ pub struct FunctionSpec {
     pub function_type: Option<String>,
 }
 
+/// The body of `POST /admin/functions`: one JSON object with the fields of both.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateFunction {
+    #[serde(flatten)]
+    pub spec: FunctionSpec,
+    #[serde(flatten)]
+    pub options: FunctionOptions,
+}
+
+/// RFC 3339, to the second.
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 async fn create_function(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
-    let spec: FunctionSpec = parse(&body)?;
+    let CreateFunction { spec, options } = parse(&body)?;
     if spec.container_image.is_none() && spec.helm_chart.is_none() {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "a function needs containerImage or helmChart",
         ));
     }
+    let function_type = spec.function_type.unwrap_or_else(|| "DEFAULT".into());
+    let launch = options
+        .check(&FunctionKind {
+            function_type: &function_type,
+            helm: spec.helm_chart.is_some(),
+            new_id: &uuid_v4,
+            now: &now_rfc3339(),
+        })
+        .map_err(|reason| error(StatusCode::BAD_REQUEST, reason))?;
     let record = FunctionRecord {
         function_id: uuid_v4(),
         function_version_id: uuid_v4(),
@@ -228,7 +261,8 @@ async fn create_function(State(shared): State<Arc<Shared>>, body: axum::body::By
         name: spec.name,
         container_image: spec.container_image,
         helm_chart: spec.helm_chart,
-        function_type: spec.function_type.unwrap_or_else(|| "DEFAULT".into()),
+        function_type,
+        launch,
     };
     shared.update(|s| {
         s.functions
@@ -293,20 +327,26 @@ async fn publish(shared: &Shared, subject: &str, message: &Value) -> Result<Vec<
     Ok(sequences)
 }
 
-fn env_file(lines: &[(&str, &str)]) -> String {
-    let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+fn env_file<V: AsRef<str>>(lines: &[(&str, V)]) -> String {
+    let text: String = lines
+        .iter()
+        .map(|(k, v)| format!("{k}={}\n", v.as_ref()))
+        .collect();
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 /// The launch environment NVCF's API builds for a container function (`IcmsClient.java`;
 /// NVIDIA's `creationmsg_function_container_launchspec.json`): NVIDIA's agent takes the
 /// inference image, ports and the worker sidecars' images from here, and fails a request
-/// whose environment names no `INFERENCE_CONTAINER`.
-fn function_environment<'a>(
-    function: &'a FunctionRecord,
-    deployment: &'a DeploymentRecord,
-) -> Vec<(&'static str, &'a str)> {
-    let mut environment = vec![
+/// whose environment names no `INFERENCE_CONTAINER`. The function's options add their keys
+/// ([`launch::option_environment`]); `assertion_token` is the request's
+/// `SECRETS_ASSERTION_TOKEN`, if the function gets one.
+fn function_environment(
+    function: &FunctionRecord,
+    deployment: &DeploymentRecord,
+    assertion_token: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut environment: Vec<(&'static str, &str)> = vec![
         ("FUNCTION_ID", function.function_id.as_str()),
         ("FUNCTION_VERSION_ID", function.function_version_id.as_str()),
         ("FUNCTION_NAME", function.name.as_str()),
@@ -328,6 +368,11 @@ fn function_environment<'a>(
             ("UTILS_CONTAINER", "sis-sim/nvcf-worker-utils:sim"),
         ]);
     }
+    let mut environment: Vec<(&'static str, String)> = environment
+        .into_iter()
+        .map(|(key, value)| (key, value.to_string()))
+        .collect();
+    environment.extend(launch::option_environment(function, assertion_token));
     environment
 }
 
@@ -350,12 +395,15 @@ async fn publish_function_request(
         })?;
     let request_id = uuid_v4();
     let batch_id = uuid_v4();
+    // NVCF asks its notary for a fresh assertion for every instance request.
+    let assertion_token = launch::secrets_assertion_token(function, unix_now(), &uuid_v4());
+    let environment = function_environment(function, deployment, assertion_token.as_deref());
     let mut spec = json!({
         "gpuName": deployment.gpu,
         "cloudProvider": cluster.creation.cloud_provider.map(|p| p.as_str()).unwrap_or("ON-PREM"),
         "spotEnvironment": "sim",
         "icmsEnvironment": "sim",
-        "environment": env_file(&function_environment(function, deployment)),
+        "environment": env_file(&environment),
         "instanceTypeValue": deployment.instance_type,
         "instanceTypeName": deployment.instance_type_name,
         "instanceCount": count,
@@ -370,6 +418,9 @@ async fn publish_function_request(
     }
     if let Some(chart) = &function.helm_chart {
         spec["helmChart"] = json!(chart);
+    }
+    for (field, value) in launch::launch_spec_fields(&function.launch) {
+        spec[field] = json!(value);
     }
     let message = json!({
         "requestId": request_id,
@@ -661,7 +712,7 @@ async fn launch_task(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
         "cloudProvider": "ON-PREM",
         "spotEnvironment": "sim",
         "icmsEnvironment": "sim",
-        "environment": env_file(&[("TASK_ID", &task_id), ("NCA_ID", &spec.nca_id), ("GPU_NAME", &spec.gpu)]),
+        "environment": env_file(&[("TASK_ID", task_id.as_str()), ("NCA_ID", &spec.nca_id), ("GPU_NAME", &spec.gpu)]),
         "instanceTypeValue": spec.instance_type,
         "instanceTypeName": format!("{}_1x", spec.instance_type),
         "instanceCount": count,
@@ -878,11 +929,26 @@ impl AdminClient {
         &self,
         spec: &FunctionSpec,
     ) -> Result<(String, String), AdminError> {
+        self.create_function_with(spec, &FunctionOptions::default())
+            .await
+    }
+
+    /// Creates a function with options (registry credentials, container args and env,
+    /// models, telemetries, secrets); returns `(functionId, functionVersionId)`.
+    pub async fn create_function_with(
+        &self,
+        spec: &FunctionSpec,
+        options: &FunctionOptions,
+    ) -> Result<(String, String), AdminError> {
+        let body = CreateFunction {
+            spec: spec.clone(),
+            options: options.clone(),
+        };
         let answer: Value = self
             .send(
                 reqwest::Method::POST,
                 "/admin/functions",
-                Some(serde_json::to_value(spec).expect("serialises")),
+                Some(serde_json::to_value(body).expect("serialises")),
             )
             .await?;
         Ok((
@@ -978,9 +1044,8 @@ impl AdminClient {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_container_functions_environment_names_its_inference_image_and_sidecars() {
-        let function = FunctionRecord {
+    fn echo(launch: launch::FunctionLaunch) -> FunctionRecord {
+        FunctionRecord {
             function_id: "f".into(),
             function_version_id: "v".into(),
             nca_id: "nca".into(),
@@ -988,8 +1053,12 @@ mod tests {
             container_image: Some("registry.local/echo:1".into()),
             helm_chart: None,
             function_type: "DEFAULT".into(),
-        };
-        let deployment = DeploymentRecord {
+            launch,
+        }
+    }
+
+    fn h100() -> DeploymentRecord {
+        DeploymentRecord {
             deployment_id: "d".into(),
             function_id: "f".into(),
             function_version_id: "v".into(),
@@ -1001,16 +1070,114 @@ mod tests {
             target: 1,
             request_ids: Vec::new(),
             undeployed: false,
-        };
-        let environment = function_environment(&function, &deployment);
+        }
+    }
+
+    /// The environment file read back as NVIDIA's agent reads it: a line per pair, split
+    /// at the first `=` (`common/decode.go` `EnvDecoderText`).
+    fn read_env_file(encoded: &str) -> std::collections::BTreeMap<String, String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64");
+        let text = String::from_utf8(bytes).expect("UTF-8");
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let (key, value) = line.split_once('=').expect("KEY=VALUE");
+                (key.to_string(), value.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_container_functions_environment_names_its_inference_image_and_sidecars() {
+        let function = echo(Default::default());
+        let environment = function_environment(&function, &h100(), None);
         let value = |key: &str| {
             environment
                 .iter()
                 .find(|(name, _)| *name == key)
-                .map(|(_, value)| *value)
+                .map(|(_, value)| value.as_str())
         };
         assert_eq!(value("INFERENCE_CONTAINER"), Some("registry.local/echo:1"));
         assert!(value("INIT_CONTAINER").is_some() && value("UTILS_CONTAINER").is_some());
         assert_eq!(value("GPU_NAME"), Some("H100"));
+        assert_eq!(environment.len(), 15, "no options, no extra keys");
+    }
+
+    #[test]
+    fn the_admin_body_takes_nvcfs_option_names_beside_the_function_spec() {
+        let body = json!({
+            "ncaId": "nca", "name": "echo", "containerImage": "registry.local:5000/echo:1",
+            "registryCredentials": [
+                {"registry": "registry.local:5000", "username": "robot", "password": "pw"}
+            ],
+            "sidecarRegistryCredential": {"registry": "nvcr.io", "username": "$oauthtoken", "password": "k"},
+            "containerArgs": "--port 9000",
+            "containerEnvironment": [{"key": "MODEL", "value": "llama"}],
+            "telemetries": {"tracesTelemetry": {
+                "name": "dd", "endpoint": "https://dd.example.com", "protocol": "GRPC", "provider": "DATADOG"
+            }},
+            "secrets": [{"name": "API_KEY", "value": {"token": "x"}}],
+        });
+        let parsed: CreateFunction = serde_json::from_value(body).expect("the body parses");
+        assert_eq!(parsed.spec.name, "echo");
+        assert_eq!(
+            parsed.options.registry_credentials[0].login.username,
+            "robot"
+        );
+        assert_eq!(
+            parsed.options.container_args.as_deref(),
+            Some("--port 9000")
+        );
+        assert_eq!(parsed.options.secrets.len(), 1);
+
+        let launch = parsed
+            .options
+            .check(&FunctionKind {
+                function_type: "DEFAULT",
+                helm: false,
+                new_id: &uuid_v4,
+                now: "2026-01-01T00:00:00Z",
+            })
+            .expect("valid options");
+        let function = echo(launch);
+        let token = launch::secrets_assertion_token(&function, 1, "j");
+        let environment = function_environment(&function, &h100(), token.as_deref());
+        let read = read_env_file(&env_file(&environment));
+        assert_eq!(read["INFERENCE_CONTAINER"], "registry.local/echo:1");
+        assert_eq!(read["INFERENCE_CONTAINER_ARGS"], "--port 9000");
+        assert_eq!(read["FUNCTION_SECRETS_PRESENT"], "true");
+        for key in [
+            "INFERENCE_CONTAINER_ENV",
+            "SECRETS_ASSERTION_TOKEN",
+            "ESS_AGENT_CONTAINER",
+            "BYOO_OTEL_COLLECTOR_CONTAINER",
+            "CONTAINER_REGISTRIES_CREDENTIALS",
+            "HELM_REGISTRIES_CREDENTIALS",
+            "SIDECAR_REGISTRY_CREDENTIAL",
+            "ESS_FQDN",
+        ] {
+            assert!(read.contains_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn without_options_the_body_is_the_function_spec_alone() {
+        let spec = FunctionSpec {
+            nca_id: "nca".into(),
+            name: "echo".into(),
+            container_image: Some("r/echo:1".into()),
+            helm_chart: None,
+            function_type: None,
+        };
+        let body = CreateFunction {
+            spec: spec.clone(),
+            options: FunctionOptions::default(),
+        };
+        assert_eq!(
+            serde_json::to_value(body).unwrap(),
+            serde_json::to_value(spec).unwrap()
+        );
     }
 }

@@ -893,6 +893,7 @@ async fn instance_status(
                     termination_cause: None,
                     system_failure: None,
                     health_info: HealthInfo::default(),
+                    instance_ips: Vec::new(),
                     updates: 0,
                     history: Vec::new(),
                 });
@@ -903,6 +904,7 @@ async fn instance_status(
             instance.termination_cause = update.termination_cause.clone();
             instance.system_failure = update.system_failure.clone();
             instance.health_info = update.health_info.clone();
+            instance.instance_ips = update.instance_ips.clone();
             instance.updates += 1;
             instance.history.push(update.instance_state);
             if r.state == RequestState::Closed

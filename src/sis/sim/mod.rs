@@ -9,11 +9,12 @@
 //! duplicated queue messages) can be set at start and changed live.
 //!
 //! Layout: [`state`] is the memory, [`api`] the SIS endpoints, [`admin`] the admin API,
-//! [`publisher`] the NATS side; this file holds the shared context, the faults and the
-//! server loop.
+//! [`launch`] what a function's options add to its creation messages, [`publisher`] the
+//! NATS side; this file holds the shared context, the faults and the server loop.
 
 pub mod admin;
 pub mod api;
+pub mod launch;
 pub mod publisher;
 pub mod state;
 

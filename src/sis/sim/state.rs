@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::launch::FunctionLaunch;
 use crate::sis::types::*;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -83,6 +84,9 @@ pub struct FunctionRecord {
     pub container_image: Option<String>,
     pub helm_chart: Option<String>,
     pub function_type: String,
+    /// What the function's options add to its creation messages; absent without options.
+    #[serde(default, skip_serializing_if = "FunctionLaunch::is_empty")]
+    pub launch: FunctionLaunch,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -142,6 +146,9 @@ pub struct InstanceRecord {
     pub termination_cause: Option<String>,
     pub system_failure: Option<String>,
     pub health_info: HealthInfo,
+    /// The last `instanceIps` sent (`[hostIP, podIP]`), empty when none.
+    #[serde(default)]
+    pub instance_ips: Vec<String>,
     pub updates: u32,
     /// Every `instanceState` reported, in order (tests check what SIS heard, and when).
     #[serde(default)]
