@@ -33,6 +33,7 @@ use nvca::sis::client::{SisClient, SisConfig};
 use nvca::sis::queue::{QueueConfig, QueueConsumer, QueueStream};
 use nvca::sis::sim::SimHandle;
 use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
+use nvca::sis::sim::launch::{FunctionOptions, NICLLS_IMAGE};
 use nvca::sis::sim::state::RequestRecord;
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
 use nvca::sis::types::{AckRequest, InstanceState, RequestStatusCode};
@@ -122,8 +123,7 @@ impl World {
             cluster_name,
             region: "us-west-2".to_string(),
             kai_scheduler: true,
-            gxcache: false,
-            image_pull_secrets: Vec::new(),
+            ..Placement::default()
         });
         settings.pacing = Pacing {
             poll: Duration::from_millis(200),
@@ -324,25 +324,52 @@ async fn a_deployment_runs_is_reported_and_terminates_without_leftovers() {
     assert_eq!(spec.scheduler_name.as_deref(), Some("kai-scheduler"));
     let containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(containers, ["inference", "utils"]);
-    assert_eq!(spec.init_containers.unwrap()[0].name, "init");
+    assert_eq!(spec.init_containers.as_ref().unwrap()[0].name, "init");
     let secrets: Api<Secret> = world.ns.api();
     let maps: Api<ConfigMap> = world.ns.api();
     let services: Api<Service> = world.ns.api();
     assert!(secrets.get_opt(&name).await.unwrap().is_some());
     // As NVIDIA's agent for a container function: no Service and no ConfigMap; the
-    // values the agent adds are plain env of every container.
+    // instance's name is in every container's env, the NVCF values in the inference
+    // container's (read from the pod's metadata), the GPU count in the workers'.
     assert!(services.get_opt(&name).await.unwrap().is_none());
     assert!(maps.get_opt(&name).await.unwrap().is_none());
-    for container in &spec.containers {
-        let env = container.env.as_deref().unwrap_or_default();
-        let request = env.iter().find(|var| var.name == "NVCF_REQUEST_ID");
+    let pod_name = pods[0].metadata.name.clone().unwrap();
+    let value = |container: &str, key: &str| {
+        let all = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten());
+        let container = all.clone().find(|c| c.name == container).unwrap();
+        container
+            .env
+            .iter()
+            .flatten()
+            .find(|var| var.name == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{} has no {key}", container.name))
+    };
+    for container in ["inference", "utils", "init"] {
+        let instance = value(container, "NVCF_INSTANCE_ID");
         assert_eq!(
-            request.and_then(|var| var.value.as_deref()),
-            Some(request_id.as_str()),
-            "container {}",
-            container.name
+            instance.value.as_deref(),
+            Some(pod_name.as_str()),
+            "{container}"
         );
     }
+    let function = value("inference", "NVCF_FUNCTION_ID").value_from.unwrap();
+    assert_eq!(
+        function.field_ref.unwrap().field_path,
+        "metadata.labels['function-id']"
+    );
+    assert_eq!(
+        value("utils", "ATTACHED_GPU_COUNT").value.as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value("utils", "INFERENCE_READY_TIMEOUT").value.as_deref(),
+        Some("2h0m0s")
+    );
 
     let heard = eventually(WAIT, "SIS hears both instances running", || async {
         let heard = world.heard(&request_id).await;
@@ -366,6 +393,18 @@ async fn a_deployment_runs_is_reported_and_terminates_without_leftovers() {
         Some(2),
         "SIS has the ack"
     );
+    // Low-latency streaming (on by default): each update names the node's and the pod's
+    // address, as the running pod has them.
+    for pod in world.pods(&request_id).await {
+        let status = pod.status.clone().unwrap_or_default();
+        let ips = [
+            status.host_ip.unwrap_or_default(),
+            status.pod_ip.unwrap_or_default(),
+        ];
+        assert!(ips.iter().all(|ip| !ip.is_empty()), "{ips:?}");
+        let name = pod.metadata.name.unwrap();
+        assert_eq!(record.instances[&name].instance_ips, ips, "{name}");
+    }
     let projected = eventually(WAIT, "the ICMSRequest shows the request completed", || {
         let requests = requests.clone();
         let name = name.clone();
@@ -429,7 +468,9 @@ async fn a_deployment_runs_is_reported_and_terminates_without_leftovers() {
     let handle = world.handle.as_ref().unwrap();
     let summary = handle.driver.summary(&request_id).expect("the machine");
     assert!(summary.is_final, "{summary:?}");
-    assert_eq!(handle.metrics.results("none"), 2);
+    // NVIDIA counts each instance's success once, when first running; a take-down on
+    // request is no result.
+    assert_eq!(handle.metrics.results(""), 2);
     world.stop().await;
 }
 
@@ -663,8 +704,7 @@ async fn a_request_that_cannot_be_written_for_good_is_refused_at_sis_acked_and_n
         cluster_name: "forbidden".to_string(),
         region: "us-west-2".to_string(),
         kai_scheduler: true,
-        gxcache: false,
-        image_pull_secrets: Vec::new(),
+        ..Placement::default()
     });
     settings.pacing.poll = Duration::from_millis(200);
     world.start_as(limited, settings).await;
@@ -833,7 +873,7 @@ async fn a_pod_never_scheduled_fails_for_no_capacity_within_the_configured_timeo
         handle
             .metrics
             .render()
-            .contains("nvca_workload_result_total{failure_category=\"no_capacity\"} 1")
+            .contains("workload_status=\"failure\",failure_category=\"no_capacity\"} 1")
     );
     world.stop().await;
 }
@@ -1147,5 +1187,292 @@ async fn acking_a_message_again_after_a_restart_is_answered() {
     let again = QueueConsumer::connect(world.queue()).await.unwrap();
     again.acker(&reply).ack().await.expect("the same ack again");
     assert_eq!(world.creation_backlog().await, (0, 0));
+    world.stop().await;
+}
+
+/// Everything the agent logs, for the test that checks credentials never reach the logs
+/// (all tests of this binary log here while it runs, at every level of nvca's own).
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let writer = move || LogSink(sink.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("nvca=trace,info"))
+            .with_writer(writer)
+            .try_init();
+        logs
+    })
+    .clone()
+}
+
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A private registry (issue 16): the pod gets a pull Secret naming only the registry its
+/// image comes from, the function's secrets agent runs beside it, and the credentials are
+/// in that Secret and the request's, and nowhere else the agent writes: not its logs,
+/// its store, `nvca-state dump`, the ICMSRequest, the pods or the Events.
+#[tokio::test]
+async fn a_private_registry_function_gets_its_pull_secret_and_the_credentials_go_nowhere_else() {
+    let logs = captured_logs();
+    let mut world = World::new("fn-registry").await;
+    let unique = support::testenv::namespace_name("pw");
+    let password = format!("pass-{unique}");
+    let other_password = format!("other-{unique}");
+    let options: FunctionOptions = serde_json::from_value(json!({
+        "registryCredentials": [
+            {"registry": "registry.example.com:5000", "username": "robot", "password": password},
+            {"registry": "other.example.com", "username": "robot", "password": other_password},
+        ],
+        "containerEnvironment": [{"key": "MODEL", "value": "llama"}],
+        "secrets": [{"name": "API_KEY", "value": "not-sent"}],
+    }))
+    .unwrap();
+    let (function, _) = world
+        .admin
+        .create_function_with(
+            &FunctionSpec {
+                nca_id: NCA.into(),
+                name: "private".into(),
+                container_image: Some("registry.example.com:5000/team/echo:1".into()),
+                helm_chart: None,
+                function_type: None,
+            },
+            &options,
+        )
+        .await
+        .unwrap();
+    let (_, request_id) = world.deploy(&function, 1, 1).await;
+    let pods = eventually(WAIT, "the pod ready", || async {
+        let pods = world.pods(&request_id).await;
+        (pods.len() == 1 && pods.iter().all(ready)).then_some(pods)
+    })
+    .await;
+    let spec = pods[0].spec.clone().unwrap();
+    let pull: Vec<String> = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|reference| reference.name.clone())
+        .collect();
+    let name = format!("workload-sr-{request_id}-regcred-0");
+    assert_eq!(
+        pull,
+        std::slice::from_ref(&name),
+        "only the image's registry"
+    );
+    let secrets: Api<Secret> = world.ns.api();
+    let secret = secrets.get(&name).await.expect("the pull Secret");
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&secret.data.unwrap()[".dockerconfigjson"].0).unwrap();
+    let auths = config["auths"].as_object().unwrap();
+    assert_eq!(
+        auths.keys().collect::<Vec<_>>(),
+        ["registry.example.com:5000"]
+    );
+    let auth = auths["registry.example.com:5000"]["auth"].as_str().unwrap();
+    assert_eq!(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, auth).unwrap(),
+        format!("robot:{password}").as_bytes()
+    );
+    assert!(
+        secrets
+            .get_opt(&format!("workload-sr-{request_id}-regcred-1"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the other registry's credential gets no Secret"
+    );
+    let containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        containers,
+        ["ess", "inference", "utils"],
+        "the secrets agent runs"
+    );
+    eventually(WAIT, "SIS hears it running", || async {
+        let record = world.request(&request_id).await;
+        (record.instances.values().next()?.instance_state == InstanceState::Running).then_some(())
+    })
+    .await;
+
+    // Where the credentials must not be: in the cluster, beside the Secrets that hold them …
+    let encoded = |text: &str| {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("robot:{text}"),
+        )
+    };
+    let leaks = |text: &str| {
+        [password.as_str(), other_password.as_str()]
+            .iter()
+            .flat_map(|p| [p.to_string(), encoded(p)])
+            .filter(|needle| text.contains(needle.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let requests: Api<ICMSRequest> = world.ns.api();
+    let events: Api<KubeEvent> = world.ns.api();
+    for (what, text) in [
+        (
+            "the ICMSRequest",
+            serde_json::to_string(&requests.list(&ListParams::default()).await.unwrap()).unwrap(),
+        ),
+        ("the pods", serde_json::to_string(&pods).unwrap()),
+        (
+            "the Events",
+            serde_json::to_string(&events.list(&ListParams::default()).await.unwrap()).unwrap(),
+        ),
+    ] {
+        assert!(leaks(&text).is_empty(), "{what} hold a credential");
+    }
+    // … and on this machine: the agent's logs, its store and what `nvca-state dump` shows.
+    if let Some(handle) = world.handle.take() {
+        handle.stop().await;
+    }
+    let log = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(
+        log.contains(&request_id),
+        "the capture holds this test's logs"
+    );
+    assert!(leaks(&log).is_empty(), "the logs hold a credential");
+    // This process still holds the store's lock: dump a copy, as an SRE would a backup.
+    let copy = tempfile::tempdir().unwrap();
+    for file in walk(world.store_dir.path()) {
+        let relative = file.strip_prefix(world.store_dir.path()).unwrap();
+        let target = copy.path().join(relative);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &target).unwrap();
+    }
+    let dump = std::process::Command::new(env!("CARGO_BIN_EXE_nvca-state"))
+        .args(["dump", "-o", "json", "--store"])
+        .arg(copy.path())
+        .output()
+        .expect("nvca-state runs");
+    let errors = String::from_utf8_lossy(&dump.stderr).to_string();
+    let dump = String::from_utf8_lossy(&dump.stdout).to_string();
+    assert!(dump.contains(&request_id), "{dump}{errors}");
+    assert!(
+        leaks(&dump).is_empty(),
+        "nvca-state dump shows a credential"
+    );
+    for file in walk(world.store_dir.path()) {
+        let bytes = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).to_string();
+        assert!(
+            leaks(&bytes).is_empty(),
+            "store file {} holds a credential",
+            file.display()
+        );
+    }
+    world.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+/// Function shapes nvca does not build yet are refused by name at SIS, never run as a
+/// plain container; a streaming function runs with NVIDIA's streaming utils sidecar.
+#[tokio::test]
+async fn llm_and_telemetry_functions_are_refused_by_name_and_streaming_ones_run() {
+    let world = World::new("fn-shapes").await;
+    let shapes = [
+        (
+            "LLM",
+            json!({"models": [{"name": "m", "version": "1", "uri": "https://models.example.com/m",
+                "llmConfig": {"uris": ["/v1/chat/completions"], "tokenRateLimit": "100-S",
+                    "tokenizer": "t", "routingMethod": "round-robin"}}]}),
+            Some("LLM functions"),
+        ),
+        (
+            "DEFAULT",
+            json!({"telemetries": {"logsTelemetry": {
+                "name": "logs", "endpoint": "https://otlp.example.com", "protocol": "HTTP",
+                "provider": "OTEL_COLLECTOR", "types": ["LOGS"]}}}),
+            Some("telemetry"),
+        ),
+        ("STREAMING", json!({}), None),
+    ];
+    for (function_type, options, refusal) in shapes {
+        let options: FunctionOptions = serde_json::from_value(options).unwrap();
+        let (function, _) = world
+            .admin
+            .create_function_with(
+                &FunctionSpec {
+                    nca_id: NCA.into(),
+                    name: format!("shape-{}", function_type.to_lowercase()),
+                    container_image: Some("nvcr.io/team/echo:1".into()),
+                    helm_chart: None,
+                    function_type: Some(function_type.into()),
+                },
+                &options,
+            )
+            .await
+            .unwrap();
+        let (_, request_id) = world.deploy(&function, 1, 1).await;
+        match refusal {
+            Some(words) => {
+                let record = eventually(WAIT, "SIS hears the refusal", || async {
+                    let record = world.request(&request_id).await;
+                    (record.instances.values().next()?.instance_state == InstanceState::Terminated)
+                        .then_some(record)
+                })
+                .await;
+                let instance = record.instances.values().next().unwrap();
+                assert_eq!(
+                    instance.termination_cause.as_deref(),
+                    Some("instance-terminated-precondition-failure")
+                );
+                let log = instance.health_info.error_log.clone().unwrap_or_default();
+                assert!(log.contains(words), "{function_type}: {log}");
+                assert!(world.pods(&request_id).await.is_empty());
+            }
+            None => {
+                let pods = eventually(WAIT, "the streaming pod", || async {
+                    let pods = world.pods(&request_id).await;
+                    (pods.len() == 1).then_some(pods)
+                })
+                .await;
+                let spec = pods[0].spec.clone().unwrap();
+                let utils = spec.containers.iter().find(|c| c.name == "utils").unwrap();
+                assert_eq!(
+                    utils.image.as_deref(),
+                    Some(NICLLS_IMAGE),
+                    "NICLLS_CONTAINER"
+                );
+                let env = utils.env.clone().unwrap_or_default();
+                assert!(env.iter().any(|var| var.name == "ZONE_DNS"), "{env:?}");
+            }
+        }
+    }
     world.stop().await;
 }

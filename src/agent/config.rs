@@ -170,6 +170,9 @@ pub struct AgentSettings {
     /// `workload.functionEnvOverrides`, keys in capitals (NVIDIA's encoder writes them in
     /// lower case; its `NormalizeEnvOverrides` puts them back).
     pub function_env_overrides: BTreeMap<String, String>,
+    /// `workload.tolerations`: given to every function pod (NVIDIA's
+    /// `TranslateConfig.Tolerations`).
+    pub workload_tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
     /// `agent.svcAddress` (`:8000`).
     pub svc_address: String,
     /// `agent.adminAddr` (`127.0.0.1:8001`).
@@ -204,6 +207,8 @@ pub enum ConfigError {
     },
     #[error("{key} must be true or false, not {value}")]
     NotBool { key: String, value: String },
+    #[error("{key} {reason}; fix it in the agent's config (agentConfig in the chart's values)")]
+    Invalid { key: String, reason: String },
 }
 
 impl ConfigError {
@@ -214,6 +219,7 @@ impl ConfigError {
             ConfigError::Missing { .. } => "config_missing",
             ConfigError::Duration { .. } => "config_duration",
             ConfigError::NotBool { .. } => "config_bool",
+            ConfigError::Invalid { .. } => "config_invalid",
         }
     }
 }
@@ -410,9 +416,20 @@ impl AgentSettings {
             _ => BTreeMap::new(),
         };
 
+        let workload_tolerations = match workload_key("tolerations") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(value) => {
+                serde_json::from_value(value.clone()).map_err(|error| ConfigError::Invalid {
+                    key: "workload.tolerations".to_string(),
+                    reason: format!("is not a list of Kubernetes tolerations ({error})"),
+                })?
+            }
+        };
+
         Ok(AgentSettings {
             timeouts,
             function_env_overrides,
+            workload_tolerations,
             cluster,
             icms_url,
             icms_host_override: agent.icms_host_header_override.as_deref().and_then(present),

@@ -588,7 +588,14 @@ async fn run_functions(
         region: settings.cluster.region.clone(),
         kai_scheduler: settings.features.is_enabled(FeatureFlags::KAI_SCHEDULER),
         gxcache: settings.features.is_enabled("GXCache"),
-        image_pull_secrets: Vec::new(),
+        tolerations: settings.workload_tolerations.clone(),
+        enforce_resource_limits: settings
+            .features
+            .is_enabled("EnforceContainerFunctionResourceLimits"),
+        inference_ready_timeout: settings.timeouts.startup,
+        streaming: streaming_from_env(),
+        instance_ips: settings.features.is_enabled("LowLatencyStreaming"),
+        ..Placement::default()
     };
     let handle = loop {
         let mut function_settings = FunctionsSettings::new(placement.clone());
@@ -719,6 +726,22 @@ async fn sync_registration(
 }
 
 /// Sends `event()` every `interval`, the first one an interval from now.
+/// The stream broker a streaming function's utils container is told, from the agent's
+/// own environment as NVIDIA's agent reads it (`function/lls.go`), else its defaults.
+fn streaming_from_env() -> crate::functions::Streaming {
+    let defaults = crate::functions::Streaming::default();
+    let read = |name: &str, default: String| {
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.is_empty())
+            .unwrap_or(default)
+    };
+    crate::functions::Streaming {
+        zone_dns: read("NVCF_SBS_ZONE_DNS", defaults.zone_dns),
+        interface: read("NVCF_LLS_INTERFACE", defaults.interface),
+    }
+}
+
 async fn tick(interval: Duration, due: impl Fn(Event), event: impl Fn() -> Event) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

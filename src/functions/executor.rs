@@ -17,6 +17,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::addresses::Addresses;
 use super::launch::{self, Launch};
 use super::metrics::Metrics;
 use super::objects::{self, MESSAGE_KEY, Placement, request_name};
@@ -65,6 +66,8 @@ pub struct FunctionExecutor {
     pub(super) metrics: Arc<Metrics>,
     /// What SIS has heard of each instance: no state is reported twice.
     pub(super) sis_view: Arc<SisView>,
+    /// Each pod's addresses, for `instanceIps`.
+    addresses: Arc<Addresses>,
     /// The ICMSRequest status writer.
     projector: Arc<Projector>,
     /// By request id; so creating pods need not read the Secret and ICMSRequest back.
@@ -82,6 +85,7 @@ impl FunctionExecutor {
         ack_retry: Duration,
         metrics: Arc<Metrics>,
         sis_view: Arc<SisView>,
+        addresses: Arc<Addresses>,
     ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_string(),
@@ -98,6 +102,7 @@ impl FunctionExecutor {
             ack_retry,
             metrics,
             sis_view,
+            addresses,
             known: Mutex::new(HashMap::new()),
         }
     }
@@ -334,15 +339,24 @@ impl FunctionExecutor {
         effect_id: &str,
         report: &InstanceReport,
     ) -> Result<Event, EffectError> {
-        let update = wire_update(report);
+        let mut update = wire_update(report);
         let instance = &report.instance_id;
+        if self.placement.instance_ips {
+            update.instance_ips = self.addresses.of(instance);
+        }
         let state: &'static str = report.instance_state.into();
         let reported = Event::InstanceReported {
             instance_id: instance.clone(),
         };
+        // NVIDIA's result metric: a success when SIS first hears the instance running, a
+        // failure when it hears it terminated for a cause.
         let counted = |reported: Event| {
-            if report.instance_state == WireInstanceState::Terminated {
-                self.metrics.workload_result(report.termination_cause);
+            match (report.instance_state, report.termination_cause) {
+                (WireInstanceState::Running, _) => self.metrics.workload_result(None),
+                (WireInstanceState::Terminated, Some(cause)) => {
+                    self.metrics.workload_result(Some(cause))
+                }
+                _ => {}
             }
             Ok(reported)
         };
@@ -476,9 +490,10 @@ pub fn wire_update(report: &InstanceReport) -> InstanceStatusUpdate {
         termination_cause: report
             .termination_cause
             .map(|cause| cause.wire().to_string()),
+        // NVIDIA names an error source only for tasks (`task_container`).
         health_info: HealthInfo {
             error_log: report.error_log.clone(),
-            error_source: report.error_log.as_ref().map(|_| "k8s".to_string()),
+            error_source: None,
         },
         system_failure: report.system_failure.clone(),
         message_batch_id: None,
@@ -602,7 +617,7 @@ mod tests {
                 "action": "TerminateInstances",
                 "terminationCause": "image-pull-issues",
                 "systemFailure": "image-pull-issues",
-                "healthInfo": {"errorLog": "image pull failing", "errorSource": "k8s"}
+                "healthInfo": {"errorLog": "image pull failing"}
             })
         );
     }

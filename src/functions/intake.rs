@@ -447,8 +447,8 @@ impl Starter {
         }
     }
 
-    /// The ICMSRequest first (the Secret is owned by it), then the Secret with the message;
-    /// returns the owner reference to the ICMSRequest.
+    /// The ICMSRequest first (the Secrets are owned by it), then the Secret with the
+    /// message, then the image pull Secrets; returns the owner reference to the ICMSRequest.
     async fn write_request(
         &self,
         launch: &Launch,
@@ -481,6 +481,16 @@ impl Starter {
         create_once(&secrets, &secret)
             .await
             .map_err(failed("creating Secret"))?;
+        // Before any pod, as NVIDIA creates a request's Secrets first.
+        for pull in &launch.pull_secrets {
+            let secret = objects::pull_secret(pull, launch, &self.placement, &owners);
+            create_once(&secrets, &secret).await.map_err(|error| {
+                judge(
+                    &format!("creating Secret {namespace}/{}", pull.name),
+                    &error,
+                )
+            })?;
+        }
         Ok(owner)
     }
 }

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 
+use super::pull_secrets::{self, PullSecret};
 use crate::machines::function::FunctionRequest;
 use crate::machines::instance::WorkloadKind;
-use crate::sis::queue::{CreationRequest, Workload};
+use crate::sis::queue::{CreationRequest, Workload, non_empty};
 
 /// `INFERENCE_CONTAINER`: the function's image (NVIDIA's `ContainerFunctionImageEnv`).
 pub const INFERENCE_IMAGE: &str = "INFERENCE_CONTAINER";
@@ -21,12 +22,19 @@ pub const INFERENCE_IMAGE: &str = "INFERENCE_CONTAINER";
 pub const UTILS_IMAGE: &str = "UTILS_CONTAINER";
 /// `INIT_CONTAINER`: the worker init container's image.
 pub const INIT_IMAGE: &str = "INIT_CONTAINER";
-/// `INFERENCE_PORT`: where the inference container listens.
-pub const INFERENCE_PORT: &str = "INFERENCE_PORT";
+/// `NICLLS_CONTAINER`: the utils image of a streaming function (NVIDIA's
+/// `NICLLSUtilsImageEnv`).
+pub const STREAMING_UTILS_IMAGE: &str = "NICLLS_CONTAINER";
 /// `INFERENCE_CONTAINER_ARGS`: the inference container's arguments, shell-split.
 pub const INFERENCE_ARGS: &str = "INFERENCE_CONTAINER_ARGS";
-/// `INFERENCE_CONTAINER_ENV`: base64 JSON object of the inference container's own env.
+/// `INFERENCE_CONTAINER_ENV`: base64 JSON list of `{"key", "value"}`: the inference
+/// container's own env.
 pub const INFERENCE_ENV: &str = "INFERENCE_CONTAINER_ENV";
+/// `SECRETS_ASSERTION_TOKEN`: the function has secrets; the secrets agent (ESS) fetches
+/// them with this token (`common/ess.go`).
+pub const SECRETS_TOKEN: &str = "SECRETS_ASSERTION_TOKEN";
+/// `ESS_AGENT_CONTAINER`: the secrets agent's image.
+pub const SECRETS_AGENT_IMAGE: &str = "ESS_AGENT_CONTAINER";
 /// `FUNCTION_NAME`: shown as annotation `function-name`.
 pub const FUNCTION_NAME: &str = "FUNCTION_NAME";
 
@@ -38,6 +46,10 @@ pub struct Launch {
     pub function_name: Option<String>,
     /// `instanceTypeName` (`…_1x`) and `instanceTypeValue` (the node label value).
     pub instance_type_name: String,
+    /// `instanceTypeValue` (else the instance type): the node label value pods require.
+    pub instance_type_value: String,
+    /// The message's own `instanceType`, NVIDIA's legacy `INSTANCE_TYPE`.
+    pub legacy_instance_type: Option<String>,
     pub gpu_count: u32,
     pub cluster_group: Option<String>,
     pub icms_environment: String,
@@ -50,9 +62,17 @@ pub struct Launch {
     pub inference_env: BTreeMap<String, String>,
     pub inference_args: Vec<String>,
     pub inference_image: String,
-    pub init_image: Option<String>,
+    pub init_image: String,
+    /// `UTILS_CONTAINER`, or `NICLLS_CONTAINER` for a streaming function.
     pub utils_image: String,
-    pub inference_port: i32,
+    /// A `STREAMING` function: its utils container gets the low-latency streaming env.
+    pub streaming: bool,
+    /// `ESS_AGENT_CONTAINER`, when the function has secrets (`SECRETS_ASSERTION_TOKEN`):
+    /// the pod gets the secrets agent and its init container.
+    pub secrets_agent: Option<String>,
+    /// The request's image pull Secrets (`CONTAINER_REGISTRIES_CREDENTIALS`,
+    /// `SIDECAR_REGISTRY_CREDENTIAL`).
+    pub pull_secrets: Vec<PullSecret>,
 }
 
 /// A message nvca reads but will not run, with the reason SIS and the Event are given.
@@ -179,20 +199,51 @@ pub fn read(
                  the launch specification no containerImage"
             ))
         })?;
-    let utils_image = worker_env
-        .get(UTILS_IMAGE)
-        .cloned()
-        .filter(|image| !image.trim().is_empty())
-        .ok_or_else(|| {
-            refuse(format!(
-                "no utils container: the launch environment has no {UTILS_IMAGE}; set it in \
-                 workload.functionEnvOverrides"
-            ))
-        })?;
-    let init_image = worker_env
-        .get(INIT_IMAGE)
-        .cloned()
-        .filter(|image| !image.trim().is_empty());
+    // Shapes nvca does not build yet are refused by name, never run as a plain container.
+    if function_type == "LLM" {
+        return Err(refuse(
+            "nvca does not run LLM functions yet (NVIDIA's llm-worker and \
+             llm-credential-manager sidecars); deploy this function on a cluster with \
+             NVIDIA's agent"
+                .to_string(),
+        ));
+    }
+    if spec_value(creation, "telemetries").is_some_and(|value| !value.is_null()) {
+        return Err(refuse(
+            "nvca does not run functions with telemetry endpoints (BYOO: the \
+             byoo-otel-collector sidecar) yet; deploy this function without telemetries or \
+             on a cluster with NVIDIA's agent"
+                .to_string(),
+        ));
+    }
+    let streaming = function_type == "STREAMING";
+    let utils_key = if streaming {
+        STREAMING_UTILS_IMAGE
+    } else {
+        UTILS_IMAGE
+    };
+    let image = |key: &str, what: &str| {
+        worker_env
+            .get(key)
+            .cloned()
+            .filter(|image| !image.trim().is_empty())
+            .ok_or_else(|| {
+                refuse(format!(
+                    "no {what} container: the launch environment has no {key}; set it in \
+                     workload.functionEnvOverrides"
+                ))
+            })
+    };
+    let utils_image = image(utils_key, "utils")?;
+    // NVIDIA's pod always has the init container (without an image Kubernetes refuses
+    // the pod): refuse here, naming the key, rather than fail at the API server.
+    let init_image = image(INIT_IMAGE, "init")?;
+    let has_secrets = worker_env.get(SECRETS_TOKEN).is_some_and(|t| !t.is_empty());
+    let secrets_agent = if has_secrets {
+        Some(image(SECRETS_AGENT_IMAGE, "secrets agent (ESS)")?)
+    } else {
+        None
+    };
     let inference_env = match worker_env.get(INFERENCE_ENV) {
         Some(encoded) => decode_env_json(encoded)
             .map_err(|reason| refuse(format!("{INFERENCE_ENV} {reason}")))?,
@@ -204,72 +255,99 @@ pub fn read(
         }
         None => Vec::new(),
     };
-    let inference_port = worker_env
-        .get(INFERENCE_PORT)
-        .and_then(|port| port.trim().parse::<i32>().ok())
-        .filter(|port| (1..=65535).contains(port))
-        .unwrap_or(8000);
-    let instance_type_name = creation
-        .message
+    let base = super::objects::request_name(&request.request_id);
+    let pull_secrets =
+        pull_secrets::pull_secrets(&base, &inference_image, &worker_env).map_err(refuse)?;
+    let message = &creation.message;
+    let instance_type_name = message
         .instance_type_name
         .clone()
         .or_else(|| spec_text(creation, "instanceTypeName"))
         .unwrap_or_default();
+    let instance_type_value = message
+        .instance_type_value
+        .clone()
+        .filter(|value| !value.is_empty())
+        .or_else(|| spec_text(creation, "instanceTypeValue"))
+        .unwrap_or_else(|| request.instance_type.clone());
     Ok(Launch {
         function_type,
         function_name: worker_env.get(FUNCTION_NAME).cloned(),
         instance_type_name,
+        instance_type_value,
+        legacy_instance_type: message.instance_type.clone().filter(|t| !t.is_empty()),
         gpu_count: gpu_count(creation).max(1),
-        cluster_group: creation.message.cluster_group.clone(),
+        cluster_group: message.cluster_group.clone(),
         icms_environment: spec_text(creation, "icmsEnvironment").unwrap_or_default(),
         cloud_provider: spec_text(creation, "cloudProvider").unwrap_or_default(),
-        deployment_id: spec_text(creation, "deploymentId"),
-        gpu_specification_id: spec_text(creation, "gpuSpecificationId"),
+        deployment_id: non_empty(&message.deployment_id)
+            .or_else(|| spec_text(creation, "deploymentId")),
+        gpu_specification_id: non_empty(&message.gpu_specification_id)
+            .or_else(|| spec_text(creation, "gpuSpecificationId")),
         worker_env,
         inference_env,
         inference_args,
         inference_image,
         init_image,
         utils_image,
-        inference_port,
+        streaming,
+        secrets_agent,
+        pull_secrets,
         request,
     })
 }
 
-/// A base64 `KEY=VALUE` file: one pair per line, blank lines and `#` comments skipped,
-/// the value taken as written after the first `=`.
+/// A base64 `KEY=VALUE` file as NVIDIA's `EnvDecoderText` reads it: blank lines skipped,
+/// the value after the first `=` (none: empty), unquoted when it is a quoted string
+/// (`ATTACHED_GPU_COUNT="1"` is `1`).
 fn decode_env_file(encoded: &str) -> Result<BTreeMap<String, String>, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|error| format!("is not base64 ({error})"))?;
     let text = String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string())?;
-    let mut env = BTreeMap::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {} is not KEY=VALUE", number + 1))?;
-        env.insert(key.trim().to_string(), value.to_string());
-    }
-    Ok(env)
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| match line.split_once('=') {
+            Some((key, value)) => (key.to_string(), unquote(value)),
+            None => (line.to_string(), String::new()),
+        })
+        .collect())
 }
 
-/// A base64 JSON object of strings.
+/// Go's `strconv.Unquote` for the forms an environment file uses: a double-quoted string
+/// with escapes, or a back-quoted raw one; anything else is the value as written.
+fn unquote(value: &str) -> String {
+    let quoted = |q: char| value.len() >= 2 && value.starts_with(q) && value.ends_with(q);
+    if quoted('"') {
+        serde_json::from_str(value).unwrap_or_else(|_| value.to_string())
+    } else if quoted('`') && !value[1..value.len() - 1].contains('`') {
+        value[1..value.len() - 1].to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// One `INFERENCE_CONTAINER_ENV` entry (NVIDIA's `KeyValue`).
+#[derive(serde::Deserialize)]
+struct KeyValue {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// `INFERENCE_CONTAINER_ENV`: base64 of a JSON list of `{"key", "value"}` (NVIDIA's
+/// `EnvDecoderJSON`); a later entry wins.
 fn decode_env_json(encoded: &str) -> Result<BTreeMap<String, String>, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|error| format!("is not base64 ({error})"))?;
-    let object: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes)
-        .map_err(|error| format!("is not a JSON object ({error})"))?;
-    Ok(object
+    let entries: Vec<KeyValue> = serde_json::from_slice(&bytes)
+        .map_err(|error| format!("is not a JSON list of {{\"key\", \"value\"}} ({error})"))?;
+    Ok(entries
         .into_iter()
-        .map(|(key, value)| match value {
-            serde_json::Value::String(text) => (key, text),
-            other => (key, other.to_string()),
-        })
+        .map(|entry| (entry.key, entry.value))
         .collect())
 }
 
@@ -352,14 +430,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_container_function_reads_its_images_ports_and_env_from_the_launch_environment() {
-        let inference_env = env_b64(r#"{"MODEL":"llama","THREADS":4}"#);
+    fn a_container_function_reads_its_images_and_env_from_the_launch_environment() {
+        let inference_env = env_b64(
+            r#"[{"key":"MODEL","value":"llama"},{"key":"THREADS","value":"4"},{"key":"MODEL","value":"mistral"}]"#,
+        );
         let spec = serde_json::json!({
             "environment": env_b64(&format!(
-                "# NVCF\nINFERENCE_CONTAINER=nvcr.io/f/app:1\nUTILS_CONTAINER=nvcr.io/u:2\n\
-                 INIT_CONTAINER=nvcr.io/i:3\nINFERENCE_PORT=9000\nNVCF_WORKER_TOKEN=s3cr=t\n\
+                "INFERENCE_CONTAINER=nvcr.io/f/app:1\nUTILS_CONTAINER=nvcr.io/u:2\n\
+                 INIT_CONTAINER=nvcr.io/i:3\nINFERENCE_PORT=\"9000\"\nNVCF_WORKER_TOKEN=s3cr=t\n\
                  FUNCTION_NAME=echo\nINFERENCE_CONTAINER_ARGS=--a 'b c' \"d\\\"e\"\n\
-                 INFERENCE_CONTAINER_ENV={inference_env}\n"
+                 \nINFERENCE_CONTAINER_ENV={inference_env}\nBARE\nRAW=`x\\n`\n"
             )),
             "icmsEnvironment": "prod", "cloudProvider": "ON-PREM", "deploymentId": "d1",
         });
@@ -367,17 +447,94 @@ pub(crate) mod tests {
         let launch = read(&creation(spec), &overrides).unwrap();
         assert_eq!(launch.inference_image, "nvcr.io/f/app:1");
         assert_eq!(launch.utils_image, "local/utils:9", "overrides win");
-        assert_eq!(launch.init_image.as_deref(), Some("nvcr.io/i:3"));
-        assert_eq!(launch.inference_port, 9000);
+        assert_eq!(launch.init_image, "nvcr.io/i:3");
+        assert_eq!(
+            launch.worker_env["INFERENCE_PORT"], "9000",
+            "quotes are taken off"
+        );
         assert_eq!(launch.worker_env["NVCF_WORKER_TOKEN"], "s3cr=t");
+        assert_eq!(launch.worker_env["BARE"], "", "a line without = is a key");
+        assert_eq!(launch.worker_env["RAW"], "x\\n", "back quotes keep escapes");
         assert_eq!(launch.inference_args, ["--a", "b c", "d\"e"]);
         assert_eq!(launch.inference_env["THREADS"], "4");
+        assert_eq!(
+            launch.inference_env["MODEL"], "mistral",
+            "the later entry wins"
+        );
         assert_eq!(launch.gpu_count, 2);
         assert_eq!(launch.instance_type_name, "ON-PREM.GPU.H100_2x");
+        assert_eq!(launch.instance_type_value, "ON-PREM.GPU.H100");
+        assert_eq!(
+            launch.legacy_instance_type.as_deref(),
+            Some("ON-PREM.GPU.H100")
+        );
         assert_eq!(launch.function_name.as_deref(), Some("echo"));
+        assert_eq!(launch.deployment_id.as_deref(), Some("d1"));
         assert_eq!(launch.request.instance_count, 2);
         assert_eq!(launch.request.function_version_id, "v1");
+        assert!(!launch.streaming && launch.pull_secrets.is_empty());
         assert_eq!(gpus_requested(&creation(serde_json::json!({}))), 4);
+    }
+
+    #[test]
+    fn a_streaming_function_takes_its_utils_image_from_nicllls_container() {
+        let mut message = creation(serde_json::json!({
+            "environment": env_b64(
+                "INFERENCE_CONTAINER=nvcr.io/f/app:1\nUTILS_CONTAINER=nvcr.io/u:2\n\
+                 INIT_CONTAINER=nvcr.io/i:3\nNICLLS_CONTAINER=nvcr.io/lls:4\n"
+            ),
+        }));
+        if let Workload::Function { function_type, .. } = &mut message.workload {
+            *function_type = Some("STREAMING".to_string());
+        }
+        let launch = read(&message, &BTreeMap::new()).unwrap();
+        assert!(launch.streaming);
+        assert_eq!(launch.utils_image, "nvcr.io/lls:4");
+    }
+
+    #[test]
+    fn a_function_without_an_init_image_is_refused_naming_the_key() {
+        let spec = serde_json::json!({
+            "environment": env_b64("INFERENCE_CONTAINER=nvcr.io/f/app:1\nUTILS_CONTAINER=nvcr.io/u:2\n"),
+        });
+        let refusal = read(&creation(spec), &BTreeMap::new()).unwrap_err();
+        assert!(
+            refusal.reason.contains("INIT_CONTAINER"),
+            "{}",
+            refusal.reason
+        );
+    }
+
+    #[test]
+    fn registry_credentials_become_the_requests_pull_secrets() {
+        let workload = env_b64(
+            r#"{"k8sSecrets":[{"auths":{"registry.example.com":{"auth":"dXNlcjpwYXNz"}}}]}"#,
+        );
+        let spec = serde_json::json!({
+            "environment": env_b64(&format!(
+                "INFERENCE_CONTAINER=registry.example.com/team/app:1\nUTILS_CONTAINER=nvcr.io/u:2\n\
+                 INIT_CONTAINER=nvcr.io/i:3\nCONTAINER_REGISTRIES_CREDENTIALS={workload}\n"
+            )),
+        });
+        let launch = read(&creation(spec), &BTreeMap::new()).unwrap();
+        let names: Vec<_> = launch
+            .pull_secrets
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["workload-sr-r1-regcred-0"]);
+        let garbled = serde_json::json!({
+            "environment": env_b64(
+                "INFERENCE_CONTAINER=nvcr.io/f/app:1\nUTILS_CONTAINER=nvcr.io/u:2\n\
+                 INIT_CONTAINER=nvcr.io/i:3\nCONTAINER_REGISTRIES_CREDENTIALS=e30K-not\n"
+            ),
+        });
+        let refusal = read(&creation(garbled), &BTreeMap::new()).unwrap_err();
+        assert!(
+            refusal.reason.contains("CONTAINER_REGISTRIES_CREDENTIALS"),
+            "{}",
+            refusal.reason
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The function deployments' Prometheus metrics, in NVIDIA's names (`N/pkg/nvcametrics/`):
-//! `nvca_workload_result_total{failure_category}` counts instances that ended, by NVIDIA's
-//! failure category (`none` for an instance taken down on request). Bounded labels: the
-//! categories are a fixed set. nvca adds `nvca_queue_messages_given_back_total{reason}`:
+//! The function deployments' Prometheus metrics, in NVIDIA's names and labels
+//! (`N/internal/metrics/metrics.go`, `workloadtypes/types.go`):
+//! `nvca_workload_result_total{workload_type, workload_kind, workload_status,
+//! failure_category}` counts each instance once: `success` (category empty) when SIS first
+//! hears it running, `failure` with NVIDIA's category when it is terminated for a
+//! failure. An instance taken down on request is not counted, as in NVIDIA's agent.
+//! Bounded labels: container functions only, the categories a fixed set. nvca adds `nvca_queue_messages_given_back_total{reason}`:
 //! creation messages given back to the queue, by [`GivenBack`] reason. Rendered in the
 //! text exposition format for the agent's `/metrics`.
 
@@ -10,8 +13,8 @@ use std::sync::Mutex;
 
 use crate::machines::failure::FailureClass;
 
-/// The category of an instance that ended without failing.
-pub const NO_FAILURE: &str = "none";
+/// The `failure_category` of a success.
+pub const SUCCESS: &str = "";
 
 /// Why a creation message went back to the queue (a bounded label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,11 +59,11 @@ impl Counts {
         self.lock().get(value).copied().unwrap_or(0)
     }
 
-    /// `# HELP`, `# TYPE` and one line per label value.
-    fn render(&self, out: &mut String, name: &str, help: &str, label: &str) {
+    /// `# HELP`, `# TYPE` and one line per label value; `labels` writes the labels of one.
+    fn render(&self, out: &mut String, name: &str, help: &str, labels: impl Fn(&str) -> String) {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
         for (value, count) in self.lock().iter() {
-            out.push_str(&format!("{name}{{{label}=\"{value}\"}} {count}\n"));
+            out.push_str(&format!("{name}{{{}}} {count}\n", labels(value)));
         }
     }
 }
@@ -72,13 +75,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// One instance ended, with `cause` if it failed (SIS heard it terminated).
+    /// One instance succeeded (`None`: SIS heard it running) or failed with `cause`.
     pub fn workload_result(&self, cause: Option<FailureClass>) {
         self.results
-            .add(cause.map_or(NO_FAILURE, FailureClass::category));
+            .add(cause.map_or(SUCCESS, FailureClass::category));
     }
 
-    /// The count of one category.
+    /// The count of one category ([`SUCCESS`] for successes).
     pub fn results(&self, category: &str) -> u64 {
         self.results.get(category)
     }
@@ -99,14 +102,24 @@ impl Metrics {
         self.results.render(
             &mut out,
             "nvca_workload_result_total",
-            "Workload instances that ended, by failure category.",
-            "failure_category",
+            "Workload instances by result: success when first running, failure by category.",
+            |category| {
+                let status = if category == SUCCESS {
+                    "success"
+                } else {
+                    "failure"
+                };
+                format!(
+                    "workload_type=\"container\",workload_kind=\"function\",\
+                     workload_status=\"{status}\",failure_category=\"{category}\""
+                )
+            },
         );
         self.given_back.render(
             &mut out,
             "nvca_queue_messages_given_back_total",
             "Creation messages given back to the queue, by reason.",
-            "reason",
+            |reason| format!("reason=\"{reason}\""),
         );
         out
     }
@@ -125,8 +138,13 @@ mod tests {
         assert_eq!(metrics.results("image_pull"), 2);
         let text = metrics.render();
         assert!(
-            text.contains("nvca_workload_result_total{failure_category=\"image_pull\"} 2\n")
-                && text.contains("nvca_workload_result_total{failure_category=\"none\"} 1\n"),
+            text.contains(
+                "nvca_workload_result_total{workload_type=\"container\",workload_kind=\"function\",\
+                 workload_status=\"failure\",failure_category=\"image_pull\"} 2\n"
+            ) && text.contains(
+                "nvca_workload_result_total{workload_type=\"container\",workload_kind=\"function\",\
+                 workload_status=\"success\",failure_category=\"\"} 1\n"
+            ),
             "{text}"
         );
     }

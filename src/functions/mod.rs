@@ -17,7 +17,8 @@
 //! - the function machines ([`crate::machines::function`]), run by the driver with
 //!   [`executor::FunctionExecutor`] (pods, the ICMSRequest projection, SIS calls, queue
 //!   acks, Events);
-//! - [`pods`]: the pod watch feeding `PodObserved` and `InstanceDeleted`;
+//! - [`pods`]: the pod watch feeding `PodObserved` and `InstanceDeleted`, and each pod's
+//!   addresses ([`addresses`]) for the `instanceIps` of status updates;
 //! - [`reconcile`]: SIS's periodic instance list, handed to the machines;
 //! - [`projector`]: the ICMSRequest status, written off the deployments' path;
 //! - [`rebuild`]: at start, a machine for every ICMSRequest the store has lost, and the
@@ -27,9 +28,11 @@
 //! - drain: under `CordonAndDrainMaintenance` every machine is told `DrainRequested`.
 //!
 //! Pure parts: [`launch`] (what a creation message asks for), [`objects`] (the
-//! Kubernetes objects of a request), [`observe`] (a pod as the machine judges it).
+//! Kubernetes objects of a request), [`pull_secrets`] (its image pull Secrets),
+//! [`observe`] (a pod as the machine judges it).
 //! docs/functions.md describes the flow and its NVIDIA sources.
 
+mod addresses;
 pub mod executor;
 mod intake;
 pub mod launch;
@@ -38,6 +41,7 @@ pub mod objects;
 pub mod observe;
 mod pods;
 mod projector;
+pub mod pull_secrets;
 mod rebuild;
 mod reconcile;
 pub mod requests_api;
@@ -62,7 +66,7 @@ use crate::store::Store;
 use executor::FunctionExecutor;
 pub use intake::Pacing;
 use metrics::Metrics;
-pub use objects::Placement;
+pub use objects::{Placement, Streaming};
 pub use requests_api::ApiState;
 use requests_api::RequestsApi;
 
@@ -210,6 +214,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         ),
         Err(error) => tracing::warn!(%error, "cannot list the effects pending at start"),
     }
+    let addresses = Arc::new(addresses::Addresses::default());
     let executor = Arc::new(FunctionExecutor::new(
         client.clone(),
         sis.clone(),
@@ -219,6 +224,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         settings.ack_retry,
         metrics.clone(),
         sis_view.clone(),
+        addresses.clone(),
     ));
     let (driver, report) = Driver::start(store, executor.clone(), hooks, settings.driver.clone())?;
     for quarantined in &report.quarantined {
@@ -273,6 +279,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         driver: driver.clone(),
         rejudge: settings.rejudge,
         seen: HashMap::new(),
+        addresses,
     };
     let projector = intake.starter.executor.projector().clone();
     let requests_api = api.state();

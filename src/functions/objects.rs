@@ -16,11 +16,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
     LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    Pod, PodSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, SecurityContext,
-    Toleration, Volume, VolumeMount,
+    ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, Secret, SecretKeySelector,
+    SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -28,6 +30,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::launch::Launch;
+use super::pull_secrets::PullSecret;
 use crate::kube::crd::{ICMS_REQUEST_FINALIZER, ICMSRequest, ICMSRequestSpec};
 use crate::sis::queue::QueueStream;
 
@@ -57,7 +60,7 @@ const GRACE_SECONDS: i64 = 120;
 const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
 /// What the cluster and the agent add to every request's objects.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Placement {
     pub namespace: String,
     /// `nvcf.nvidia.io/backend`: the cluster's name.
@@ -68,8 +71,70 @@ pub struct Placement {
     pub kai_scheduler: bool,
     /// `GXCache`: label pods for GXCache injection.
     pub gxcache: bool,
-    /// Pull secrets in the requests namespace, by name.
-    pub image_pull_secrets: Vec<String>,
+    /// `workload.tolerations`: added to every pod before NVIDIA's GPU toleration.
+    pub tolerations: Vec<Toleration>,
+    /// Requests of the utils and init containers (NVIDIA's `agent.UtilsResources`,
+    /// default 4 CPUs and 4 GiB).
+    pub utils_resources: BTreeMap<String, Quantity>,
+    /// `EnforceContainerFunctionResourceLimits`: the same as limits too.
+    pub enforce_resource_limits: bool,
+    /// `workload.workerStartupTimeout`, told to the utils container as
+    /// `INFERENCE_READY_TIMEOUT`.
+    pub inference_ready_timeout: Duration,
+    /// Where a streaming function's utils container finds the stream broker.
+    pub streaming: Streaming,
+    /// `LowLatencyStreaming` (on by default): status updates carry the pod's
+    /// `instanceIps`.
+    pub instance_ips: bool,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement {
+            namespace: String::new(),
+            cluster_name: String::new(),
+            region: String::new(),
+            kai_scheduler: false,
+            gxcache: false,
+            tolerations: Vec::new(),
+            utils_resources: BTreeMap::from([
+                ("cpu".to_string(), Quantity("4".to_string())),
+                ("memory".to_string(), Quantity("4Gi".to_string())),
+            ]),
+            enforce_resource_limits: false,
+            inference_ready_timeout: Duration::from_secs(2 * 3600),
+            streaming: Streaming::default(),
+            instance_ips: true,
+        }
+    }
+}
+
+/// The low-latency streaming settings of a `STREAMING` function's utils container
+/// (`function/lls.go`: the agent's `NVCF_SBS_ZONE_DNS` and `NVCF_LLS_INTERFACE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Streaming {
+    pub zone_dns: String,
+    pub interface: String,
+}
+
+impl Default for Streaming {
+    fn default() -> Self {
+        Streaming {
+            zone_dns: "http://nvcf-sbs.nvcf-backend.svc.cluster.local:8000".to_string(),
+            interface: "ALL".to_string(),
+        }
+    }
+}
+
+impl Streaming {
+    /// `ZONE_DNS`, `STREAMING_INTERFACE` and the node's address (`getLLSEnvSet`).
+    fn env(&self) -> Vec<EnvVar> {
+        vec![
+            from_field("NVCF_WORKER_NODE_IP", "status.hostIP"),
+            plain("ZONE_DNS", &self.zone_dns),
+            plain("STREAMING_INTERFACE", &self.interface),
+        ]
+    }
 }
 
 /// `sr-<requestId>`: the name of the request's ICMSRequest and Secret.
@@ -99,7 +164,7 @@ pub fn labels(launch: &Launch, placement: &Placement) -> BTreeMap<String, String
         ("ENVIRONMENT".to_string(), launch.icms_environment.clone()),
         (
             "performance_class".to_string(),
-            request.instance_type.clone(),
+            launch.instance_type_value.clone(),
         ),
         ("GPU_COUNT".to_string(), launch.gpu_count.to_string()),
         ("function-id".to_string(), request.function_id.clone()),
@@ -173,7 +238,7 @@ pub fn annotations(launch: &Launch, placement: &Placement) -> BTreeMap<String, S
         ),
         (
             "nvcf.nvidia.io/instance-type-value".to_string(),
-            request.instance_type.clone(),
+            launch.instance_type_value.clone(),
         ),
         (
             "nvcf.nvidia.io/environment".to_string(),
@@ -204,10 +269,11 @@ pub fn icms_request(launch: &Launch, placement: &Placement) -> ICMSRequest {
         "instanceCount": request.instance_count,
         "instanceType": request.instance_type,
         "instanceTypeName": launch.instance_type_name,
-        "instanceTypeValue": request.instance_type,
+        "instanceTypeValue": launch.instance_type_value,
         "requestedGPUCount": launch.gpu_count,
         "gpuType": request.gpu_name,
         "deploymentId": launch.deployment_id,
+        "gpuSpecificationId": launch.gpu_specification_id,
     });
     let spec = ICMSRequestSpec {
         request_id: request.request_id.clone(),
@@ -323,25 +389,134 @@ fn valid_secret_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// The values nvca adds to every container's environment, as plain pod env (NVIDIA's
-/// translator sets the same keys in the pod spec).
-fn request_env(launch: &Launch) -> Vec<EnvVar> {
+/// What the translator adds to the worker environment (`translate_container.go`): these
+/// are plain values in the pod and win over keys of the same name from the message.
+fn worker_additions(launch: &Launch) -> BTreeMap<&'static str, String> {
     let request = &launch.request;
-    let gpu_count = launch.gpu_count.to_string();
-    [
-        ("INSTANCE_TYPE", request.instance_type.as_str()),
-        ("INSTANCE_TYPE_NAME", launch.instance_type_name.as_str()),
-        ("INSTANCE_TYPE_VALUE", request.instance_type.as_str()),
-        ("ICMS_ENVIRONMENT", launch.icms_environment.as_str()),
-        ("CLOUD_PROVIDER", launch.cloud_provider.as_str()),
-        ("NVCF_CLOUD_PROVIDER", launch.cloud_provider.as_str()),
-        ("GPU_NAME", request.gpu_name.as_str()),
-        ("GPU_COUNT", gpu_count.as_str()),
-        ("NVCF_REQUEST_ID", request.request_id.as_str()),
-    ]
-    .into_iter()
-    .map(|(name, value)| plain(name, value))
-    .collect()
+    let mut added = BTreeMap::from([
+        ("ICMS_ENVIRONMENT", launch.icms_environment.clone()),
+        ("CLOUD_PROVIDER", launch.cloud_provider.clone()),
+        ("NVCF_CLOUD_PROVIDER", launch.cloud_provider.clone()),
+        ("GPU_NAME", request.gpu_name.clone()),
+        ("ATTACHED_GPU_COUNT", launch.gpu_count.to_string()),
+    ]);
+    if let Some(legacy) = &launch.legacy_instance_type {
+        added.insert("INSTANCE_TYPE", legacy.clone());
+    }
+    if !launch.instance_type_name.is_empty() && !launch.instance_type_value.is_empty() {
+        added.insert("INSTANCE_TYPE_NAME", launch.instance_type_name.clone());
+        added.insert("INSTANCE_TYPE_VALUE", launch.instance_type_value.clone());
+    }
+    added
+}
+
+/// The environment of the init and utils containers, sorted by name as NVIDIA's
+/// `SortEnvs` leaves it: the worker environment (each value read from the request's
+/// Secret), what the translator adds, `INSTANCE_ID`, and `extra` (plain values that do
+/// a key of the message replaces, e.g. the streaming sidecar's).
+fn worker_env(launch: &Launch, instance_id: &str, extra: Vec<EnvVar>) -> Vec<EnvVar> {
+    let secret = request_name(&launch.request.request_id);
+    let mut env: BTreeMap<String, EnvVar> = extra
+        .into_iter()
+        .map(|var| (var.name.clone(), var))
+        .collect();
+    for key in launch.worker_env.keys().filter(|key| valid_secret_key(key)) {
+        env.insert(key.clone(), from_secret(key, &secret, key));
+    }
+    for (name, value) in worker_additions(launch) {
+        env.insert(name.to_string(), plain(name, &value));
+    }
+    env.insert("INSTANCE_ID".to_string(), plain("INSTANCE_ID", instance_id));
+    env.into_values().collect()
+}
+
+/// The inference container's environment: its own (`INFERENCE_CONTAINER_ENV`, from the
+/// Secret) with the workload values NVIDIA reads from the pod's metadata laid over it
+/// (`common.MakeWorkloadEnvVars`), sorted by name.
+fn inference_env(launch: &Launch) -> Vec<EnvVar> {
+    let secret = request_name(&launch.request.request_id);
+    let mut env: BTreeMap<String, EnvVar> = launch
+        .inference_env
+        .keys()
+        .map(|key| (key, format!("{INFERENCE_KEY_PREFIX}{key}")))
+        .filter(|(_, secret_key)| valid_secret_key(secret_key))
+        .map(|(key, secret_key)| (key.clone(), from_secret(key, &secret, &secret_key)))
+        .collect();
+    for (name, path) in WORKLOAD_FIELDS {
+        env.insert(name.to_string(), from_field(name, path));
+    }
+    env.into_values().collect()
+}
+
+/// NVIDIA's workload environment of a function, each read from the pod's own labels and
+/// annotations (`common/env.go` `MakeWorkloadEnvVars`, `FunctionCreationAction`).
+const WORKLOAD_FIELDS: [(&str, &str); 9] = [
+    (
+        "NVCF_REGION",
+        "metadata.annotations['nvcf.nvidia.io/region']",
+    ),
+    (
+        "NVCF_INSTANCETYPE",
+        "metadata.annotations['nvcf.nvidia.io/instance-type-name']",
+    ),
+    (
+        "NVCF_INSTANCETYPE_VALUE",
+        "metadata.annotations['nvcf.nvidia.io/instance-type-value']",
+    ),
+    (
+        "NVCF_BACKEND",
+        "metadata.annotations['nvcf.nvidia.io/backend']",
+    ),
+    (
+        "NVCF_ENV",
+        "metadata.annotations['nvcf.nvidia.io/environment']",
+    ),
+    ("NVCF_NCA_ID", "metadata.annotations['nca-id']"),
+    ("NVCF_FUNCTION_ID", "metadata.labels['function-id']"),
+    (
+        "NVCF_FUNCTION_VERSION_ID",
+        "metadata.labels['function-version-id']",
+    ),
+    (
+        "NVCF_FUNCTION_NAME",
+        "metadata.annotations['function-name']",
+    ),
+];
+
+/// Set `name` to `value`: in place where the container has it, else at the end
+/// (NVIDIA's `setEnvInPod` and `AddEnvsToContainer` after translation).
+fn set_env(env: &mut Vec<EnvVar>, name: &str, value: &str) {
+    match env.iter_mut().find(|var| var.name == name) {
+        Some(var) => *var = plain(name, value),
+        None => env.push(plain(name, value)),
+    }
+}
+
+/// A Go `time.Duration` as its `String()` writes it (`2h0m0s`, `1m30s`, `500ms`): the
+/// utils container parses `INFERENCE_READY_TIMEOUT` that way.
+fn go_duration(duration: Duration) -> String {
+    let total = duration.as_secs();
+    let nanos = duration.subsec_nanos();
+    if total == 0 {
+        return match nanos {
+            0 => "0s".to_string(),
+            n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+            n if n % 1_000 == 0 => format!("{}µs", n / 1_000),
+            n => format!("{n}ns"),
+        };
+    }
+    let seconds = match nanos {
+        0 => format!("{}s", total % 60),
+        n => {
+            let fraction = format!("{n:09}");
+            format!("{}.{}s", total % 60, fraction.trim_end_matches('0'))
+        }
+    };
+    match (total / 3600, total / 60 % 60) {
+        (0, 0) => seconds,
+        (0, minutes) => format!("{minutes}m{seconds}"),
+        (hours, minutes) => format!("{hours}h{minutes}m{seconds}"),
+    }
 }
 
 fn empty_dir(name: &str, memory: bool) -> Volume {
@@ -387,120 +562,264 @@ fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-fn http_probe(path: &str) -> Probe {
+fn from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The utils sidecar's probes (`common.MutateUtilsProbes`): start-up every second for a
+/// minute, then readiness and liveness every 10 s, two failures.
+fn utils_probe(path: &str, period: i32, failures: i32, timeout: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::Int(UTILS_HEALTH_PORT),
             ..HTTPGetAction::default()
         }),
+        initial_delay_seconds: Some(0),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        success_threshold: Some(1),
+        timeout_seconds: Some(timeout),
         ..Probe::default()
     }
 }
 
-/// Pod `<index>-sr-<requestId>`, one instance of the function.
+fn capabilities(drop: &[&str], add: &[&str]) -> SecurityContext {
+    let names = |list: &[&str]| {
+        (!list.is_empty()).then(|| list.iter().map(|name| name.to_string()).collect())
+    };
+    SecurityContext {
+        capabilities: Some(Capabilities {
+            drop: names(drop),
+            add: names(add),
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The volumes of a function pod and where each container mounts them
+/// (`translate_container.go`; paths from `cache.ModelDirPath`, `ResourceDirPath`,
+/// `function.ConfigDirPath`, `InferenceDirPath`, `common.NVCFInfoDir`).
+const MODEL_DIR: &str = "/config/models";
+const RESOURCE_DIR: &str = "/config/resources";
+const CONFIG_DIR: &str = "/config/shared";
+const INFERENCE_DIR: &str = "/var/inf";
+const INFO_DIR: &str = "/var/run/nvcf/info";
+/// The secrets agent's volumes (`common.EssSecretsDir`, `EssConfigDir`).
+const SECRETS_DIR: &str = "/var/secrets";
+const SECRETS_AGENT_DIR: &str = "/config/ess-agent";
+
+/// A pull Secret of the request (`workload-…-regcred-<i>`, `worker-…-regcred-0`).
+pub fn pull_secret(
+    pull: &PullSecret,
+    launch: &Launch,
+    placement: &Placement,
+    owner: &[OwnerReference],
+) -> Secret {
+    Secret {
+        metadata: meta(pull.name.clone(), launch, placement, owner),
+        type_: Some("kubernetes.io/dockerconfigjson".to_string()),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(pull.docker_config.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// The function secrets agent (ESS, `common/ess.go`): `ess-init` fetches the secrets
+/// before the workload starts, `ess` keeps them fresh; both write under `/var/secrets`,
+/// which the inference and utils containers read.
+fn secrets_agent(image: &str, launch: &Launch, init: bool) -> Container {
+    let request = &launch.request;
+    let resources = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.to_string())),
+            ("memory".to_string(), Quantity(memory.to_string())),
+        ])
+    };
+    Container {
+        name: if init { "ess-init" } else { "ess" }.to_string(),
+        image: Some(image.to_string()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        args: Some(vec![format!("-config={SECRETS_AGENT_DIR}/config.hcl")]),
+        env: Some(vec![
+            plain("ESS_AGENT_INIT", if init { "true" } else { "false" }),
+            plain("SECRET_DEST", &format!("{SECRETS_DIR}/secrets.json")),
+            plain(
+                "SECRET_PATH",
+                &format!(
+                    "functions/{}/versions/{}",
+                    request.function_id, request.function_version_id
+                ),
+            ),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(resources("125m", "64Mi")),
+            limits: Some(resources("250m", "128Mi")),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(capabilities(&["NET_RAW"], &[])),
+        volume_mounts: Some(vec![
+            mount("secret-data", SECRETS_DIR, false),
+            mount("ess-data", SECRETS_AGENT_DIR, false),
+        ]),
+        ..Container::default()
+    }
+}
+
+/// Pod `<index>-sr-<requestId>`, one instance of the function, as NVIDIA's translator and
+/// agent make it (`translate_container.go`, then `applyFunctionCreationMessage` and
+/// `CreatePodArtifactInstances`).
 pub fn pod(
     launch: &Launch,
     instance_id: &str,
     placement: &Placement,
     owner: &[OwnerReference],
 ) -> Pod {
-    let request = &launch.request;
-    let name = request_name(&request.request_id);
-    let mut instance_env = request_env(launch);
-    instance_env.extend([
-        plain("INSTANCE_ID", instance_id),
-        plain("NVCF_INSTANCE_ID", instance_id),
-    ]);
-    let mut worker_env: Vec<EnvVar> = launch
-        .worker_env
-        .keys()
-        .filter(|key| valid_secret_key(key))
-        .map(|key| from_secret(key, &name, key))
-        .collect();
-    worker_env.extend(instance_env.clone());
-    let mut inference_env: Vec<EnvVar> = launch
-        .inference_env
-        .keys()
-        .filter(|key| valid_secret_key(&format!("{INFERENCE_KEY_PREFIX}{key}")))
-        .map(|key| from_secret(key, &name, &format!("{INFERENCE_KEY_PREFIX}{key}")))
-        .collect();
-    inference_env.extend(instance_env);
     let gpus = BTreeMap::from([(
         GPU_RESOURCE.to_string(),
         Quantity(launch.gpu_count.to_string()),
     )]);
-    let infra_security = SecurityContext {
-        capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
-            drop: Some(vec!["NET_RAW".to_string()]),
-            add: None,
-        }),
-        ..SecurityContext::default()
+    let infra_resources = ResourceRequirements {
+        requests: Some(placement.utils_resources.clone()),
+        limits: placement
+            .enforce_resource_limits
+            .then(|| placement.utils_resources.clone()),
+        ..ResourceRequirements::default()
     };
+    let mut inference_env = inference_env(launch);
+    let streaming_env = if launch.streaming {
+        placement.streaming.env()
+    } else {
+        Vec::new()
+    };
+    let mut utils_env = worker_env(launch, instance_id, streaming_env);
+    let mut init_env = worker_env(launch, instance_id, Vec::new());
+    set_env(
+        &mut utils_env,
+        "INFERENCE_READY_TIMEOUT",
+        &go_duration(placement.inference_ready_timeout),
+    );
+    for env in [&mut inference_env, &mut utils_env, &mut init_env] {
+        set_env(env, "INSTANCE_ID", instance_id);
+        set_env(env, "NVCF_INSTANCE_ID", instance_id);
+    }
+    let mut inference_mounts = vec![
+        mount("model-data", MODEL_DIR, false),
+        mount("model-data", RESOURCE_DIR, false),
+        mount("inference-data", INFERENCE_DIR, false),
+        mount("instance-data", INFO_DIR, true),
+        mount("dshm", "/dev/shm", false),
+    ];
+    let mut utils_mounts = vec![
+        mount("config-data", CONFIG_DIR, false),
+        mount("inference-data", INFERENCE_DIR, false),
+        mount("instance-data", INFO_DIR, false),
+    ];
+    let mut init_mounts = vec![
+        mount("model-data", MODEL_DIR, false),
+        mount("model-data", RESOURCE_DIR, false),
+        mount("config-data", CONFIG_DIR, false),
+        mount("instance-data", INFO_DIR, false),
+    ];
+    let mut volumes = vec![
+        empty_dir("model-data", false),
+        empty_dir("config-data", false),
+        empty_dir("inference-data", false),
+        empty_dir("instance-data", false),
+        empty_dir("dshm", true),
+    ];
+    if launch.secrets_agent.is_some() {
+        inference_mounts.push(mount("secret-data", SECRETS_DIR, true));
+        utils_mounts.push(mount("secret-data", SECRETS_DIR, true));
+        utils_mounts.push(mount("ess-data", SECRETS_AGENT_DIR, false));
+        init_mounts.push(mount("ess-data", SECRETS_AGENT_DIR, false));
+        volumes.push(empty_dir("secret-data", false));
+        volumes.push(empty_dir("ess-data", false));
+    }
     let inference = Container {
         name: INFERENCE_CONTAINER.to_string(),
         image: Some(launch.inference_image.clone()),
         image_pull_policy: Some("IfNotPresent".to_string()),
         args: (!launch.inference_args.is_empty()).then(|| launch.inference_args.clone()),
         env: Some(inference_env),
-        ports: Some(vec![ContainerPort {
-            name: Some(INFERENCE_CONTAINER.to_string()),
-            container_port: launch.inference_port,
-            ..ContainerPort::default()
-        }]),
         resources: Some(ResourceRequirements {
             requests: Some(gpus.clone()),
             limits: Some(gpus),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
-                drop: Some(vec!["ALL".to_string()]),
-                add: Some(vec!["NET_BIND_SERVICE".to_string()]),
-            }),
-            ..SecurityContext::default()
-        }),
-        volume_mounts: Some(vec![
-            mount("model-data", "/config/models", false),
-            mount("inference-data", "/var/inf/inferenceData", false),
-            mount("instance-data", "/var/run/nvcf", true),
-            mount("dshm", "/dev/shm", false),
-        ]),
+        security_context: Some(capabilities(&["ALL"], &["NET_BIND_SERVICE"])),
+        volume_mounts: Some(inference_mounts),
         ..Container::default()
     };
     let utils = Container {
         name: UTILS_CONTAINER.to_string(),
         image: Some(launch.utils_image.clone()),
         image_pull_policy: Some("IfNotPresent".to_string()),
-        env: Some(worker_env.clone()),
-        security_context: Some(infra_security.clone()),
-        startup_probe: Some(http_probe("/v1/health/live")),
-        liveness_probe: Some(http_probe("/v1/health/live")),
-        readiness_probe: Some(http_probe("/v1/health/ready")),
-        volume_mounts: Some(vec![
-            mount("config-data", "/config", false),
-            mount("inference-data", "/var/inf/inferenceData", false),
-            mount("instance-data", "/var/run/nvcf", false),
-        ]),
+        env: Some(utils_env),
+        resources: Some(infra_resources.clone()),
+        security_context: Some(capabilities(&["NET_RAW"], &[])),
+        startup_probe: Some(utils_probe("/v1/health/live", 1, 60, 1)),
+        readiness_probe: Some(utils_probe("/v1/health/ready", 10, 2, 6)),
+        liveness_probe: Some(utils_probe("/v1/health/live", 10, 2, 1)),
+        volume_mounts: Some(utils_mounts),
         ..Container::default()
     };
-    let init = launch.init_image.as_ref().map(|image| Container {
+    let init = Container {
         name: INIT_CONTAINER.to_string(),
-        image: Some(image.clone()),
+        image: Some(launch.init_image.clone()),
         image_pull_policy: Some("IfNotPresent".to_string()),
-        env: Some(worker_env),
-        security_context: Some(infra_security),
-        volume_mounts: Some(vec![
-            mount("model-data", "/config/models", false),
-            mount("config-data", "/config", false),
-            mount("instance-data", "/var/run/nvcf", false),
-        ]),
+        env: Some(init_env),
+        resources: Some(infra_resources),
+        security_context: Some(capabilities(&["NET_RAW"], &[])),
+        volume_mounts: Some(init_mounts),
         ..Container::default()
-    });
+    };
+    // NVIDIA's order: the secrets agent before the inference container, its init after
+    // the worker init (which writes the agent's config).
+    let mut containers = Vec::new();
+    let mut init_containers = vec![init];
+    if let Some(image) = &launch.secrets_agent {
+        containers.push(secrets_agent(image, launch, false));
+        init_containers.push(secrets_agent(image, launch, true));
+    }
+    containers.extend([inference, utils]);
     let mut labels = labels(launch, placement);
     if placement.kai_scheduler {
         labels.insert(KAI_QUEUE_LABEL.to_string(), KAI_DEFAULT_QUEUE.to_string());
     }
+    // The workload tolerations first, then NVIDIA's GPU toleration unless already there
+    // (`common.MergeTolerations`, `AddNVIDIAGPUNoScheduleToleration`).
+    let mut tolerations = Vec::new();
+    let gpu_toleration = Toleration {
+        key: Some(GPU_RESOURCE.to_string()),
+        operator: Some("Exists".to_string()),
+        effect: Some("NoSchedule".to_string()),
+        ..Toleration::default()
+    };
+    for toleration in placement.tolerations.iter().chain([&gpu_toleration]) {
+        if !tolerations.contains(toleration) {
+            tolerations.push(toleration.clone());
+        }
+    }
+    let pull_secrets: Vec<_> = launch
+        .pull_secrets
+        .iter()
+        .map(|secret| LocalObjectReference {
+            name: secret.name.clone(),
+        })
+        .collect();
     Pod {
         metadata: ObjectMeta {
             labels: Some(labels),
@@ -511,19 +830,8 @@ pub fn pod(
             termination_grace_period_seconds: Some(GRACE_SECONDS),
             restart_policy: Some("Always".to_string()),
             scheduler_name: placement.kai_scheduler.then(|| KAI_SCHEDULER.to_string()),
-            image_pull_secrets: (!placement.image_pull_secrets.is_empty()).then(|| {
-                placement
-                    .image_pull_secrets
-                    .iter()
-                    .map(|name| LocalObjectReference { name: name.clone() })
-                    .collect()
-            }),
-            tolerations: Some(vec![Toleration {
-                key: Some(GPU_RESOURCE.to_string()),
-                operator: Some("Exists".to_string()),
-                effect: Some("NoSchedule".to_string()),
-                ..Toleration::default()
-            }]),
+            image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
+            tolerations: Some(tolerations),
             affinity: Some(Affinity {
                 node_affinity: Some(NodeAffinity {
                     required_during_scheduling_ignored_during_execution: Some(NodeSelector {
@@ -531,7 +839,7 @@ pub fn pod(
                             match_expressions: Some(vec![NodeSelectorRequirement {
                                 key: INSTANCE_TYPE_LABEL.to_string(),
                                 operator: "In".to_string(),
-                                values: Some(vec![request.instance_type.clone()]),
+                                values: Some(vec![launch.instance_type_value.clone()]),
                             }]),
                             ..NodeSelectorTerm::default()
                         }],
@@ -540,15 +848,9 @@ pub fn pod(
                 }),
                 ..Affinity::default()
             }),
-            init_containers: init.map(|init| vec![init]),
-            containers: vec![inference, utils],
-            volumes: Some(vec![
-                empty_dir("model-data", false),
-                empty_dir("config-data", false),
-                empty_dir("inference-data", false),
-                empty_dir("instance-data", false),
-                empty_dir("dshm", true),
-            ]),
+            init_containers: Some(init_containers),
+            containers,
+            volumes: Some(volumes),
             ..PodSpec::default()
         }),
         ..Pod::default()
@@ -566,9 +868,25 @@ mod tests {
             cluster_name: "ncp-local".to_string(),
             region: "us-west-1".to_string(),
             kai_scheduler: true,
-            gxcache: false,
-            image_pull_secrets: vec!["ngc-pull".to_string()],
+            tolerations: vec![Toleration {
+                key: Some("dedicated".to_string()),
+                operator: Some("Equal".to_string()),
+                value: Some("gpu".to_string()),
+                effect: Some("NoSchedule".to_string()),
+                ..Toleration::default()
+            }],
+            ..Placement::default()
         }
+    }
+
+    fn names(env: &[EnvVar]) -> Vec<&str> {
+        env.iter().map(|var| var.name.as_str()).collect()
+    }
+
+    fn find<'a>(env: &'a [EnvVar], name: &str) -> &'a EnvVar {
+        env.iter()
+            .find(|var| var.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", names(env)))
     }
 
     #[test]
@@ -584,6 +902,7 @@ mod tests {
             ("function-id", "f1"),
             ("FUNCTION_VERSION_ID", "v1"),
             ("gpu-name", "H100"),
+            ("performance_class", "ON-PREM.GPU.H100"),
             ("nvcf.nvidia.io/message-batch-id", "b1"),
             ("kai.scheduler/queue", "default-queue"),
         ] {
@@ -595,19 +914,20 @@ mod tests {
         assert_eq!(annotations["nvcf.nvidia.io/backend"], "ncp-local");
         let spec = pod.spec.unwrap();
         assert_eq!(spec.scheduler_name.as_deref(), Some("kai-scheduler"));
-        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["inference", "utils"]);
-        assert_eq!(spec.init_containers.unwrap()[0].name, "init");
+        let containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(containers, ["inference", "utils"]);
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.name, "init");
         let inference = &spec.containers[0];
+        let resources = inference.resources.as_ref().unwrap();
         assert_eq!(
-            inference
-                .resources
-                .as_ref()
-                .unwrap()
-                .limits
-                .as_ref()
-                .unwrap()["nvidia.com/gpu"],
+            resources.limits.as_ref().unwrap()["nvidia.com/gpu"],
             Quantity("2".to_string())
+        );
+        assert_eq!(resources.requests, resources.limits);
+        assert!(
+            inference.ports.is_none(),
+            "NVIDIA's inference container names no port"
         );
         let term = &spec
             .affinity
@@ -623,14 +943,14 @@ mod tests {
             requirement.values.as_deref(),
             Some(&["ON-PREM.GPU.H100".to_string()][..])
         );
-        assert_eq!(spec.image_pull_secrets.unwrap()[0].name, "ngc-pull");
-        let token = spec.containers[1]
-            .env
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|env| env.name == "NVCF_WORKER_TOKEN")
-            .unwrap();
+        let tolerations = spec.tolerations.unwrap();
+        let keys: Vec<_> = tolerations.iter().map(|t| t.key.as_deref()).collect();
+        assert_eq!(keys, [Some("dedicated"), Some("nvidia.com/gpu")]);
+        assert!(spec.image_pull_secrets.is_none());
+        let token = find(
+            spec.containers[1].env.as_ref().unwrap(),
+            "NVCF_WORKER_TOKEN",
+        );
         assert!(
             token.value.is_none(),
             "secrets are referenced, never inlined"
@@ -646,6 +966,236 @@ mod tests {
                 .name,
             "sr-r1"
         );
+    }
+
+    /// The environment, mounts, probes and resources of each container, as
+    /// `translate_container.go` and `CreatePodArtifactInstances` leave them.
+    #[test]
+    fn each_container_gets_nvidias_environment_mounts_probes_and_resources() {
+        let spec = pod(&sample(), "0-sr-r1", &placement(), &[]).spec.unwrap();
+        let inference = spec.containers[0].env.clone().unwrap();
+        assert_eq!(
+            names(&inference),
+            [
+                "NVCF_BACKEND",
+                "NVCF_ENV",
+                "NVCF_FUNCTION_ID",
+                "NVCF_FUNCTION_NAME",
+                "NVCF_FUNCTION_VERSION_ID",
+                "NVCF_INSTANCETYPE",
+                "NVCF_INSTANCETYPE_VALUE",
+                "NVCF_NCA_ID",
+                "NVCF_REGION",
+                "INSTANCE_ID",
+                "NVCF_INSTANCE_ID",
+            ]
+        );
+        let region = find(&inference, "NVCF_REGION").value_from.clone().unwrap();
+        assert_eq!(
+            region.field_ref.unwrap().field_path,
+            "metadata.annotations['nvcf.nvidia.io/region']"
+        );
+        let utils = spec.containers[1].env.clone().unwrap();
+        for (name, value) in [
+            ("ATTACHED_GPU_COUNT", "2"),
+            ("GPU_NAME", "H100"),
+            ("ICMS_ENVIRONMENT", "prod"),
+            ("NVCF_CLOUD_PROVIDER", "ON-PREM"),
+            ("CLOUD_PROVIDER", "ON-PREM"),
+            ("INSTANCE_TYPE", "ON-PREM.GPU.H100"),
+            ("INSTANCE_TYPE_NAME", "ON-PREM.GPU.H100_2x"),
+            ("INSTANCE_TYPE_VALUE", "ON-PREM.GPU.H100"),
+            ("INSTANCE_ID", "0-sr-r1"),
+            ("NVCF_INSTANCE_ID", "0-sr-r1"),
+            ("INFERENCE_READY_TIMEOUT", "2h0m0s"),
+        ] {
+            assert_eq!(find(&utils, name).value.as_deref(), Some(value), "{name}");
+        }
+        assert!(!names(&utils).contains(&"GPU_COUNT"));
+        let init = spec.init_containers.unwrap()[0].env.clone().unwrap();
+        assert!(!names(&init).contains(&"INFERENCE_READY_TIMEOUT"));
+        assert_eq!(
+            find(&init, "ATTACHED_GPU_COUNT").value.as_deref(),
+            Some("2")
+        );
+        let sorted = |env: &[EnvVar], tail: usize| {
+            let head = names(env);
+            let head = &head[..head.len() - tail];
+            head.windows(2).all(|pair| pair[0] <= pair[1])
+        };
+        assert!(
+            sorted(&utils, 2) && sorted(&init, 1),
+            "sorted as SortEnvs leaves them"
+        );
+
+        let mounts = |container: &Container| -> Vec<(String, String)> {
+            container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| (m.name.clone(), m.mount_path.clone()))
+                .collect()
+        };
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            mounts(&spec.containers[0]),
+            pairs(&[
+                ("model-data", "/config/models"),
+                ("model-data", "/config/resources"),
+                ("inference-data", "/var/inf"),
+                ("instance-data", "/var/run/nvcf/info"),
+                ("dshm", "/dev/shm"),
+            ])
+        );
+        assert_eq!(
+            mounts(&spec.containers[1]),
+            pairs(&[
+                ("config-data", "/config/shared"),
+                ("inference-data", "/var/inf"),
+                ("instance-data", "/var/run/nvcf/info"),
+            ])
+        );
+        let utils = &spec.containers[1];
+        let startup = utils.startup_probe.clone().unwrap();
+        assert_eq!(
+            (startup.period_seconds, startup.failure_threshold),
+            (Some(1), Some(60))
+        );
+        let ready = utils.readiness_probe.clone().unwrap();
+        assert_eq!(
+            (
+                ready.period_seconds,
+                ready.failure_threshold,
+                ready.timeout_seconds
+            ),
+            (Some(10), Some(2), Some(6))
+        );
+        let resources = utils.resources.clone().unwrap();
+        assert_eq!(
+            resources.requests.unwrap()["cpu"],
+            Quantity("4".to_string())
+        );
+        assert!(resources.limits.is_none(), "limits only when enforced");
+    }
+
+    #[test]
+    fn a_streaming_pod_tells_utils_where_the_stream_broker_is() {
+        let mut launch = sample();
+        launch.streaming = true;
+        let spec = pod(&launch, "0-sr-r1", &placement(), &[]).spec.unwrap();
+        let utils = spec.containers[1].env.clone().unwrap();
+        assert_eq!(
+            find(&utils, "STREAMING_INTERFACE").value.as_deref(),
+            Some("ALL")
+        );
+        assert_eq!(
+            find(&utils, "ZONE_DNS").value.as_deref(),
+            Some("http://nvcf-sbs.nvcf-backend.svc.cluster.local:8000")
+        );
+        let node = find(&utils, "NVCF_WORKER_NODE_IP")
+            .value_from
+            .clone()
+            .unwrap();
+        assert_eq!(node.field_ref.unwrap().field_path, "status.hostIP");
+    }
+
+    #[test]
+    fn pull_secrets_are_dockerconfigjson_secrets_the_pod_names_in_order() {
+        let mut launch = sample();
+        launch.pull_secrets = vec![
+            PullSecret {
+                name: "workload-sr-r1-regcred-0".to_string(),
+                docker_config: r#"{"auths":{"r.io":{"auth":"eDp5"}}}"#.to_string(),
+            },
+            PullSecret {
+                name: "worker-sr-r1-regcred-0".to_string(),
+                docker_config: r#"{"auths":{"nvcr.io":{"auth":"eDp5"}}}"#.to_string(),
+            },
+        ];
+        let secret = pull_secret(&launch.pull_secrets[0], &launch, &placement(), &[]);
+        assert_eq!(
+            secret.type_.as_deref(),
+            Some("kubernetes.io/dockerconfigjson")
+        );
+        assert!(secret.data.unwrap().contains_key(".dockerconfigjson"));
+        assert_eq!(secret.metadata.labels.unwrap()["icms-request-id"], "r1");
+        let spec = pod(&launch, "0-sr-r1", &placement(), &[]).spec.unwrap();
+        let names: Vec<_> = spec
+            .image_pull_secrets
+            .unwrap()
+            .into_iter()
+            .map(|reference| reference.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["workload-sr-r1-regcred-0", "worker-sr-r1-regcred-0"]
+        );
+    }
+
+    #[test]
+    fn a_function_with_secrets_gets_the_secrets_agent_where_nvidia_puts_it() {
+        let mut launch = sample();
+        launch.secrets_agent = Some("nvcr.io/nvidia/ess-agent:1".to_string());
+        let spec = pod(&launch, "0-sr-r1", &placement(), &[]).spec.unwrap();
+        let containers: Vec<_> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(containers, ["ess", "inference", "utils"]);
+        let inits: Vec<_> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(inits, ["init", "ess-init"]);
+        let ess = &spec.containers[0];
+        assert_eq!(
+            ess.args.as_deref(),
+            Some(&["-config=/config/ess-agent/config.hcl".to_string()][..])
+        );
+        let env = ess.env.clone().unwrap();
+        assert_eq!(find(&env, "ESS_AGENT_INIT").value.as_deref(), Some("false"));
+        assert_eq!(
+            find(&env, "SECRET_PATH").value.as_deref(),
+            Some("functions/f1/versions/v1")
+        );
+        let inference = &spec.containers[1];
+        let secrets = inference
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "secret-data")
+            .unwrap();
+        assert_eq!(
+            (secrets.mount_path.as_str(), secrets.read_only),
+            ("/var/secrets", Some(true))
+        );
+        let volumes: Vec<_> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert!(
+            volumes.ends_with(&["secret-data", "ess-data"]),
+            "{volumes:?}"
+        );
+    }
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        for (duration, text) in [
+            (Duration::from_secs(7200), "2h0m0s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(5), "5s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(go_duration(duration), text);
+        }
     }
 
     #[test]

@@ -15,7 +15,10 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 
+use std::sync::Arc;
+
 use super::Driver;
+use super::addresses::Addresses;
 use super::objects::LABEL_REQUEST_ID;
 use super::observe::observe;
 use crate::kube::watched_pod::WatchedPod;
@@ -29,6 +32,7 @@ pub(super) struct PodWatch {
     pub(super) rejudge: Duration,
     /// The last observation sent, by pod name, with its request id.
     pub(super) seen: HashMap<String, (String, PodObservation)>,
+    pub(super) addresses: Arc<Addresses>,
 }
 
 impl PodWatch {
@@ -68,6 +72,7 @@ impl PodWatch {
         let Some((name, request)) = Self::identify(pod) else {
             return;
         };
+        self.addresses.seen(&name, pod);
         let observation = observe(pod);
         if self
             .seen
@@ -99,6 +104,7 @@ impl PodWatch {
             return;
         };
         self.seen.remove(&name);
+        self.addresses.gone(&name);
         if !self.live(&request) {
             return;
         }

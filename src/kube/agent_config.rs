@@ -212,6 +212,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "workerStartupTimeout",
             "workerDegradationTimeout",
             "functionEnvOverrides",
+            "tolerations",
         ],
     ),
 ];
@@ -219,7 +220,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
 /// Keys whose value is a list; an environment override gives them comma-separated.
 const LIST_KEYS: [&str; 2] = ["featureFlags", "attributes"];
 /// Keys whose value is a map: no environment override (NVIDIA's agent fails on one).
-const MAP_KEYS: [&str; 1] = ["functionEnvOverrides"];
+const MAP_KEYS: [&str; 2] = ["functionEnvOverrides", "tolerations"];
 
 /// NVIDIA's environment variable for `section.key`: `NVCA_`, then each name split where
 /// its case changes (`L/autobind_env.go` `joinByCamelCase`), in capitals:

@@ -1536,7 +1536,9 @@ mod tests {
         assert_eq!(report.system_failure.as_deref(), Some("image-pull-issues"));
         assert_eq!(
             report.error_log.as_deref(),
-            Some("image pull failing (ErrImagePull) after 2m")
+            Some(
+                "pod terminated due to state image-pull-issues: image pull failing (ErrImagePull) after 2m"
+            )
         );
         assert_eq!(
             effects[2],
@@ -1600,7 +1602,10 @@ mod tests {
         );
         assert_eq!(
             report.error_log.as_deref(),
-            Some("pod 0-sr-r1 cannot be created: admission webhook denied the request")
+            Some(
+                "pod terminated due to state instance-terminated-terminal-error: pod 0-sr-r1 \
+                 cannot be created: admission webhook denied the request"
+            )
         );
     }
 

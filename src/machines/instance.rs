@@ -210,7 +210,17 @@ impl Instance {
             action,
             termination_cause,
             system_failure: termination_cause.map(|cause| cause.wire().to_string()),
-            error_log: self.detail.clone().filter(|_| termination_cause.is_some()),
+            // NVIDIA's first line of a purged pod's log (`k8scomputebackend.go`).
+            error_log: match (cause, &self.detail) {
+                (Some(EndCause::Failure(class)), Some(detail)) => Some(format!(
+                    "pod terminated due to state {}: {detail}",
+                    class.wire()
+                )),
+                (Some(EndCause::Failure(class)), None) => {
+                    Some(format!("pod terminated due to state {}", class.wire()))
+                }
+                _ => None,
+            },
         })
     }
 }
@@ -386,7 +396,7 @@ mod tests {
         assert_eq!(report.system_failure.as_deref(), Some("degraded-worker"));
         assert_eq!(
             report.error_log.as_deref(),
-            Some("worker not ready for 30m")
+            Some("pod terminated due to state degraded-worker: worker not ready for 30m")
         );
         let gone = Instance {
             state: InstanceState::Terminated(EndCause::Failure(class)),

@@ -414,7 +414,7 @@ pub struct TerminationRequest {
     pub availability_zone: Option<String>,
 }
 
-fn non_empty(value: &Option<String>) -> Option<String> {
+pub(crate) fn non_empty(value: &Option<String>) -> Option<String> {
     value.as_ref().filter(|v| !v.trim().is_empty()).cloned()
 }
 

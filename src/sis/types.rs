@@ -601,6 +601,12 @@ pub struct CreationMessage {
         rename = "requestedGPUCount"
     )]
     pub requested_gpu_count: Option<u32>,
+    /// The deployment and GPU specification (NVIDIA's `CreationQueueMessageMetadata`),
+    /// labelled on every object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_specification_id: Option<String>,
 }
 
 /// A termination message as SIS publishes it (`ByocTerminatePodMessageModel`).
