@@ -1034,6 +1034,16 @@ async fn pods_that_fail_as_real_ones_do_are_reported_with_nvidias_causes() {
             Some(&InstanceState::Starting),
             "{image}"
         );
+        // NVIDIA's errorLog: the cause, then the state of each container as last seen
+        // (the fault node's kwok stages give the inference container's alone).
+        let log = instance.health_info.error_log.clone().unwrap_or_default();
+        assert!(
+            log.starts_with(&format!("pod terminated due to state {cause}: "))
+                && log.contains("\n---\nCONTAINER inference ")
+                && log.ends_with("\n---\n"),
+            "{image}: {log}"
+        );
+        assert!(instance.health_info.error_source.is_none(), "{image}");
         eventually(WAIT, &format!("the pod of {image} gone"), || async {
             world.pods(request_id).await.is_empty().then_some(())
         })

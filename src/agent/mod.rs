@@ -597,6 +597,13 @@ async fn run_functions(
         instance_ips: settings.features.is_enabled("LowLatencyStreaming"),
         ..Placement::default()
     };
+    if !settings.features.is_enabled("AutoPurgeDegradedWorkers") {
+        tracing::warn!(
+            "feature flag AutoPurgeDegradedWorkers is off, but nvca always deletes a degraded \
+             worker's pod and reports it terminated (degraded-worker) so that NVCF places a \
+             new one; remove -AutoPurgeDegradedWorkers from agent.featureFlags to silence this"
+        );
+    }
     let handle = loop {
         let mut function_settings = FunctionsSettings::new(placement.clone());
         function_settings.timeouts = settings.timeouts;

@@ -17,11 +17,11 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::addresses::Addresses;
 use super::launch::{self, Launch};
 use super::metrics::Metrics;
 use super::objects::{self, MESSAGE_KEY, Placement, request_name};
 use super::projector::Projector;
+use super::seen_pods::SeenPods;
 use super::sis_view::{SisView, Verdict};
 use crate::driver::{EffectError, Executor};
 use crate::kube::crd::ICMSRequest;
@@ -66,8 +66,8 @@ pub struct FunctionExecutor {
     pub(super) metrics: Arc<Metrics>,
     /// What SIS has heard of each instance: no state is reported twice.
     pub(super) sis_view: Arc<SisView>,
-    /// Each pod's addresses, for `instanceIps`.
-    addresses: Arc<Addresses>,
+    /// What status updates carry of each pod: `instanceIps`, container states.
+    seen_pods: Arc<SeenPods>,
     /// The ICMSRequest status writer.
     projector: Arc<Projector>,
     /// By request id; so creating pods need not read the Secret and ICMSRequest back.
@@ -85,7 +85,7 @@ impl FunctionExecutor {
         ack_retry: Duration,
         metrics: Arc<Metrics>,
         sis_view: Arc<SisView>,
-        addresses: Arc<Addresses>,
+        seen_pods: Arc<SeenPods>,
     ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_string(),
@@ -102,7 +102,7 @@ impl FunctionExecutor {
             ack_retry,
             metrics,
             sis_view,
-            addresses,
+            seen_pods,
             known: Mutex::new(HashMap::new()),
         }
     }
@@ -304,6 +304,7 @@ impl FunctionExecutor {
     }
 
     async fn delete_instance(&self, instance_id: &str) -> Result<Event, EffectError> {
+        self.seen_pods.set_aside(instance_id);
         let pods = self.api::<Pod>();
         delete(&pods, instance_id).await?;
         let deadline = tokio::time::Instant::now() + DELETE_WAIT;
@@ -342,7 +343,15 @@ impl FunctionExecutor {
         let mut update = wire_update(report);
         let instance = &report.instance_id;
         if self.placement.instance_ips {
-            update.instance_ips = self.addresses.of(instance);
+            update.instance_ips = self.seen_pods.addresses(instance);
+        }
+        if report.instance_state == WireInstanceState::Terminated {
+            let containers = self.seen_pods.last_containers(instance);
+            if let (Some(log), Some(containers)) = (&mut update.health_info.error_log, containers) {
+                // NVIDIA's errorLog of a failed pod: the cause, then each container's state.
+                log.push_str("\n---\n");
+                log.push_str(&containers);
+            }
         }
         let state: &'static str = report.instance_state.into();
         let reported = Event::InstanceReported {

@@ -160,7 +160,9 @@ pub fn read(
     };
     let function_type = match &creation.workload {
         Workload::Task { task_type, .. } => {
-            let what = if task_type.as_deref() == Some("HELM") {
+            let helm = matches!(task_type.as_deref(), Some("HELM" | "HELMCHART"))
+                || spec_value(creation, "helmChart").is_some_and(|chart| !chart.is_null());
+            let what = if helm {
                 "Helm tasks"
             } else {
                 "container tasks"
@@ -177,6 +179,16 @@ pub fn read(
         return Err(refuse(
             "nvca does not deploy Helm functions (MiniService) yet; deploy this function on a \
              cluster with NVIDIA's agent"
+                .to_string(),
+        ));
+    }
+    // NVCF's older messages carried ready-made objects instead of an environment; NVIDIA's
+    // agent still applies them, nvca does not.
+    if spec_text(creation, "environment").is_none() && creation.message.launch_artifacts.is_some() {
+        return Err(refuse(
+            "nvca does not run legacy launchArtifacts (pod, Secret and ConfigMap specs in the \
+             message); NVCF sends a launch specification with an environment instead — \
+             redeploy the function, or run it on a cluster with NVIDIA's agent"
                 .to_string(),
         ));
     }
@@ -490,6 +502,117 @@ pub(crate) mod tests {
         let launch = read(&message, &BTreeMap::new()).unwrap();
         assert!(launch.streaming);
         assert_eq!(launch.utils_image, "nvcr.io/lls:4");
+    }
+
+    fn fixture(name: &str) -> CreationRequest {
+        let path = format!(
+            "{}/fixtures/functions/messages/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let message: CreationMessage = serde_json::from_str(&text).unwrap();
+        CreationRequest::from_message(message).unwrap()
+    }
+
+    /// Every shape NVCF sends, from fixtures of our own: run with NVIDIA's pod shape, or
+    /// refused naming why — never a plain container by mistake.
+    #[test]
+    fn fixture_shapes_run_or_are_refused_by_name() {
+        use crate::functions::objects::{Placement, pod};
+        let ran = |name: &str| {
+            let launch = read(&fixture(name), &BTreeMap::new())
+                .unwrap_or_else(|refusal| panic!("{name}: {}", refusal.reason));
+            let spec = pod(&launch, "0-sr-x", &Placement::default(), &[])
+                .spec
+                .unwrap();
+            let names = |list: &[k8s_openapi::api::core::v1::Container]| {
+                list.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+            };
+            let pulls: Vec<String> = spec
+                .image_pull_secrets
+                .iter()
+                .flatten()
+                .map(|r| r.name.clone())
+                .collect();
+            (
+                launch,
+                names(&spec.init_containers.unwrap_or_default()),
+                names(&spec.containers),
+                pulls,
+            )
+        };
+        let (launch, inits, containers, pulls) = ran("container.json");
+        assert_eq!(
+            (inits, containers),
+            (
+                vec!["init".to_string()],
+                vec!["inference".to_string(), "utils".to_string()]
+            )
+        );
+        assert_eq!(
+            launch.inference_args,
+            ["--port", "8000", "--name", "echo fixture"]
+        );
+        assert_eq!(launch.inference_env["MODEL"], "echo");
+        assert!(pulls.is_empty());
+
+        let (_, _, _, pulls) = ran("private-registry.json");
+        assert_eq!(
+            pulls,
+            [
+                "workload-sr-fixture-registry-regcred-0",
+                "worker-sr-fixture-registry-regcred-0"
+            ]
+        );
+        let (launch, _, _, _) = ran("streaming.json");
+        assert!(launch.streaming);
+        assert_eq!(launch.utils_image, "workers.example.com/nvcf/lls:0.1");
+        let (_, inits, containers, _) = ran("secrets.json");
+        assert_eq!(inits, ["init", "ess-init"]);
+        assert_eq!(containers, ["ess", "inference", "utils"]);
+
+        for (name, words) in [
+            ("llm.json", "LLM functions"),
+            ("telemetry.json", "telemetry"),
+            ("helm.json", "Helm functions"),
+            ("task.json", "container tasks"),
+        ] {
+            let refusal = read(&fixture(name), &BTreeMap::new()).unwrap_err();
+            assert!(refusal.reason.contains(words), "{name}: {}", refusal.reason);
+        }
+    }
+
+    #[test]
+    fn legacy_artifacts_and_helm_tasks_are_refused_by_their_names() {
+        let message: CreationMessage = serde_json::from_value(serde_json::json!({
+            "requestId": "r2", "action": "RequestSpotInstances",
+            "functionDetails": {"functionId": "f", "functionVersionId": "v"},
+            "instanceType": "ON-PREM.GPU.H100", "instanceCount": 1,
+            "launchArtifacts": [{"artifactType": "POD_SPEC", "artifactSpec": "e30="}],
+        }))
+        .unwrap();
+        let refusal = read(
+            &CreationRequest::from_message(message).unwrap(),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            refusal.reason.contains("launchArtifacts"),
+            "{}",
+            refusal.reason
+        );
+        let task: CreationMessage = serde_json::from_value(serde_json::json!({
+            "requestId": "t2", "action": "RequestSpotInstancesForTask",
+            "taskDetails": {"taskId": "task-2", "taskType": "HELMCHART"},
+            "instanceType": "ON-PREM.GPU.H100", "instanceCount": 1
+        }))
+        .unwrap();
+        let refusal = read(
+            &CreationRequest::from_message(task).unwrap(),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(refusal.reason.contains("Helm tasks"), "{}", refusal.reason);
     }
 
     #[test]

@@ -17,8 +17,8 @@
 //! - the function machines ([`crate::machines::function`]), run by the driver with
 //!   [`executor::FunctionExecutor`] (pods, the ICMSRequest projection, SIS calls, queue
 //!   acks, Events);
-//! - [`pods`]: the pod watch feeding `PodObserved` and `InstanceDeleted`, and each pod's
-//!   addresses ([`addresses`]) for the `instanceIps` of status updates;
+//! - [`pods`]: the pod watch feeding `PodObserved` and `InstanceDeleted`, and what
+//!   status updates carry of each pod ([`seen_pods`]: `instanceIps`, container states);
 //! - [`reconcile`]: SIS's periodic instance list, handed to the machines;
 //! - [`projector`]: the ICMSRequest status, written off the deployments' path;
 //! - [`rebuild`]: at start, a machine for every ICMSRequest the store has lost, and the
@@ -32,7 +32,6 @@
 //! [`observe`] (a pod as the machine judges it).
 //! docs/functions.md describes the flow and its NVIDIA sources.
 
-mod addresses;
 pub mod executor;
 mod intake;
 pub mod launch;
@@ -45,6 +44,7 @@ pub mod pull_secrets;
 mod rebuild;
 mod reconcile;
 pub mod requests_api;
+mod seen_pods;
 mod sis_view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -214,7 +214,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         ),
         Err(error) => tracing::warn!(%error, "cannot list the effects pending at start"),
     }
-    let addresses = Arc::new(addresses::Addresses::default());
+    let seen_pods = Arc::new(seen_pods::SeenPods::default());
     let executor = Arc::new(FunctionExecutor::new(
         client.clone(),
         sis.clone(),
@@ -224,7 +224,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         settings.ack_retry,
         metrics.clone(),
         sis_view.clone(),
-        addresses.clone(),
+        seen_pods.clone(),
     ));
     let (driver, report) = Driver::start(store, executor.clone(), hooks, settings.driver.clone())?;
     for quarantined in &report.quarantined {
@@ -279,7 +279,7 @@ pub async fn start(context: FunctionsContext) -> Result<FunctionsHandle, Functio
         driver: driver.clone(),
         rejudge: settings.rejudge,
         seen: HashMap::new(),
-        addresses,
+        seen_pods,
     };
     let projector = intake.starter.executor.projector().clone();
     let requests_api = api.state();

@@ -18,9 +18,9 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use std::sync::Arc;
 
 use super::Driver;
-use super::addresses::Addresses;
 use super::objects::LABEL_REQUEST_ID;
 use super::observe::observe;
+use super::seen_pods::SeenPods;
 use crate::kube::watched_pod::WatchedPod;
 use crate::machines::failure::PodObservation;
 use crate::machines::function::Event;
@@ -32,7 +32,7 @@ pub(super) struct PodWatch {
     pub(super) rejudge: Duration,
     /// The last observation sent, by pod name, with its request id.
     pub(super) seen: HashMap<String, (String, PodObservation)>,
-    pub(super) addresses: Arc<Addresses>,
+    pub(super) seen_pods: Arc<SeenPods>,
 }
 
 impl PodWatch {
@@ -72,7 +72,7 @@ impl PodWatch {
         let Some((name, request)) = Self::identify(pod) else {
             return;
         };
-        self.addresses.seen(&name, pod);
+        self.seen_pods.seen(&name, pod);
         let observation = observe(pod);
         if self
             .seen
@@ -104,7 +104,7 @@ impl PodWatch {
             return;
         };
         self.seen.remove(&name);
-        self.addresses.gone(&name);
+        self.seen_pods.gone(&name);
         if !self.live(&request) {
             return;
         }

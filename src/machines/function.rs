@@ -1602,10 +1602,8 @@ mod tests {
         );
         assert_eq!(
             report.error_log.as_deref(),
-            Some(
-                "pod terminated due to state instance-terminated-terminal-error: pod 0-sr-r1 \
-                 cannot be created: admission webhook denied the request"
-            )
+            Some("pod 0-sr-r1 cannot be created: admission webhook denied the request"),
+            "no pod: the reason alone"
         );
     }
 

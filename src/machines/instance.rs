@@ -210,18 +210,24 @@ impl Instance {
             action,
             termination_cause,
             system_failure: termination_cause.map(|cause| cause.wire().to_string()),
-            // NVIDIA's first line of a purged pod's log (`k8scomputebackend.go`).
-            error_log: match (cause, &self.detail) {
-                (Some(EndCause::Failure(class)), Some(detail)) => Some(format!(
-                    "pod terminated due to state {}: {detail}",
-                    class.wire()
-                )),
-                (Some(EndCause::Failure(class)), None) => {
-                    Some(format!("pod terminated due to state {}", class.wire()))
-                }
-                _ => None,
-            },
+            error_log: self.error_log(cause),
         })
+    }
+
+    /// `healthInfo.errorLog`: for a failed pod NVIDIA's first line of its log
+    /// (`k8scomputebackend.go`), for a request refused before any pod the reason alone.
+    fn error_log(&self, cause: Option<EndCause>) -> Option<String> {
+        let Some(EndCause::Failure(class)) = cause else {
+            return None;
+        };
+        match (&self.detail, self.created) {
+            (Some(detail), false) => Some(detail.clone()),
+            (Some(detail), true) => Some(format!(
+                "pod terminated due to state {}: {detail}",
+                class.wire()
+            )),
+            (None, _) => Some(format!("pod terminated due to state {}", class.wire())),
+        }
     }
 }
 

@@ -414,6 +414,26 @@ pub struct TerminationRequest {
     pub availability_zone: Option<String>,
 }
 
+/// A creation message's action as NVIDIA's agent reads it (`T/common/types.go`
+/// `MessageAction.Normalize`): SIS's names, the translator's own `RequestICMSInstances`
+/// and `RequestICMSInstancesForTask`, and the legacy `RequestSp…Instances[ForTask]`
+/// spellings, each as the legacy name nvca reports.
+fn creation_action(name: &str) -> Option<RequestAction> {
+    if let Some(action) = RequestAction::from_wire(name).filter(|a| a.requests_instances()) {
+        return Some(action);
+    }
+    let for_task = name.ends_with("ForTask");
+    let legacy =
+        name.len() >= 20 && name.starts_with("RequestSp") && name.find("Instances") == Some(11);
+    (legacy || matches!(name, "RequestICMSInstances" | "RequestICMSInstancesForTask")).then_some(
+        if for_task {
+            RequestAction::RequestSpotInstancesForTask
+        } else {
+            RequestAction::RequestSpotInstances
+        },
+    )
+}
+
 pub(crate) fn non_empty(value: &Option<String>) -> Option<String> {
     value.as_ref().filter(|v| !v.trim().is_empty()).cloned()
 }
@@ -436,8 +456,7 @@ impl CreationRequest {
     pub fn from_message(message: CreationMessage) -> Result<Self, String> {
         let request_id = non_empty(&message.request_id).ok_or("requestId is missing")?;
         let action_name = non_empty(&message.action).ok_or("action is missing")?;
-        let action = RequestAction::from_wire(&action_name)
-            .filter(|a| a.requests_instances())
+        let action = creation_action(&action_name)
             .ok_or_else(|| format!("action {action_name:?} does not ask for instances"))?;
         let details = message.function_details.clone().unwrap_or_default();
         let function_id = non_empty(&details.function_id).or(non_empty(&message.function_id));
@@ -473,9 +492,15 @@ impl CreationRequest {
             .or_else(|| non_empty(&message.instance_type_value))
             .or_else(|| spec_str(&message, "instanceTypeValue"))
             .ok_or("instanceType is missing")?;
-        let gpu = non_empty(&message.gpu_type)
-            .or_else(|| spec_str(&message, "gpuType"))
-            .or_else(|| spec_str(&message, "gpuName"))
+        // NVIDIA's `DecodeCreationQueueMessage`: a function with a launch specification
+        // runs on its `gpuName` (the top-level `gpuType` is overwritten); a task's
+        // `gpuType` is the top level's, else the launch specification's. Either way the
+        // third part of the instance type when none is named.
+        let named = match (&workload, &message.launch_specification) {
+            (Workload::Function { .. }, Some(_)) => spec_str(&message, "gpuName"),
+            _ => non_empty(&message.gpu_type).or_else(|| spec_str(&message, "gpuType")),
+        };
+        let gpu = named
             .or_else(|| instance_type.split('.').nth(2).map(str::to_string))
             .ok_or("gpuType is missing and instanceType has no GPU part")?;
         let instance_count = message
@@ -975,6 +1000,60 @@ impl RequestDedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_function_runs_on_its_launch_specifications_gpu_as_nvidias_decoder_reads_it() {
+        let read = |message: serde_json::Value| {
+            CreationRequest::from_message(serde_json::from_value(message).unwrap())
+                .unwrap()
+                .gpu
+        };
+        let base = serde_json::json!({
+            "requestId": "r", "action": "RequestICMSInstances", "instanceCount": 1,
+            "functionDetails": {"functionId": "f", "functionVersionId": "v"},
+            "instanceType": "ON-PREM.GPU.H100", "gpuType": "foobar",
+        });
+        let mut with_spec = base.clone();
+        with_spec["launchSpecification"] = serde_json::json!({"gpuName": "L40"});
+        assert_eq!(
+            read(with_spec),
+            "L40",
+            "gpuName wins over the top-level gpuType"
+        );
+        let mut unnamed = base.clone();
+        unnamed["launchSpecification"] = serde_json::json!({});
+        assert_eq!(read(unnamed), "H100", "else the instance type's third part");
+        assert_eq!(
+            read(base),
+            "foobar",
+            "no launch specification: the top level's"
+        );
+    }
+
+    #[test]
+    fn creation_actions_are_read_as_nvidias_agent_normalises_them() {
+        use RequestAction::{
+            RequestSpotInstances as Function, RequestSpotInstancesForTask as Task,
+        };
+        for (name, action) in [
+            ("RequestSpotInstances", Some(Function)),
+            ("RequestSpotInstancesForTask", Some(Task)),
+            ("RequestInstances", Some(Function)),
+            ("RequestInstancesForTask", Some(Task)),
+            ("RequestICMSInstances", Some(Function)),
+            ("RequestICMSInstancesForTask", Some(Task)),
+            ("TerminateInstances", None),
+            ("RequestSomething", None),
+        ] {
+            let read = creation_action(name);
+            let as_legacy = |a: RequestAction| match a {
+                RequestAction::RequestInstances => Function,
+                RequestAction::RequestInstancesForTask => Task,
+                other => other,
+            };
+            assert_eq!(read.map(as_legacy), action, "{name}");
+        }
+    }
 
     #[test]
     fn durable_names_filters_and_subjects_are_nvidias() {

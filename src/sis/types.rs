@@ -607,6 +607,9 @@ pub struct CreationMessage {
     pub deployment_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_specification_id: Option<String>,
+    /// NVCF's older ready-made objects (`launchArtifacts`), which nvca refuses by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_artifacts: Option<serde_json::Value>,
 }
 
 /// A termination message as SIS publishes it (`ByocTerminatePodMessageModel`).
