@@ -597,12 +597,8 @@ async fn run_functions(
         instance_ips: settings.features.is_enabled("LowLatencyStreaming"),
         ..Placement::default()
     };
-    if !settings.features.is_enabled("AutoPurgeDegradedWorkers") {
-        tracing::warn!(
-            "feature flag AutoPurgeDegradedWorkers is off, but nvca always deletes a degraded \
-             worker's pod and reports it terminated (degraded-worker) so that NVCF places a \
-             new one; remove -AutoPurgeDegradedWorkers from agent.featureFlags to silence this"
-        );
+    for warning in unserved_flags(&settings.features) {
+        tracing::warn!("{warning}");
     }
     let handle = loop {
         let mut function_settings = FunctionsSettings::new(placement.clone());
@@ -733,6 +729,48 @@ async fn sync_registration(
 }
 
 /// Sends `event()` every `interval`, the first one an interval from now.
+/// Feature flags set to what nvca's function deployments do not do, each with what nvca
+/// does instead (docs/functions.md): said once at start so that an SRE who set one knows.
+fn unserved_flags(features: &FeatureFlags) -> Vec<String> {
+    const UNSERVED: [(&str, bool, &str); 5] = [
+        (
+            "AutoPurgeDegradedWorkers",
+            false,
+            "nvca still deletes a degraded worker's pod and reports it terminated \
+             (degraded-worker) so that NVCF places a new one",
+        ),
+        (
+            "CachingSupport",
+            true,
+            "nvca does not cache models: functions run without the cache",
+        ),
+        (
+            "BYOObservability",
+            true,
+            "nvca refuses functions with telemetry endpoints, naming why at NVCF",
+        ),
+        (
+            "LogPosting",
+            true,
+            "nvca reports each failed container's state but not its last log lines",
+        ),
+        (
+            "EnforceContainerFunctionResourceLimits",
+            true,
+            "nvca limits the utils and init containers but sets no CPU or memory on the \
+             inference container",
+        ),
+    ];
+    UNSERVED
+        .iter()
+        .filter(|(flag, on, _)| features.is_enabled(flag) == *on)
+        .map(|(flag, on, instead)| {
+            let state = if *on { "on" } else { "off" };
+            format!("feature flag {flag} is {state} in agent.featureFlags, but {instead}")
+        })
+        .collect()
+}
+
 /// The stream broker a streaming function's utils container is told, from the agent's
 /// own environment as NVIDIA's agent reads it (`function/lls.go`), else its defaults.
 fn streaming_from_env() -> crate::functions::Streaming {
@@ -831,4 +869,22 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_nvca_does_not_serve_are_named_with_what_it_does_instead() {
+        assert!(
+            unserved_flags(&FeatureFlags::new(Vec::new())).is_empty(),
+            "NVIDIA's defaults"
+        );
+        let set = ["-AutoPurgeDegradedWorkers", "LogPosting"].map(String::from);
+        let warnings = unserved_flags(&FeatureFlags::new(set));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("feature flag AutoPurgeDegradedWorkers is off"));
+        assert!(warnings[1].contains("LogPosting is on") && warnings[1].contains("log lines"));
+    }
 }
