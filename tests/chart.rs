@@ -15,13 +15,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use nvca::kube::crd::NVCFBackend;
 use serde_json::{Value, json};
 
+use support::child::Process;
 use support::helm::{Helm, arg, chart_dir, fixture};
 use support::testenv::{Endpoints, HOW_TO_START, eventually, testenv_with_namespace};
 
@@ -1206,22 +1208,17 @@ fn schema_rejects_self_managed_without_each_control_plane_url() {
 
 /// `helm install --dry-run=server`: renders like install (its lookups read the local
 /// control plane, as a real install's do) and prints NOTES, storing nothing.
-fn dry_run_install(values: &str) -> String {
+fn dry_run_install(values: &[&str]) -> String {
     // What it renders depends on whether the CRD exists (a test deletes it for a while).
     let _lock = support::lock::cluster_wide();
     let chart = chart_dir();
     let endpoints = Endpoints::discover().unwrap_or_else(|e| panic!("{e}: {HOW_TO_START}"));
+    let mut args = vec!["install", NS, arg(&chart), "-n", NS, "--dry-run=server"];
+    for file in values {
+        args.extend(["-f", file]);
+    }
     Helm::for_testenv(&endpoints)
-        .run([
-            "install",
-            NS,
-            arg(&chart),
-            "-n",
-            NS,
-            "--dry-run=server",
-            "-f",
-            values,
-        ])
+        .run(&args)
         .expect_success()
         .stdout
 }
@@ -1256,7 +1253,7 @@ fn guide_release(
 
 #[test]
 fn the_guides_values_install_unchanged_and_notes_carry_the_verify_steps() {
-    let out = dry_run_install("fixtures/chart/guide-values.yaml");
+    let out = dry_run_install(&["fixtures/chart/guide-values.yaml"]);
     assert_mentions(
         &out,
         &[
@@ -1279,7 +1276,7 @@ fn the_guides_values_install_unchanged_and_notes_carry_the_verify_steps() {
 
 #[test]
 fn notes_warn_at_install_when_the_cluster_source_is_not_self_managed() {
-    let out = dry_run_install("charts/nvca-operator/values.yaml");
+    let out = dry_run_install(&["charts/nvca-operator/values.yaml"]);
     assert_mentions(
         &out,
         &[
@@ -1292,7 +1289,7 @@ fn notes_warn_at_install_when_the_cluster_source_is_not_self_managed() {
 
 #[test]
 fn keys_nvca_does_not_act_on_are_named_in_a_warning_never_dropped_silently() {
-    let out = dry_run_install("fixtures/chart/nvidia-release-values.yaml");
+    let out = dry_run_install(&["fixtures/chart/nvidia-release-values.yaml"]);
     assert_mentions(
         &out,
         &[
@@ -1327,6 +1324,263 @@ fn keys_nvca_does_not_act_on_are_named_in_a_warning_never_dropped_silently() {
         find(&objects, "Deployment", "nvca-operator")["spec"]["replicas"],
         1
     );
+}
+
+// ---------------------------------------------------------------------------------
+// NVIDIA's current self-managed path: the register-values file of `nvcf-cli cluster
+// register` plus the values NVIDIA's Helmfile stack passes after it.
+
+const REGISTER_VALUES: &str = "fixtures/chart/register-values.yaml";
+const STACK_VALUES: &str = "fixtures/chart/stack-values.yaml";
+
+/// The register-values fixture as JSON.
+fn register_values() -> Value {
+    let text = std::fs::read_to_string(fixture("register-values.yaml")).expect("register values");
+    serde_yaml::from_str(&text).expect("register values are YAML")
+}
+
+/// `helm template` with the register file, the stack's values, then `sets`.
+fn register_render(sets: &[&str]) -> Vec<Value> {
+    let mut extra = vec!["-f", REGISTER_VALUES, "-f", STACK_VALUES];
+    for set in sets {
+        extra.extend(["--set", set]);
+    }
+    Helm::offline().template(NS, NS, &extra)
+}
+
+#[test]
+fn the_register_values_file_holds_exactly_the_keys_nvcf_cli_writes() {
+    let values = register_values();
+    let keys = |map: &Value| -> Vec<String> {
+        map.as_object()
+            .expect("a map")
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(
+        keys(&values),
+        [
+            "clusterGroupID",
+            "clusterID",
+            "ncaID",
+            "region",
+            "selfManaged"
+        ]
+    );
+    assert_eq!(
+        keys(&values["selfManaged"]),
+        [
+            "icmsServiceURL",
+            "identitySource",
+            "natsURL",
+            "revalServiceURL"
+        ]
+    );
+    assert_eq!(values["selfManaged"]["identitySource"], "psat");
+}
+
+#[test]
+fn register_values_with_the_stacks_values_render_without_the_bootstrap() {
+    let chart = chart_dir();
+    // The stack passes no ngcConfig.serviceKey: nothing may ask for it.
+    let run = Helm::offline()
+        .run([
+            "template",
+            NS,
+            arg(&chart),
+            "-n",
+            NS,
+            "-f",
+            REGISTER_VALUES,
+            "-f",
+            STACK_VALUES,
+        ])
+        .expect_success();
+    assert!(!run.stderr.contains("serviceKey"), "{}", run.stderr);
+    let lint = Helm::offline()
+        .run([
+            "lint",
+            "--strict",
+            arg(&chart),
+            "-f",
+            REGISTER_VALUES,
+            "-f",
+            STACK_VALUES,
+        ])
+        .expect_success();
+    assert!(lint.stdout.contains("0 chart(s) failed"), "{}", lint.stdout);
+
+    let registered = register_values();
+    let id = registered["clusterID"].as_str().expect("clusterID");
+    let objects = register_render(&[]);
+    let deployment = find(&objects, "Deployment", "nvca-operator");
+    let template = &deployment["spec"]["template"];
+    let pod = &template["spec"];
+
+    // No bootstrap: no init container, no bootstrap-watch, no vault agent or its
+    // volumes, no bootstrap store in any container's environment.
+    assert!(pod["initContainers"].is_null(), "{}", pod["initContainers"]);
+    assert_eq!(names(&pod["containers"]), ["nvca-operator", "nvca-mirror"]);
+    assert_eq!(
+        names(&pod["volumes"]),
+        ["store", "nvcfbackend-config", "tmp"]
+    );
+    let annotations = template["metadata"]["annotations"]
+        .as_object()
+        .expect("pod annotations");
+    assert!(
+        annotations
+            .keys()
+            .all(|k| !k.starts_with("vault.hashicorp.com/")),
+        "{annotations:?}"
+    );
+    for c in pod["containers"].as_array().expect("containers") {
+        assert_eq!(env_value(c, "NVCA_BOOTSTRAP_STORE"), None, "{}", c["name"]);
+        assert!(
+            names(&c["volumeMounts"])
+                .iter()
+                .all(|m| m != "vault-templates" && m != "openbao-token"),
+            "{}",
+            c["name"]
+        );
+    }
+    for name in ["nvca-cluster-registration", "nvca-operator-vault-template"] {
+        assert!(
+            !objects
+                .iter()
+                .any(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name),
+            "{name} rendered although only the bootstrap needs it"
+        );
+    }
+
+    // The registered IDs reach the operator and cluster-dto.yaml.
+    let operator = container(pod, "containers", "nvca-operator");
+    let args = strings(&operator["args"]);
+    let flag = |name: &str| -> String {
+        let at = args
+            .iter()
+            .position(|a| a == name)
+            .unwrap_or_else(|| panic!("operator args lack {name}: {args:?}"));
+        args[at + 1].clone()
+    };
+    assert_eq!(flag("--cluster-id"), id);
+    assert_eq!(flag("--nca-id"), registered["ncaID"]);
+    assert_eq!(flag("--cluster-name"), "lab-gpu-cluster-1");
+    assert_eq!(flag("--node-selector-value"), "linux");
+    // As NVIDIA's operator for a self-managed cluster: no vault agent on the agent's
+    // pod either (it authenticates with its projected token).
+    assert!(
+        args.iter().any(|a| a == "--agent-vault-inject=false"),
+        "{args:?}"
+    );
+    let dto = cluster_dto(&objects);
+    assert_eq!(dto["clusterId"], registered["clusterID"]);
+    assert_eq!(dto["clusterGroupId"], registered["clusterGroupID"]);
+    assert_eq!(dto["ncaID"], registered["ncaID"]);
+    assert_eq!(dto["region"], registered["region"]);
+    assert_eq!(dto["clusterName"], "lab-gpu-cluster-1");
+    assert_eq!(
+        dto["icmsConfig"]["icmsServiceURL"],
+        registered["selfManaged"]["icmsServiceURL"]
+    );
+    assert_eq!(
+        dto["miniService"]["helmReValServiceURL"],
+        registered["selfManaged"]["revalServiceURL"]
+    );
+    assert_eq!(
+        dto["agent"]["natsURL"],
+        registered["selfManaged"]["natsURL"]
+    );
+    // The stack's normalised gates, "-Gate" entries included, as they are.
+    let gates = strings(&dto["capabilities"]);
+    assert_eq!(gates[..2], ["-InfraResourceOverhead", "KAIScheduler"]);
+    assert_eq!(gates.len(), 8, "{gates:?}");
+
+    // No generated pull secret: only the stack's own, in the pod and for the agent.
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "Secret"),
+        "a pull secret was generated"
+    );
+    assert_eq!(names(&pod["imagePullSecrets"]), ["lab-registry-pull"]);
+    assert_eq!(
+        env_value(operator, "GENERATE_IMAGE_PULL_SECRET").as_deref(),
+        Some("false")
+    );
+
+    // The operator's RBAC does not depend on how the cluster was registered.
+    let role = |objects: &[Value]| find(objects, "ClusterRole", "nvca-operator")["rules"].clone();
+    assert_eq!(role(&objects), role(&guide_render()));
+}
+
+#[test]
+fn the_cluster_dto_region_is_self_managed_region_else_the_register_files_else_us_west_1() {
+    let region = |sets: &[&str]| cluster_dto(&register_render(sets))["region"].clone();
+    assert_eq!(region(&[]), "eu-central-1");
+    assert_eq!(region(&["selfManaged.region=ap-south-2"]), "ap-south-2");
+    assert_eq!(region(&["region="]), "us-west-1");
+    // The seed's values set neither.
+    assert_eq!(cluster_dto(&guide_render())["region"], "us-west-1");
+}
+
+#[test]
+fn an_identity_source_other_than_psat_fails_naming_the_key_the_value_and_the_fix() {
+    for source in ["spire", "custom"] {
+        let message = rejection(&[&format!("selfManaged.identitySource={source}")]);
+        assert_mentions(
+            &message,
+            &[
+                &format!("selfManaged.identitySource is \"{source}\""),
+                "SPIRE is not supported end to end",
+                "Set selfManaged.identitySource: psat, or leave it empty",
+            ],
+        );
+    }
+    // psat and empty (which means psat) render, on either path.
+    for sets in [
+        &["selfManaged.identitySource=psat"][..],
+        &["selfManaged.identitySource="],
+    ] {
+        render_with(sets);
+        register_render(sets);
+    }
+}
+
+#[test]
+fn register_values_install_unchanged_and_notes_carry_the_psat_verify_steps() {
+    let out = dry_run_install(&[REGISTER_VALUES, STACK_VALUES]);
+    let id = register_values()["clusterID"]
+        .as_str()
+        .expect("clusterID")
+        .to_string();
+    assert_mentions(
+        &out,
+        &[
+            "The cluster is registered already",
+            "projected ServiceAccount token",
+            &format!("nvcf-icms:{id}."),
+            "The operator pod runs 2 containers (nvca-operator, nvca-mirror) and no init container",
+            "kubectl get nvcfbackends -n nvca-operator -o jsonpath='{.items[0].spec.clusterConfig.clusterID}'",
+            "with the token volume nvca-token",
+            // Set by the stack and not acted on: named, as every such key.
+            "selfManaged.otelCollector.enabled = true",
+            "agent.workload.tolerations",
+        ],
+    );
+    for absent in [
+        "nvca-self-managed-bootstrap",
+        "nvca-bootstrap-watch",
+        "vault-agent",
+        // Keys of the register file and the stack are known, not typos.
+        "unknown key",
+        "ncaId",
+        "webhookConfig",
+        "placeholders",
+    ] {
+        assert!(!out.contains(absent), "NOTES mention {absent}:\n{out}");
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -2076,6 +2330,286 @@ async fn a_release_that_owns_the_crd_keeps_it_through_upgrade_and_uninstall() {
     crds.patch(name, &PatchParams::default(), &Patch::Merge(&own(None)))
         .await
         .expect("give the CRD back");
+    ns.delete().await;
+}
+
+/// A container of an installed Deployment as the command line the kubelet would start,
+/// here on the host (kwok runs no containers): the binary this crate builds for
+/// `args[0]`, the other arguments with `replace`d flag values, and the container's
+/// environment with field references resolved for `namespace`.
+fn host_command(
+    container: &Container,
+    namespace: &str,
+    replace: &[(&str, &str)],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut args = container.args.clone().unwrap_or_default();
+    assert!(
+        container.command.is_none(),
+        "{} has a command",
+        container.name
+    );
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some("/usr/bin/nvca-operator")
+    );
+    args.remove(0);
+    for (flag, value) in replace {
+        match args.iter().position(|a| a == flag) {
+            Some(at) => args[at + 1] = value.to_string(),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    let env = container
+        .env
+        .iter()
+        .flatten()
+        .map(|var| {
+            let value = match (&var.value, &var.value_from) {
+                (Some(value), _) => value.clone(),
+                (None, Some(from)) => {
+                    match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                        Some("metadata.namespace") => namespace.to_string(),
+                        Some("metadata.name") => "nvca-operator-register-test".to_string(),
+                        other => panic!(
+                            "env {} comes from {other:?}, unknown to this test",
+                            var.name
+                        ),
+                    }
+                }
+                (None, None) => String::new(),
+            };
+            (var.name.clone(), value)
+        })
+        .collect();
+    (args, env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_values_install_and_the_operator_provisions_the_agent_with_a_projected_token() {
+    // The operator provisions nvca-system, nvcf-backend and the cluster-scoped `nvca`
+    // objects: one such test at a time, and nothing an earlier failed run left.
+    let _lock = support::lock::cluster_wide_async().await;
+    let (env, ns) = testenv_with_namespace("chart-register").await;
+    let cleared = std::process::Command::new(env!("CARGO_BIN_EXE_nvca-state"))
+        .args(["force-cleanup", "--yes", "--wait", "10s", "--kubeconfig"])
+        .arg(&env.endpoints.kubeconfig)
+        .output()
+        .expect("run nvca-state force-cleanup");
+    assert!(
+        cleared.status.success(),
+        "nvca-state force-cleanup failed: {}",
+        String::from_utf8_lossy(&cleared.stderr)
+    );
+    let registered = register_values();
+    let cluster_id = registered["clusterID"]
+        .as_str()
+        .expect("clusterID")
+        .to_string();
+
+    // The stack's pull secret, as the site creates it before installing.
+    ns.create_pull_secret("lab-registry-pull").await;
+
+    // The two files unchanged; only cluster-scoped names are this test's own, so that
+    // installs in one control plane never collide.
+    let fullname = format!("nvca-operator-{}", &ns.name[ns.name.len() - 8..]);
+    let helm = Helm::for_testenv(&env.endpoints);
+    let chart = chart_dir();
+    let installed = helm
+        .run([
+            "install",
+            "nvca-operator",
+            arg(&chart),
+            "-n",
+            &ns.name,
+            "-f",
+            REGISTER_VALUES,
+            "-f",
+            STACK_VALUES,
+            "--set",
+            &format!("fullnameOverride={fullname}"),
+            "--set",
+            &format!("serviceAccount.name={fullname}"),
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .expect_success();
+    assert_mentions(
+        &installed.stdout,
+        &["STATUS: deployed", "The cluster is registered already"],
+    );
+
+    // The pod starts: nothing holds it in an init container.
+    let pods: Api<Pod> = ns.api();
+    let selector = "app.kubernetes.io/name=nvca-operator,app.kubernetes.io/instance=nvca-operator";
+    let pod = eventually(Duration::from_secs(60), "operator pod Running", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        }
+    })
+    .await;
+    let spec = pod.spec.expect("pod spec");
+    assert!(
+        spec.init_containers
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty(),
+        "{:?}",
+        spec.init_containers
+    );
+    let containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(containers, [fullname.as_str(), "nvca-mirror"]);
+    let configmaps: Api<ConfigMap> = ns.api();
+    assert!(
+        configmaps
+            .get_opt("nvca-cluster-registration")
+            .await
+            .expect("read")
+            .is_none(),
+        "a registration ConfigMap was created on the register-values path"
+    );
+
+    // The operator container, run here as the installed Deployment starts it; only
+    // what the cluster would provide is this test's (kubeconfig, store, ports).
+    let deployments: Api<Deployment> = ns.api();
+    let pod_spec = deployments
+        .get(&fullname)
+        .await
+        .expect("the chart's Deployment")
+        .spec
+        .template
+        .spec
+        .expect("pod spec");
+    let operator_container = pod_spec
+        .containers
+        .iter()
+        .find(|c| c.name == fullname)
+        .expect("the operator container");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let kubeconfig = env.endpoints.kubeconfig.to_string_lossy().to_string();
+    let store = dir.path().join("store").to_string_lossy().to_string();
+    let (args, vars) = host_command(
+        operator_container,
+        &ns.name,
+        &[
+            ("--kubeconfig", &kubeconfig),
+            ("--store", &store),
+            ("--listen", "127.0.0.1:0"),
+            ("--listen-admin", "127.0.0.1:0"),
+            // No agent runs (SIS is not reached on this path in this test).
+            ("--agent-health-url", "http://127.0.0.1:9/healthz"),
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let operator = Process::start(
+        env!("CARGO_BIN_EXE_nvca-operator"),
+        &args,
+        &vars,
+        &dir.path().join("operator.log"),
+    );
+
+    // The NVCFBackend carries the registered IDs and region.
+    let backends: Api<NVCFBackend> = ns.api();
+    let backend = eventually(
+        Duration::from_secs(90),
+        "NVCFBackend lab-gpu-cluster-1",
+        || {
+            let backends = backends.clone();
+            async move { backends.get_opt("lab-gpu-cluster-1").await.ok()? }
+        },
+    )
+    .await;
+    let backend_spec = serde_json::to_value(&backend.spec).expect("spec as JSON");
+    assert_eq!(
+        backend_spec["clusterConfig"]["clusterID"],
+        cluster_id.as_str(),
+        "{backend_spec}"
+    );
+    assert_eq!(
+        backend_spec["clusterConfig"]["clusterGroupID"],
+        registered["clusterGroupID"]
+    );
+    assert_eq!(
+        backend_spec["clusterConfig"]["region"],
+        registered["region"]
+    );
+    assert_eq!(backend_spec["accountConfig"]["ncaID"], registered["ncaID"]);
+
+    // The agent's Deployment authenticates with a projected ServiceAccount token for
+    // this cluster, and gets no vault agent.
+    let agents: Api<Deployment> = Api::namespaced(env.client.clone(), "nvca-system");
+    let agent = eventually(
+        Duration::from_secs(90),
+        "Deployment nvca-system/nvca",
+        || {
+            let agents = agents.clone();
+            async move { agents.get_opt("nvca").await.ok()? }
+        },
+    )
+    .await;
+    let template = agent.spec.template;
+    let agent_pod = serde_json::to_value(template.spec.expect("agent pod spec")).expect("JSON");
+    let token = agent_pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "nvca-token")
+        .unwrap_or_else(|| panic!("no volume nvca-token: {}", agent_pod["volumes"]));
+    let projection = &token["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(
+        projection["audience"],
+        format!("nvcf-icms:{cluster_id}"),
+        "{token}"
+    );
+    assert_eq!(projection["path"], "token");
+    let annotations = template
+        .metadata
+        .and_then(|m| m.annotations)
+        .unwrap_or_default();
+    assert!(
+        annotations
+            .keys()
+            .all(|k| !k.starts_with("vault.hashicorp.com/")),
+        "{annotations:?}"
+    );
+
+    // Uninstall as the guide says: the NVCFBackend first (the operator cleans up), then
+    // the release.
+    backends
+        .delete("lab-gpu-cluster-1", &Default::default())
+        .await
+        .expect("delete the NVCFBackend");
+    eventually(Duration::from_secs(120), "NVCFBackend gone", || {
+        let backends = backends.clone();
+        async move {
+            backends
+                .get_opt("lab-gpu-cluster-1")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    helm.run([
+        "uninstall",
+        "nvca-operator",
+        "-n",
+        &ns.name,
+        "--wait",
+        "--timeout",
+        "120s",
+    ])
+    .expect_success();
+    drop(operator);
     ns.delete().await;
 }
 

@@ -90,6 +90,43 @@ agentConfig.mergeConfig or through operatorConfig's Secret.
 {{- end -}}
 {{- end -}}
 
+{{/*
+"true" on the bootstrap path, "" on the register-values path. Decided by clusterID:
+- empty (the v0.5 install guide's values): the chart runs the bootstrap, an init
+  container that registers the cluster with SIS using the vault agent's SIS token and
+  writes the IDs into ConfigMap nvca-cluster-registration, and bootstrap-watch, which
+  keeps that ConfigMap filled;
+- set (the register-values file `nvcf-cli cluster register` writes, NVIDIA's current
+  self-managed path, docs/user/cluster-management/self-managed.md of
+  github.com/NVIDIA/nvcf): the cluster is registered already, its IDs come
+  from the values, and the agent authenticates with a projected ServiceAccount token
+  the operator mounts (nvca-token, audience nvcf-icms:<clusterID>). Nothing only the
+  bootstrap needs is rendered: no init container, no bootstrap-watch, no vault agent,
+  no nvca-cluster-registration, no NVCA_BOOTSTRAP_STORE.
+*/}}
+{{- define "nvca.bootstrap" -}}
+{{- if not (.Values.clusterID | default "" | toString | trim) -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the operator pod gets the vault agent: asked for, and on the bootstrap path (its only reader). */}}
+{{- define "nvca.vault" -}}
+{{- if and .Values.vaultConfig.enabled (include "nvca.bootstrap" .) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+selfManaged.identitySource, written by `nvcf-cli cluster register` (psat, spire or
+custom) and set to psat by NVIDIA's Helmfile stack. nvca's operator gives the agent a
+projected ServiceAccount token, which is psat; empty means the same (NVIDIA's operator
+resolves "" to psat for self-managed clusters). NVIDIA's operator refuses spire ("not
+yet supported end-to-end") and anything else, and so does this chart, at render time.
+*/}}
+{{- define "nvca.validateIdentitySource" -}}
+{{- $source := (.Values.selfManaged).identitySource | default "" | toString -}}
+{{- if not (has $source (list "" "psat")) -}}
+{{- fail (printf "selfManaged.identitySource is %q, which nvca does not support: nvca's agent authenticates with the projected ServiceAccount token its operator mounts (psat) and nothing else; SPIRE is not supported end to end (NVIDIA's operator refuses spire, and any value but psat, too). Set selfManaged.identitySource: psat, or leave it empty (psat)" $source) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The Secret generateImagePullSecret creates. */}}
 {{- define "nvca.generatedPullSecret" -}}
 {{- .Values.imagePullSecretName | default "nvca-operator-image-pull" -}}
@@ -172,6 +209,7 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
 - {path: operatorConfig.workload.transportTLS.fingerprint, inert: "", why: "workload transport trust bundles are not supported"}
 - {path: operatorConfig.workload.transportTLS.installedBundleMountPath, inert: "", why: "workload transport trust bundles are not supported"}
 - {path: nvcaImage.pullPolicy, inert: IfNotPresent, why: "the agent image pull policy is the operator's default"}
+- {path: webhookConfig.imageConfig.pullPolicy, inert: IfNotPresent, why: "the webhook image pull policy is the operator's default (NVIDIA's chart does not read this key either)"}
 - {path: agent.cacheMountOptionsEnabled, inert: true, why: "model-cache mount options are not configurable yet"}
 - {path: agent.cacheMountOptions, inert: "ro,norecovery,nouuid", why: "model-cache mount options are not configurable yet"}
 - {path: agent.workerDegradationPeriod, inert: "", why: "NVIDIA's degradation timeout is used"}
@@ -212,6 +250,9 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
 - clusterID
 - clusterGroupID
 - clusterName
+- region
+- ncaId
+- webhookConfig
 - k8sVersionOverride
 - priorityClassName
 - tolerations
@@ -251,6 +292,9 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
 {{- if and .Values.systemNamespace (ne .Values.systemNamespace .Release.Namespace) }}
   - systemNamespace = {{ .Values.systemNamespace | toJson }}: not used; as in NVIDIA's chart, the NVCFBackend lives in the release namespace {{ .Release.Namespace }}
 {{- end -}}
+{{- with .Values.ncaId }}{{ if ne (toString .) (toString ($.Values.ncaID | default "")) }}
+  - ncaId = {{ toJson . }}: not used; NVIDIA's Helmfile stack passes it, but NVIDIA's chart and this one read ncaID ({{ $.Values.ncaID | default "" | toJson }}): set ncaID
+{{- end }}{{ end -}}
 {{- $known := include "nvca.knownTopLevelKeys" . | fromYamlArray -}}
 {{- range $key := keys .Values | sortAlpha -}}
 {{- if not (has $key $known) }}
@@ -274,8 +318,10 @@ sets one of them to anything else gets a warning in NOTES.txt; docs/chart.md lis
   value: {{ .Values.logLevel | quote }}
 {{- /* The bootstrap's store, on the store volume: the init container, bootstrap-watch
        and a manual `kubectl exec ... nvca-self-managed bootstrap` share it. */}}
+{{- if include "nvca.bootstrap" . }}
 - name: NVCA_BOOTSTRAP_STORE
   value: /var/lib/nvca/bootstrap
+{{- end }}
 {{- end -}}
 
 {{/* Every container: non-root, read-only root filesystem, no privilege escalation, no capabilities. */}}
