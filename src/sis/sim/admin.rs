@@ -90,6 +90,7 @@ async fn issue_token(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
             .unwrap_or_else(|| DEFAULT_AUTHORITIES.iter().map(|a| a.to_string()).collect()),
         cluster_id: request.cluster_id,
         revoked: false,
+        ..TokenRecord::default()
     };
     shared.update(|s| s.tokens.insert(token.clone(), record));
     ok(json!({ "token": token }))

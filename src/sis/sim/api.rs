@@ -20,6 +20,7 @@ use axum::routing::{delete, get, post, put};
 use serde_json::Value;
 
 use super::Shared;
+use super::psat;
 use super::state::*;
 use crate::sis::types::*;
 
@@ -124,9 +125,13 @@ fn authorize(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("Full authentication is required to access this resource"))?
         .to_string();
-    let record = shared
-        .read(|s| s.tokens.get(&token).cloned())
-        .ok_or_else(|| unauthorized("invalid bearer token"))?;
+    let record = match shared.read(|s| s.tokens.get(&token).cloned()) {
+        Some(record) => record,
+        None if shared.oidc_identity && psat::looks_like_jwt(&token) => {
+            verify_psat(shared, &token).map_err(|error| unauthorized(&error.to_string()))?
+        }
+        None => return Err(unauthorized("invalid bearer token")),
+    };
     if record.revoked {
         return Err(unauthorized("the bearer token has expired"));
     }
@@ -148,9 +153,51 @@ fn authorize(
     Ok(record)
 }
 
+/// An agent's projected service-account token, verified against the JWKS registered for
+/// the cluster its audience names (`src/sis/sim/psat.rs`).
+fn verify_psat(shared: &Shared, token: &str) -> Result<TokenRecord, psat::PsatError> {
+    let cluster_id = psat::claimed_cluster(token)?;
+    let jwks = shared
+        .read(|s| s.clusters.get(&cluster_id).and_then(|c| c.jwks.clone()))
+        .filter(|jwks| !jwks.trim().is_empty())
+        .ok_or(psat::PsatError::UnknownCluster)?;
+    let verified = psat::verify(token, &cluster_id, &jwks)?;
+    Ok(TokenRecord {
+        authorities: psat::AUTHORITIES.iter().map(|a| a.to_string()).collect(),
+        cluster_id: Some(verified.cluster_id),
+        revoked: false,
+        psat_issuer: verified.issuer,
+        psat: true,
+    })
+}
+
 /// SIS's check that an agent token belongs to the cluster in the path
-/// (`NvcaController.validateClusterIdWithAuthToken`).
-fn check_cluster(token: &TokenRecord, cluster_id: &str) -> Result<(), Response> {
+/// (`NvcaController.validateClusterIdWithAuthToken`); for a PSAT also that its issuer is
+/// the one registered for the cluster (`validateClusterIdWithOidcWorkloadToken`).
+fn check_cluster(shared: &Shared, token: &TokenRecord, cluster_id: &str) -> Result<(), Response> {
+    if token.psat {
+        if token.cluster_id.as_deref() != Some(cluster_id) {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "PSAT token audience does not match path clusterId",
+            ));
+        }
+        let registered = shared.read(|s| {
+            s.clusters
+                .get(cluster_id)
+                .and_then(|c| c.oidc_issuer.clone())
+        });
+        let issuer = token.psat_issuer.clone().unwrap_or_default();
+        if issuer.trim().is_empty() || registered.as_deref() != Some(issuer.as_str()) {
+            return Err(error(
+                StatusCode::CONFLICT,
+                format!(
+                    "{cluster_id} provided clusterId is not matching with OIDC workload token issuer {issuer}"
+                ),
+            ));
+        }
+        return Ok(());
+    }
     match &token.cluster_id {
         Some(bound) if bound != cluster_id => Err(error(
             StatusCode::CONFLICT,
@@ -455,6 +502,9 @@ async fn create_cluster(
             "Cluster capabilities does not contain DynamicGPUDiscovery so gpus must be provided",
         ));
     }
+    if let Some(jwks) = request.jwks.as_deref().filter(|j| !j.trim().is_empty()) {
+        jwks_acceptable(&shared, jwks, None)?;
+    }
     let ids = shared.update(|s| {
         // A cluster group of that name in the account is reused.
         let group_id = s
@@ -590,7 +640,7 @@ async fn register(
     not_blank(&map, "k8sVersion", "k8sVersion must be provided")?;
     check_gpus(&map, false)?;
     let request: RegistrationRequest = typed(map)?;
-    check_cluster(&token, &cluster_id)?;
+    check_cluster(&shared, &token, &cluster_id)?;
     let cluster = known_cluster(&shared, &cluster_id)?;
     if cluster.dynamic_gpu_discovery() {
         if request.gpus.is_empty() {
@@ -628,7 +678,7 @@ async fn credentials(
     headers: HeaderMap,
 ) -> Answer {
     let token = authorize(&shared, &headers, NVCA_CLUSTER)?;
-    check_cluster(&token, &cluster_id)?;
+    check_cluster(&shared, &token, &cluster_id)?;
     known_cluster(&shared, &cluster_id)?;
     ok_json(serde_json::json!({}))
 }
@@ -647,7 +697,7 @@ async fn heartbeat(
     if !present(&map, "gpuUsage").is_some_and(Value::is_object) {
         return Err(bad_request("JSON parse error: gpuUsage must be an object"));
     }
-    check_cluster(&token, &cluster_id)?;
+    check_cluster(&shared, &token, &cluster_id)?;
     known_cluster(&shared, &cluster_id)?;
     let action = shared.update(|s| {
         let record = s.clusters.get_mut(&cluster_id).expect("checked above");
@@ -656,6 +706,33 @@ async fn heartbeat(
         record.heartbeat_answer
     });
     ok_json(serde_json::json!({ "action": action }))
+}
+
+/// SIS's checks of a JWKS to store for a cluster (`ClusterOidcIdentityService.java`):
+/// it parses, and no other cluster has registered the same signing keys (409).
+fn jwks_acceptable(shared: &Shared, jwks: &str, cluster_id: Option<&str>) -> Result<(), Response> {
+    let Some(print) = psat::fingerprint(jwks) else {
+        return Err(bad_request(
+            "Invalid JWKS format: the JWKS must be a JSON object with a \"keys\" array",
+        ));
+    };
+    let holder = shared.read(|s| {
+        s.clusters
+            .values()
+            .filter(|c| Some(c.cluster_id.as_str()) != cluster_id)
+            .find(|c| c.jwks.as_deref().and_then(psat::fingerprint).as_deref() == Some(&print))
+            .map(|c| c.cluster_id.clone())
+    });
+    match holder {
+        Some(other) => Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "JWKS signing keys are already registered by cluster {other}. Each cluster must \
+                 have unique signing keys."
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The largest JWKS SIS stores (`MAX_JWKS_SIZE_BYTES`).
@@ -687,7 +764,7 @@ async fn jwks(
         ));
     }
     if !token.authorities.iter().any(|a| a == "cluster-management") {
-        check_cluster(&token, &cluster_id)?;
+        check_cluster(&shared, &token, &cluster_id)?;
     }
     known_cluster(&shared, &cluster_id).map_err(|_| {
         error(
@@ -695,6 +772,7 @@ async fn jwks(
             format!("Cluster {cluster_id} not found"),
         )
     })?;
+    jwks_acceptable(&shared, &update.jwks, Some(&cluster_id))?;
     shared.update(|s| {
         let record = s.clusters.get_mut(&cluster_id).expect("checked above");
         record.jwks = Some(update.jwks);

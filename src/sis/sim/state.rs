@@ -155,7 +155,7 @@ pub struct InstanceRecord {
     pub history: Vec<InstanceState>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Default, Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRecord {
     pub authorities: Vec<String>,
@@ -163,6 +163,12 @@ pub struct TokenRecord {
     /// against the path's cluster ID).
     pub cluster_id: Option<String>,
     pub revoked: bool,
+    /// A verified agent PSAT (never stored): its `iss`, which the register, heartbeat,
+    /// credentials and JWKS endpoints compare with the cluster's registered issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psat_issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub psat: bool,
 }
 
 impl SimState {
@@ -247,6 +253,7 @@ mod tests {
                 authorities: vec!["nvca-cluster".into()],
                 cluster_id: None,
                 revoked: false,
+                ..TokenRecord::default()
             },
         );
         state.save(&path).unwrap();
