@@ -26,10 +26,14 @@ use thiserror::Error;
 
 use super::cluster_dto::{ClusterDto, DtoError};
 use super::cluster_executor::{ClusterExecutor, CreationExtras, Edge, read_registration};
+use super::cluster_run::{
+    ClusterDriver, Unsettled, backoff_within, request_registration, settle, sis_config,
+};
+use super::registration_sink::ConfigMapSink;
 use super::{CLUSTER_DTO_CONFIGMAP, CLUSTER_DTO_KEY, REGISTRATION_CONFIGMAP};
-use crate::driver::{Backoff, Driver, DriverConfig, DriverError, NoHooks};
-use crate::machines::cluster::{ClusterIds, ClusterMachine, Event};
-use crate::sis::client::{RetryPolicy, SisConfig};
+use crate::driver::{Driver, DriverConfig, DriverError, NoHooks};
+use crate::machines::cluster::ClusterIds;
+use crate::sis::client::SisConfig;
 use crate::sis::token::{DEFAULT_VAULT_SECRETS_PATH, TokenError};
 use crate::sis::{SisClient, TokenSource};
 use crate::store::{Store, StoreError};
@@ -214,7 +218,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<Registered, BootstrapError> {
     tracing::info!(cluster = %dto.cluster_name, account = %dto.nca_id, sis = %dto.icms_service_url,
         token = %token.describe(), registered = ?current, "bootstrap starting");
 
-    let sis = SisClient::new(sis_config(&dto, args.timeout), token)
+    let sis = SisClient::new(dto_sis_config(&dto, args.timeout), token)
         .map_err(|error| BootstrapError::Sis(format!("{error}; fix selfManaged.icmsServiceURL")))?;
     let executor = Arc::new(ClusterExecutor::new(
         sis,
@@ -223,6 +227,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<Registered, BootstrapError> {
         CreationExtras {
             description: dto.cluster_description.clone(),
             attributes: dto.attributes.clone(),
+            trust_root: None,
         },
     ));
     let store = Store::open(&args.store)?;
@@ -247,7 +252,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<Registered, BootstrapError> {
 }
 
 async fn register(
-    driver: &Driver<ClusterMachine, ClusterExecutor>,
+    driver: &ClusterDriver<ConfigMapSink>,
     executor: &ClusterExecutor,
     configmaps: &Api<ConfigMap>,
     dto: &ClusterDto,
@@ -255,72 +260,49 @@ async fn register(
     args: &BootstrapArgs,
 ) -> Result<Registered, BootstrapError> {
     let name = dto.cluster_name.as_str();
-    let spec = dto.spec();
-    driver
-        .ensure(name, || ClusterMachine::new(spec.clone()))
-        .await?;
-    driver
-        .send(name, Event::ConfigChanged { spec: spec.clone() })
-        .await?;
-    driver.send(name, Event::RegistrationRequested).await?;
-    driver
-        .send(name, Event::IdsChanged { ids: current })
-        .await?;
-
-    let mut watch = driver.watch(name).ok_or_else(|| {
-        BootstrapError::Store(format!(
-            "the cluster machine {name} vanished from the driver; run the bootstrap again"
-        ))
-    })?;
-    let deadline = tokio::time::Instant::now() + args.timeout;
+    request_registration(driver, &dto.spec(), Some(current)).await?;
     let budget = humantime::format_duration(args.timeout);
-    loop {
-        let summary = watch.borrow_and_update().clone();
-        if summary.state == "registered" && summary.pending.is_empty() {
-            break;
+    match settle(driver, name, args.timeout).await {
+        Ok(()) => {}
+        Err(Unsettled::Vanished) => {
+            return Err(BootstrapError::Store(format!(
+                "the cluster machine {name} vanished from the driver; run the bootstrap again"
+            )));
         }
-        if summary.state == "rejected" {
+        Err(Unsettled::Stopped) => {
+            return Err(BootstrapError::Store(format!(
+                "the cluster machine {name} stopped (see the log above); run the bootstrap again to resume it"
+            )));
+        }
+        Err(Unsettled::Rejected(reason)) => {
             return Err(BootstrapError::Rejected {
                 cluster: name.to_string(),
-                reason: summary
-                    .last_error
-                    .unwrap_or_else(|| "no reason recorded".to_string()),
+                reason,
             });
         }
-        match tokio::time::timeout_at(deadline, watch.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                return Err(BootstrapError::Store(format!(
-                    "the cluster machine {name} stopped (see the log above); run the bootstrap again to resume it"
-                )));
-            }
-            Err(_) => {
-                let waiting = summary
-                    .pending
-                    .first()
-                    .map(|effect| effect.description.clone())
-                    .unwrap_or_else(|| format!("the machine to leave state {}", summary.state));
-                let message = match executor.last_failure() {
-                    Some((Edge::Sis, error)) => {
-                        format!(
-                            "SIS at {} unreachable after {budget}: {error}",
-                            dto.icms_service_url
-                        )
-                    }
-                    Some((Edge::Kubernetes, error)) => format!(
-                        "ConfigMap {}/{REGISTRATION_CONFIGMAP} not written after {budget}: {error}",
-                        args.system_namespace
-                    ),
-                    None => format!(
-                        "registration of cluster {name} did not finish within {budget}; still waiting to {waiting}"
-                    ),
-                };
-                return Err(BootstrapError::OutOfTime(format!(
-                    "{message} (state {}, {} attempt(s) at: {waiting}); the next run resumes from here",
-                    summary.state,
-                    summary.retries() + 1
-                )));
-            }
+        Err(Unsettled::OutOfTime {
+            state,
+            waiting,
+            attempts,
+        }) => {
+            let message = match executor.last_failure() {
+                Some((Edge::Sis, error)) => {
+                    format!(
+                        "SIS at {} unreachable after {budget}: {error}",
+                        dto.icms_service_url
+                    )
+                }
+                Some((Edge::Sink, error)) => format!(
+                    "ConfigMap {}/{REGISTRATION_CONFIGMAP} not written after {budget}: {error}",
+                    args.system_namespace
+                ),
+                None => format!(
+                    "registration of cluster {name} did not finish within {budget}; still waiting to {waiting}"
+                ),
+            };
+            return Err(BootstrapError::OutOfTime(format!(
+                "{message} (state {state}, {attempts} attempt(s) at: {waiting}); the next run resumes from here"
+            )));
         }
     }
 
@@ -428,26 +410,13 @@ pub fn token_source(path: &Path, format: TokenFormat) -> Result<TokenSource, Tok
     Ok(source)
 }
 
-/// SIS client settings within the budget: the driver does the patient retrying (its
-/// attempts are in the record), so each effect makes at most two quick tries.
-fn sis_config(dto: &ClusterDto, budget: Duration) -> SisConfig {
-    let mut config = SisConfig::new(dto.icms_service_url.clone());
-    config.host_override = dto.icms_host_override.clone();
-    config.timeout = (budget / 3).clamp(Duration::from_secs(1), Duration::from_secs(15));
-    config.retry = RetryPolicy {
-        max_attempts: 2,
-        min_wait: Duration::from_millis(500),
-        max_wait: Duration::from_secs(2),
-    };
-    config
-}
-
-/// Driver backoff that leaves several attempts within the budget.
-fn backoff_within(budget: Duration) -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(500),
-        max: (budget / 6).clamp(Duration::from_secs(1), Duration::from_secs(30)),
-    }
+/// SIS client settings within the budget, at the DTO's SIS.
+fn dto_sis_config(dto: &ClusterDto, budget: Duration) -> SisConfig {
+    sis_config(
+        &dto.icms_service_url,
+        dto.icms_host_override.clone(),
+        budget,
+    )
 }
 
 #[cfg(test)]
@@ -476,13 +445,5 @@ mod tests {
         let error = token_source(&vault, TokenFormat::Auto).unwrap_err();
         assert_eq!(error.category(), "token_empty");
         assert!(error.to_string().contains("vault agent"), "{error}");
-    }
-
-    #[test]
-    fn retry_settings_fit_the_budget() {
-        let short = backoff_within(Duration::from_secs(3));
-        assert_eq!(short.max, Duration::from_secs(1));
-        let default = backoff_within(Duration::from_secs(300));
-        assert_eq!(default.max, Duration::from_secs(30));
     }
 }

@@ -3,7 +3,12 @@
 //!
 //! - [`bootstrap`]: registers the cluster with SIS (`nvca-operator bootstrap`, also
 //!   shipped as `nvca-self-managed bootstrap`); [`cluster_dto`] and [`cluster_executor`]
-//!   are its input and effects.
+//!   are its input and effects, [`registration_sink`] where the IDs go,
+//!   [`cluster_run`] the driving it shares with `register`.
+//! - [`register`] and [`rotate`]: `nvca-self-managed register` and `rotate`, NVIDIA's
+//!   `nvcf-cli cluster register` and `cluster rotate` for the PSAT path;
+//!   [`oidc_discovery`] finds the cluster's issuer and JWKS, [`register_values`] is the
+//!   file `register` writes, [`admin_token`] the token both send.
 //! - [`run`]: the NVCFBackend loop; [`backend_executor`] runs the backend machine's
 //!   effects, [`health`] reads the agent, [`leader`] elects one replica, [`metrics`]
 //!   counts, [`crds`] installs the CRDs.
@@ -12,12 +17,14 @@
 //! - [`bootstrap_watch`]: keeps `nvca-cluster-registration` filled
 //!   (`nvca-bootstrap-watch`).
 
+pub mod admin_token;
 pub mod backend_executor;
 pub mod bootstrap;
 pub mod bootstrap_watch;
 pub mod cleanup;
 pub mod cluster_dto;
 pub mod cluster_executor;
+pub mod cluster_run;
 pub mod command;
 pub mod crds;
 pub mod health;
@@ -25,6 +32,11 @@ pub mod leader;
 pub mod metrics;
 pub mod mirror;
 pub mod modified;
+pub mod oidc_discovery;
+pub mod register;
+pub mod register_values;
+pub mod registration_sink;
+pub mod rotate;
 pub mod run;
 
 /// The chart's ConfigMap with the cluster's description (`self-managed-nvcfbackend-cm.yaml`).

@@ -1,0 +1,136 @@
+//! Driving the persistent cluster machine until the registration settles: what
+//! `bootstrap` (IDs into ConfigMap `nvca-cluster-registration`) and `register` (IDs into
+//! the register-values file) share. Each command opens its own store, builds a
+//! [`ClusterExecutor`] with its sink, and calls [`request_registration`] then [`settle`].
+//!
+//! Every step of the machine is on disk before its effect runs, so a run killed at any
+//! instant is resumed by the next one, and SIS still sees one registration.
+
+use std::time::Duration;
+
+use super::cluster_executor::ClusterExecutor;
+use super::registration_sink::RegistrationSink;
+use crate::driver::{Backoff, Driver, DriverError};
+use crate::machines::cluster::{ClusterIds, ClusterMachine, ClusterSpec, Event};
+use crate::sis::client::{RetryPolicy, SisConfig};
+
+/// The driver of a command's cluster machine.
+pub type ClusterDriver<S> = Driver<ClusterMachine, ClusterExecutor<S>>;
+
+/// Why the machine did not settle within the budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unsettled {
+    /// The driver no longer holds the machine.
+    Vanished,
+    /// The machine's task stopped (the log says why).
+    Stopped,
+    /// SIS refused for good; the machine is parked with this reason.
+    Rejected(String),
+    /// The budget ran out while an effect was still being retried.
+    OutOfTime {
+        state: String,
+        /// The effect being retried, or what the machine waits for.
+        waiting: String,
+        /// Attempts made at it so far.
+        attempts: u32,
+    },
+}
+
+/// Make sure the machine `spec.cluster_name` exists with `spec`, and ask it to register.
+/// `observed` is what the command found where the IDs are kept, when it can read them
+/// back (the bootstrap's ConfigMap); `None` sends no observation.
+pub async fn request_registration<S: RegistrationSink>(
+    driver: &ClusterDriver<S>,
+    spec: &ClusterSpec,
+    observed: Option<Option<ClusterIds>>,
+) -> Result<(), DriverError> {
+    let name = spec.cluster_name.as_str();
+    driver
+        .ensure(name, || ClusterMachine::new(spec.clone()))
+        .await?;
+    driver
+        .send(name, Event::ConfigChanged { spec: spec.clone() })
+        .await?;
+    driver.send(name, Event::RegistrationRequested).await?;
+    if let Some(ids) = observed {
+        driver.send(name, Event::IdsChanged { ids }).await?;
+    }
+    Ok(())
+}
+
+/// Wait until the machine `name` is registered with nothing left to do, for at most
+/// `budget`.
+pub async fn settle<S: RegistrationSink>(
+    driver: &ClusterDriver<S>,
+    name: &str,
+    budget: Duration,
+) -> Result<(), Unsettled> {
+    let mut watch = driver.watch(name).ok_or(Unsettled::Vanished)?;
+    let deadline = tokio::time::Instant::now() + budget;
+    loop {
+        let summary = watch.borrow_and_update().clone();
+        if summary.state == "registered" && summary.pending.is_empty() {
+            return Ok(());
+        }
+        if summary.state == "rejected" {
+            return Err(Unsettled::Rejected(
+                summary
+                    .last_error
+                    .unwrap_or_else(|| "no reason recorded".to_string()),
+            ));
+        }
+        match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Unsettled::Stopped),
+            Err(_) => {
+                return Err(Unsettled::OutOfTime {
+                    waiting: summary
+                        .pending
+                        .first()
+                        .map(|effect| effect.description.clone())
+                        .unwrap_or_else(|| format!("the machine to leave state {}", summary.state)),
+                    attempts: summary.retries() + 1,
+                    state: summary.state,
+                });
+            }
+        }
+    }
+}
+
+/// SIS client settings within the budget: the driver does the patient retrying (its
+/// attempts are in the record), so each effect makes at most two quick tries.
+pub fn sis_config(url: &str, host_override: Option<String>, budget: Duration) -> SisConfig {
+    let mut config = SisConfig::new(url);
+    config.host_override = host_override;
+    config.timeout = (budget / 3).clamp(Duration::from_secs(1), Duration::from_secs(15));
+    config.retry = RetryPolicy {
+        max_attempts: 2,
+        min_wait: Duration::from_millis(500),
+        max_wait: Duration::from_secs(2),
+    };
+    config
+}
+
+/// Driver backoff that leaves several attempts within the budget.
+pub fn backoff_within(budget: Duration) -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(500),
+        max: (budget / 6).clamp(Duration::from_secs(1), Duration::from_secs(30)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_settings_fit_the_budget() {
+        let short = backoff_within(Duration::from_secs(3));
+        assert_eq!(short.max, Duration::from_secs(1));
+        let default = backoff_within(Duration::from_secs(300));
+        assert_eq!(default.max, Duration::from_secs(30));
+        let sis = sis_config("http://sis", None, Duration::from_secs(300));
+        assert_eq!(sis.timeout, Duration::from_secs(15));
+        assert_eq!(sis.retry.max_attempts, 2);
+    }
+}
