@@ -234,6 +234,36 @@ async fn a_psat_from_the_api_server_is_verified_against_the_registered_issuer_an
         .await
         .expect("the current JWKS restores it");
 
+    // NATS's auth callout asks SIS about the token the agent connects with: a NATS user
+    // for this cluster's own durables; another plugin or a token of no cluster is refused.
+    let http = reqwest::Client::new();
+    let nats = |payload: String, plugin: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/v1/nvca/nats-authorize", sim.base_url());
+        async move {
+            let answer = http
+                .post(url)
+                .json(&serde_json::json!({"account": "APP", "pluginName": plugin, "payload": payload}))
+                .send()
+                .await
+                .expect("sis-sim answers");
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let agent_token = token(&accounts, "nvca", &audience).await;
+    let (status, user) = nats(agent_token.clone(), "oidc").await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["userId"], format!("cluster-{}", ids.cluster_id));
+    assert_eq!(nats(agent_token, "nkey").await.0, 403);
+    let foreign = token(
+        &accounts,
+        "nvca",
+        "nvcf-icms:00000000-0000-4000-8000-000000000000",
+    )
+    .await;
+    assert_eq!(nats(foreign, "oidc").await.0, 401);
+
     // An issuer that is not the registered one: 409 at the endpoints that bind it.
     as_admin
         .push_jwks(

@@ -20,8 +20,8 @@ use axum::routing::{delete, get, post, put};
 use serde_json::Value;
 
 use super::Shared;
-use super::psat;
 use super::state::*;
+use super::{nats_authorize, psat};
 use crate::sis::types::*;
 
 type Answer = Result<Response, Response>;
@@ -50,6 +50,12 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/sirs/{requestId}", put(acknowledge))
         .route("/v1/sirs/{requestId}/{instanceId}", post(instance_status))
         .route("/v1/si/clusters/{clusterId}/instances", get(instances))
+        .route("/v1/nvca/nats-authorize", post(nats_authorize::authorize))
+        .route(
+            "/v1/si/oidc/nats-authorize",
+            post(nats_authorize::authorize),
+        )
+        .route("/v1/si/oidc/natsAuthorize", post(nats_authorize::authorize))
 }
 
 /// SIS's error answer.

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod api;
 pub mod launch;
+pub mod nats_authorize;
 pub mod psat;
 pub mod publisher;
 pub mod state;
