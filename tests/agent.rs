@@ -72,6 +72,18 @@ impl World {
     /// `manual`: the cluster is created without `DynamicGPUDiscovery`, with these GPUs,
     /// and the agent gets them as `agent.gpuManualInstanceConfigB64`.
     async fn start_with(prefix: &str, flags: &[&str], manual: Option<Value>) -> World {
+        World::start_inner(prefix, flags, manual, false).await
+    }
+
+    /// NVIDIA's current self-managed path: the cluster registered by
+    /// `nvca-self-managed register` with the API server's issuer and JWKS, and the agent's
+    /// only credential a token of ServiceAccount `nvca` for `nvcf-icms:<clusterId>` from
+    /// the TokenRequest API (what the kubelet projects into the agent's pod).
+    async fn start_psat(prefix: &str, flags: &[&str]) -> World {
+        World::start_inner(prefix, flags, None, true).await
+    }
+
+    async fn start_inner(prefix: &str, flags: &[&str], manual: Option<Value>, psat: bool) -> World {
         let lock = support::lock::cluster_wide_async().await;
         let (env, ns) = testenv_with_namespace(prefix).await;
         support::crds::from_operator(&env).await;
@@ -97,8 +109,10 @@ impl World {
         )
         .expect("SIS client");
         let name = format!("agent-{:08x}", rand::random::<u32>());
-        let ids = sis
-            .create_cluster(
+        let ids = if psat {
+            register_with_trust_root(&env, &dir, &sim.base_url(), &management, &name)
+        } else {
+            sis.create_cluster(
                 "nca-agent-test",
                 &ClusterCreationRequest {
                     capabilities: if manual.is_some() {
@@ -114,17 +128,23 @@ impl World {
                 },
             )
             .await
-            .expect("sis-sim creates the cluster");
+            .expect("sis-sim creates the cluster")
+        };
 
-        // The agent's token: bound to its cluster, as SIS binds a cluster's credentials.
+        // The agent's token: bound to its cluster, as SIS binds a cluster's credentials;
+        // on the PSAT path the API server's token for the agent's ServiceAccount.
         let token_file = dir.path().join("token");
-        let agent_token = admin
-            .issue_token_with(TokenRequest {
-                authorities: None,
-                cluster_id: Some(ids.cluster_id.clone()),
-            })
-            .await
-            .expect("an agent token");
+        let agent_token = if psat {
+            projected_token(&ns, &format!("nvcf-icms:{}", ids.cluster_id)).await
+        } else {
+            admin
+                .issue_token_with(TokenRequest {
+                    authorities: None,
+                    cluster_id: Some(ids.cluster_id.clone()),
+                })
+                .await
+                .expect("an agent token")
+        };
         std::fs::write(&token_file, &agent_token).expect("token file");
 
         let health = format!("127.0.0.1:{}", free_port());
@@ -374,6 +394,79 @@ fn fixture_fleet() -> BTreeMap<String, (u32, Vec<String>)> {
 }
 
 /// `/livez`: its status code and body.
+/// `nvca-self-managed register` as a platform team runs it: the cluster's issuer and JWKS
+/// from the API server, recorded with SIS; the IDs from the register-values file.
+fn register_with_trust_root(
+    env: &TestEnv,
+    dir: &tempfile::TempDir,
+    sis_url: &str,
+    admin_token: &std::path::Path,
+    name: &str,
+) -> nvca::sis::types::ClusterIds {
+    let values = dir.path().join("register-values.yaml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nvca-self-managed"))
+        .args([
+            "register",
+            "--name",
+            name,
+            "--nca-id",
+            "nca-agent-test",
+            "--icms-url",
+            sis_url,
+        ])
+        .arg("--token-file")
+        .arg(admin_token)
+        .arg("--output")
+        .arg(&values)
+        .arg("--store")
+        .arg(dir.path().join("register-store"))
+        .arg("--kubeconfig")
+        .arg(&env.endpoints.kubeconfig)
+        .output()
+        .expect("nvca-self-managed runs");
+    assert!(
+        output.status.success(),
+        "register failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&values).expect("the values file"))
+            .expect("YAML");
+    assert_eq!(values["selfManaged"]["identitySource"], "psat");
+    nvca::sis::types::ClusterIds {
+        cluster_id: values["clusterID"].as_str().expect("clusterID").to_string(),
+        cluster_group_id: values["clusterGroupID"]
+            .as_str()
+            .expect("clusterGroupID")
+            .to_string(),
+    }
+}
+
+/// A token of ServiceAccount `nvca` (created here) for `audience`, one hour.
+async fn projected_token(ns: &TestNamespace, audience: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest as Request, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = ns.api();
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "nvca"}})).expect("an account");
+    let _ = accounts.create(&PostParams::default(), &account).await;
+    let request = Request {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.to_string()]),
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..Request::default()
+    };
+    accounts
+        .create_token_request("nvca", &PostParams::default(), &request)
+        .await
+        .expect("a token")
+        .status
+        .and_then(|status| status.token)
+        .expect("the token")
+}
+
 async fn livez(world: &World) -> Option<(u16, String)> {
     let response = http()
         .get(format!("http://{}/livez", world.health))
@@ -1008,4 +1101,80 @@ async fn without_dynamic_discovery_the_manual_configuration_is_registered() {
         .until("a heartbeat", |record| record.last_heartbeat.clone())
         .await;
     assert_eq!(heartbeat["gpuUsage"]["H100"]["capacity"], 16, "{heartbeat}");
+}
+
+/// NVIDIA's current self-managed path end to end, without the chart (issue 17): the
+/// cluster registered by `nvca-self-managed register` with the API server's issuer and
+/// JWKS; the agent's only credential the API server's token for its ServiceAccount, which
+/// sis-sim verifies against them. The agent registers, pushes its JWKS (bound to the
+/// registered issuer), and runs a function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_only_its_psat_the_agent_registers_pushes_its_jwks_and_runs_a_function() {
+    let world = World::start_psat("agent-psat", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    let token = std::fs::read_to_string(&world.token_file).expect("the token file");
+    assert_eq!(
+        token.split('.').count(),
+        3,
+        "a JWT from the TokenRequest API"
+    );
+    world
+        .until("registered and heartbeating with the PSAT", |record| {
+            (record.heartbeats >= 1).then_some(())
+        })
+        .await;
+    let pushed = eventually(WAIT, "the agent's JWKS push taken", || async {
+        let calls = world.admin.calls().await.ok()?;
+        calls
+            .into_iter()
+            .find(|call| call.route.ends_with("/jwks") && call.status == 200)
+    })
+    .await;
+    assert_eq!(pushed.method, "PUT");
+
+    let (function, _) = world
+        .admin
+        .create_function(&nvca::sis::sim::admin::FunctionSpec {
+            nca_id: "nca-agent-test".into(),
+            name: "psat-echo".into(),
+            container_image: Some("nvcr.io/team/echo:1".into()),
+            helm_chart: None,
+            function_type: None,
+        })
+        .await
+        .expect("a function");
+    let (_, published) = world
+        .admin
+        .deploy(&nvca::sis::sim::admin::DeploymentSpec {
+            function_id: function,
+            cluster_id: world.cluster_id.clone(),
+            gpu: "H100".into(),
+            instance_type: "ON-PREM.GPU.H100".into(),
+            instance_type_name: Some("ON-PREM.GPU.H100_1x".into()),
+            instance_count: 1,
+            gpu_count: Some(1),
+            action: None,
+        })
+        .await
+        .expect("a deployment");
+    let request_id = published[0].request_id.clone();
+    eventually(WAIT, "SIS hears the instance running", || async {
+        let state = world.admin.state().await.ok()?;
+        let request = state.requests.get(&request_id)?;
+        request
+            .instances
+            .values()
+            .any(|instance| {
+                instance
+                    .history
+                    .contains(&nvca::sis::types::InstanceState::Running)
+            })
+            .then_some(())
+    })
+    .await;
+    let calls = world.admin.calls().await.expect("calls");
+    assert!(
+        calls.iter().all(|call| call.status != 401),
+        "no call was refused: {:?}",
+        calls.iter().filter(|c| c.status == 401).collect::<Vec<_>>()
+    );
 }
