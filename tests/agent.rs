@@ -1178,3 +1178,104 @@ async fn with_only_its_psat_the_agent_registers_pushes_its_jwks_and_runs_a_funct
         calls.iter().filter(|c| c.status == 401).collect::<Vec<_>>()
     );
 }
+
+/// The API server's signing key changes (`scripts/testenv rotate-sa-key`: a new key signs,
+/// the old one is still trusted) — issue 17:
+/// - while the agent runs, its own JWKS push (with its still-valid token) records the new
+///   key set, so its next token keeps working, as NVIDIA's `jwks_updater.go` intends;
+/// - when it could not push (here: stopped across the rotation), its fresh token, signed
+///   by the new key, is refused by SIS until `nvca-self-managed rotate` records the new
+///   JWKS; then its next call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_api_servers_key_rotates_the_agent_or_rotate_restores_its_calls() {
+    let mut world = World::start_psat("agent-rotate", &["DynamicGPUDiscovery", "SelfHosted"]).await;
+    world
+        .until("heartbeats with the first key", |record| {
+            (record.heartbeats >= 1).then_some(())
+        })
+        .await;
+    let audience = format!("nvcf-icms:{}", world.cluster_id);
+    let rotate_key = || {
+        let testenv = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testenv");
+        let rotated = std::process::Command::new(testenv)
+            .arg("rotate-sa-key")
+            .output()
+            .expect("scripts/testenv runs");
+        assert!(
+            rotated.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rotated.stderr)
+        );
+    };
+    let key_count = |jwks: Option<String>| {
+        jwks.and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|set| set["keys"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+
+    // Running: the agent pushes the new key set itself, then its new token is taken.
+    let keys_before = key_count(world.cluster().await.jwks);
+    rotate_key();
+    world
+        .until("the agent's push of the rotated key set", |record| {
+            (key_count(record.jwks.clone()) > keys_before).then_some(())
+        })
+        .await;
+    std::fs::write(
+        &world.token_file,
+        projected_token(&world.ns, &audience).await,
+    )
+    .expect("token file");
+    let before = world.cluster().await.heartbeats;
+    world
+        .until("a heartbeat with the token of the new key", |record| {
+            (record.heartbeats > before).then_some(())
+        })
+        .await;
+
+    // Stopped across a rotation: refused until `rotate`.
+    assert!(world.stop_agent().success());
+    rotate_key();
+    std::fs::write(
+        &world.token_file,
+        projected_token(&world.ns, &audience).await,
+    )
+    .expect("token file");
+    world.admin.clear_calls().await.expect("clear calls");
+    world.start_agent();
+    eventually(
+        WAIT,
+        "SIS refusing the token signed by the newest key",
+        || async {
+            let calls = world.admin.calls().await.ok()?;
+            calls.iter().any(|call| call.status == 401).then_some(())
+        },
+    )
+    .await;
+    let sis_url = format!("http://{}", world.sim_addr);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nvca-self-managed"))
+        .args([
+            "rotate",
+            "--cluster-id",
+            &world.cluster_id,
+            "--icms-url",
+            &sis_url,
+        ])
+        .arg("--token-file")
+        .arg(world.dir.path().join("management-token"))
+        .arg("--kubeconfig")
+        .arg(&world.env.endpoints.kubeconfig)
+        .output()
+        .expect("nvca-self-managed runs");
+    assert!(
+        output.status.success(),
+        "rotate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let before = world.cluster().await.heartbeats;
+    world
+        .until("a heartbeat taken after rotate", |record| {
+            (record.heartbeats > before).then_some(())
+        })
+        .await;
+}
