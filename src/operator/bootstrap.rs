@@ -25,9 +25,9 @@ use kube::Api;
 use thiserror::Error;
 
 use super::cluster_dto::{ClusterDto, DtoError};
-use super::cluster_executor::{ClusterExecutor, CreationExtras, Edge, read_registration};
+use super::cluster_executor::{ClusterExecutor, CreationExtras, read_registration};
 use super::cluster_run::{
-    ClusterDriver, Unsettled, backoff_within, request_registration, settle, sis_config,
+    ClusterDriver, OutOfTime, Unsettled, backoff_within, request_registration, settle, sis_config,
 };
 use super::registration_sink::ConfigMapSink;
 use super::{CLUSTER_DTO_CONFIGMAP, CLUSTER_DTO_KEY, REGISTRATION_CONFIGMAP};
@@ -177,26 +177,12 @@ pub fn init_logging(format: LogFormat) {
 /// The whole command, for the binaries: logging, a runtime, [`run`], the exit code.
 /// `program` names the binary in the final error line.
 pub fn main(args: BootstrapArgs, program: &str) -> ExitCode {
-    init_logging(args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("{program} bootstrap: cannot start the async runtime: {error}");
-            return ExitCode::from(3);
-        }
-    };
-    match runtime.block_on(run(&args)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One final line: plain for people reading `kubectl logs`, a record for
-            // log pipelines.
-            match args.log_format {
-                LogFormat::Text => eprintln!("{program} bootstrap: {error}"),
-                LogFormat::Json => tracing::error!(category = error.category(), "{error}"),
-            }
-            ExitCode::from(error.exit_code())
-        }
-    }
+    super::command::run_with_exit_codes(
+        &format!("{program} bootstrap"),
+        args.log_format,
+        run(&args),
+        |error| (error.exit_code(), error.category()),
+    )
 }
 
 /// Register the cluster and write its IDs; see the module docs.
@@ -261,7 +247,6 @@ async fn register(
 ) -> Result<Registered, BootstrapError> {
     let name = dto.cluster_name.as_str();
     request_registration(driver, &dto.spec(), Some(current)).await?;
-    let budget = humantime::format_duration(args.timeout);
     match settle(driver, name, args.timeout).await {
         Ok(()) => {}
         Err(Unsettled::Vanished) => {
@@ -285,23 +270,22 @@ async fn register(
             waiting,
             attempts,
         }) => {
-            let message = match executor.last_failure() {
-                Some((Edge::Sis, error)) => {
-                    format!(
-                        "SIS at {} unreachable after {budget}: {error}",
-                        dto.icms_service_url
-                    )
-                }
-                Some((Edge::Sink, error)) => format!(
-                    "ConfigMap {}/{REGISTRATION_CONFIGMAP} not written after {budget}: {error}",
-                    args.system_namespace
-                ),
-                None => format!(
-                    "registration of cluster {name} did not finish within {budget}; still waiting to {waiting}"
-                ),
+            let sink = format!(
+                "ConfigMap {}/{REGISTRATION_CONFIGMAP}",
+                args.system_namespace
+            );
+            let out_of_time = OutOfTime {
+                name,
+                budget: args.timeout,
+                sis_url: &dto.icms_service_url,
+                sink: &sink,
+                resume: "the next run resumes from here",
             };
-            return Err(BootstrapError::OutOfTime(format!(
-                "{message} (state {state}, {attempts} attempt(s) at: {waiting}); the next run resumes from here"
+            return Err(BootstrapError::OutOfTime(out_of_time.message(
+                executor.last_failure(),
+                &state,
+                &waiting,
+                attempts,
             )));
         }
     }

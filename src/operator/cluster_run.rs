@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::cluster_executor::ClusterExecutor;
+use super::cluster_executor::{ClusterExecutor, Edge};
 use super::registration_sink::RegistrationSink;
 use crate::driver::{Backoff, Driver, DriverError};
 use crate::machines::cluster::{ClusterIds, ClusterMachine, ClusterSpec, Event};
@@ -34,6 +34,43 @@ pub enum Unsettled {
         /// Attempts made at it so far.
         attempts: u32,
     },
+}
+
+/// Where a registration stands when its budget ran out, for the command's error: the
+/// edge that failed last (SIS at `sis_url`, or the sink, described by `sink`), then the
+/// machine's state; `resume` says how the user picks it up again.
+pub struct OutOfTime<'a> {
+    pub name: &'a str,
+    pub budget: Duration,
+    pub sis_url: &'a str,
+    pub sink: &'a str,
+    pub resume: &'a str,
+}
+
+impl OutOfTime<'_> {
+    pub fn message(
+        &self,
+        last_failure: Option<(Edge, String)>,
+        state: &str,
+        waiting: &str,
+        attempts: u32,
+    ) -> String {
+        let (name, sis_url, sink) = (self.name, self.sis_url, self.sink);
+        let budget = humantime::format_duration(self.budget);
+        let message = match last_failure {
+            Some((Edge::Sis, error)) => {
+                format!("SIS at {sis_url} unreachable after {budget}: {error}")
+            }
+            Some((Edge::Sink, error)) => format!("{sink} not written after {budget}: {error}"),
+            None => format!(
+                "registration of cluster {name} did not finish within {budget}; still waiting to {waiting}"
+            ),
+        };
+        format!(
+            "{message} (state {state}, {attempts} attempt(s) at: {waiting}); {}",
+            self.resume
+        )
+    }
 }
 
 /// Make sure the machine `spec.cluster_name` exists with `spec`, and ask it to register.

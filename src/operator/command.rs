@@ -1,10 +1,15 @@
-//! What the operator's long-running commands (`nvca-operator run`, `nvca-mirror run`,
-//! `nvca-operator-cleanup`) do around their async body: one runtime, and a failure told
-//! twice, as a record for log pipelines and as one plain line on stderr.
+//! What the operator's commands do around their async body: one runtime, and the failure
+//! told where it is read. The long-running ones (`nvca-operator run`, `nvca-mirror run`,
+//! `nvca-operator-cleanup`) tell it twice, as a record for log pipelines and as one plain
+//! line on stderr ([`block_on`]); the registration commands (`bootstrap`, `register`,
+//! `rotate`) set up their logging, tell it once in the format asked for, and exit with the
+//! error's own code ([`run_with_exit_codes`]).
 
 use std::fmt::Display;
 use std::future::Future;
 use std::process::ExitCode;
+
+use crate::logging::LogFormat;
 
 /// Run `body` to its end; `program` names the command in the plain line, `category`
 /// labels the record.
@@ -26,6 +31,36 @@ pub fn block_on<E: Display>(
             tracing::error!(category = category(&error), "{error}");
             eprintln!("{program}: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run `body` on a fresh runtime with logging set up in `format`; a failure is one plain
+/// line on stderr (`text`) or a record (`json`), and `code` gives its exit code and
+/// category. A runtime that cannot start exits 3 (an input of the machine is wrong).
+pub fn run_with_exit_codes<T, E: Display>(
+    program: &str,
+    format: LogFormat,
+    body: impl Future<Output = Result<T, E>>,
+    code: impl Fn(&E) -> (u8, &'static str),
+) -> ExitCode {
+    crate::logging::init("info", format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{program}: cannot start the async runtime: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(body) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            let (exit, category) = code(&error);
+            match format {
+                LogFormat::Text => eprintln!("{program}: {error}"),
+                LogFormat::Json => tracing::error!(category, "{error}"),
+            }
+            ExitCode::from(exit)
         }
     }
 }

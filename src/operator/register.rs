@@ -30,9 +30,9 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::admin_token::{self, AdminTokenError, TOKEN_ENV};
-use super::cluster_executor::{ClusterExecutor, CreationExtras, Edge, Fixes, TrustRoot};
+use super::cluster_executor::{ClusterExecutor, CreationExtras, Fixes, TrustRoot};
 use super::cluster_run::{
-    ClusterDriver, Unsettled, backoff_within, request_registration, settle, sis_config,
+    ClusterDriver, OutOfTime, Unsettled, backoff_within, request_registration, settle, sis_config,
 };
 use super::oidc_discovery::{self, DiscoveryError, OidcIdentity};
 use super::register_values::{
@@ -247,39 +247,10 @@ pub struct Registered {
     pub output: PathBuf,
 }
 
-/// Run `body` on a fresh runtime with logging set up, and turn its outcome into the exit
-/// code: the error's own, as one plain line on stderr (or a record, for `json`).
-pub(crate) fn run_command<T, E: std::fmt::Display>(
-    program: &str,
-    format: LogFormat,
-    body: impl std::future::Future<Output = Result<T, E>>,
-    code: impl Fn(&E) -> (u8, &'static str),
-) -> ExitCode {
-    crate::logging::init("info", format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("{program}: cannot start the async runtime: {error}");
-            return ExitCode::from(3);
-        }
-    };
-    match runtime.block_on(body) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            let (exit, category) = code(&error);
-            match format {
-                LogFormat::Text => eprintln!("{program}: {error}"),
-                LogFormat::Json => tracing::error!(category, "{error}"),
-            }
-            ExitCode::from(exit)
-        }
-    }
-}
-
 /// The whole command, for the binary.
 pub fn main(args: RegisterArgs, program: &str) -> ExitCode {
     let format = args.log_format;
-    run_command(
+    super::command::run_with_exit_codes(
         &format!("{program} register"),
         format,
         async move {
@@ -366,7 +337,6 @@ async fn register(
     let name = args.name.as_str();
     let file = executor.sink().path().display().to_string();
     request_registration(driver, &args.spec(), None).await?;
-    let budget = humantime::format_duration(args.timeout);
     match settle(driver, name, args.timeout).await {
         Ok(()) => {}
         Err(Unsettled::Vanished | Unsettled::Stopped) => {
@@ -385,20 +355,18 @@ async fn register(
             waiting,
             attempts,
         }) => {
-            let message = match executor.last_failure() {
-                Some((Edge::Sis, error)) => {
-                    format!(
-                        "SIS at {} unreachable after {budget}: {error}",
-                        args.icms_url
-                    )
-                }
-                Some((Edge::Sink, error)) => format!("{file} not written after {budget}: {error}"),
-                None => format!(
-                    "registration of cluster {name} did not finish within {budget}; still waiting to {waiting}"
-                ),
+            let out_of_time = OutOfTime {
+                name,
+                budget: args.timeout,
+                sis_url: &args.icms_url,
+                sink: &file,
+                resume: "run register again to resume from here",
             };
-            return Err(RegisterError::OutOfTime(format!(
-                "{message} (state {state}, {attempts} attempt(s) at: {waiting}); run register again to resume from here"
+            return Err(RegisterError::OutOfTime(out_of_time.message(
+                executor.last_failure(),
+                &state,
+                &waiting,
+                attempts,
             )));
         }
     }

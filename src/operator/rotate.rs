@@ -23,7 +23,7 @@ use thiserror::Error;
 use super::admin_token::{self, AdminTokenError, TOKEN_ENV};
 use super::cluster_executor::jwks_refusal_hint;
 use super::oidc_discovery::{self, DiscoveryError, OidcIdentity};
-use super::register::{print_warnings, run_command};
+use super::register::print_warnings;
 use crate::logging::LogFormat;
 use crate::sis::client::RetryPolicy;
 use crate::sis::types::JwksUpdate;
@@ -91,7 +91,7 @@ impl RotateError {
 /// The whole command, for the binary.
 pub fn main(args: RotateArgs, program: &str) -> ExitCode {
     let format = args.log_format;
-    run_command(
+    super::command::run_with_exit_codes(
         &format!("{program} rotate"),
         format,
         async move {
