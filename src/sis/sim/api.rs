@@ -160,14 +160,20 @@ fn authorize(
 }
 
 /// An agent's projected service-account token, verified against the JWKS registered for
-/// the cluster its audience names (`src/sis/sim/psat.rs`).
-fn verify_psat(shared: &Shared, token: &str) -> Result<TokenRecord, psat::PsatError> {
+/// the cluster its audience names (`src/sis/sim/psat.rs`); also what NATS's auth callout
+/// asks about (`nats_authorize.rs`).
+pub(super) fn registered_psat(shared: &Shared, token: &str) -> Result<psat::Psat, psat::PsatError> {
     let cluster_id = psat::claimed_cluster(token)?;
     let jwks = shared
         .read(|s| s.clusters.get(&cluster_id).and_then(|c| c.jwks.clone()))
         .filter(|jwks| !jwks.trim().is_empty())
         .ok_or(psat::PsatError::UnknownCluster)?;
-    let verified = psat::verify(token, &cluster_id, &jwks)?;
+    psat::verify(token, &cluster_id, &jwks)
+}
+
+/// The authorities and bindings of a verified agent token.
+fn verify_psat(shared: &Shared, token: &str) -> Result<TokenRecord, psat::PsatError> {
+    let verified = registered_psat(shared, token)?;
     Ok(TokenRecord {
         authorities: psat::AUTHORITIES.iter().map(|a| a.to_string()).collect(),
         cluster_id: Some(verified.cluster_id),

@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::psat::{self, PsatError};
+use super::api::registered_psat;
+use super::psat::PsatError;
 use crate::sis::queue::QueueStream;
 
 /// The NATS account agents are put in, and the plugin the callout names.
@@ -99,18 +100,11 @@ pub async fn authorize(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
     if token.len() > MAX_TOKEN_BYTES {
         return status(StatusCode::from_u16(431).expect("a status code"));
     }
-    let cluster_id = match psat::claimed_cluster(token) {
-        Ok(id) => id,
+    let cluster_id = match registered_psat(&shared, token) {
+        Ok(verified) => verified.cluster_id,
         Err(PsatError::NoClusterAudience) => return status(StatusCode::BAD_REQUEST),
         Err(_) => return status(StatusCode::UNAUTHORIZED),
     };
-    let jwks = shared.read(|s| s.clusters.get(&cluster_id).and_then(|c| c.jwks.clone()));
-    let Some(jwks) = jwks.filter(|jwks| !jwks.trim().is_empty()) else {
-        return status(StatusCode::UNAUTHORIZED);
-    };
-    if psat::verify(token, &cluster_id, &jwks).is_err() {
-        return status(StatusCode::UNAUTHORIZED);
-    }
     if !is_uuid(&cluster_id) {
         return status(StatusCode::FORBIDDEN);
     }
