@@ -444,27 +444,12 @@ fn register_with_trust_root(
 
 /// A token of ServiceAccount `nvca` (created here) for `audience`, one hour.
 async fn projected_token(ns: &TestNamespace, audience: &str) -> String {
-    use k8s_openapi::api::authentication::v1::{TokenRequest as Request, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     let accounts: Api<ServiceAccount> = ns.api();
     let account: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "nvca"}})).expect("an account");
     let _ = accounts.create(&PostParams::default(), &account).await;
-    let request = Request {
-        spec: Some(TokenRequestSpec {
-            audiences: Some(vec![audience.to_string()]),
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..Request::default()
-    };
-    accounts
-        .create_token_request("nvca", &PostParams::default(), &request)
-        .await
-        .expect("a token")
-        .status
-        .and_then(|status| status.token)
-        .expect("the token")
+    support::service_account::token(&accounts, "nvca", audience, 3600).await
 }
 
 async fn livez(world: &World) -> Option<(u16, String)> {
@@ -1278,4 +1263,31 @@ async fn after_the_api_servers_key_rotates_the_agent_or_rotate_restores_its_call
             (record.heartbeats > before).then_some(())
         })
         .await;
+
+    // The API server restarted twice: before the next test takes the cluster, its
+    // scheduler and kwok must serve again (their watches reconnect with backoff).
+    let pods: Api<Pod> = world.ns.api();
+    let probe: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "after-rotation"},
+        "spec": {
+            "containers": [{"name": "probe", "image": "busybox"}],
+            "tolerations": [{"operator": "Exists"}],
+        }
+    }))
+    .expect("a pod");
+    pods.create(&PostParams::default(), &probe)
+        .await
+        .expect("create the probe pod");
+    eventually(
+        WAIT,
+        "a pod scheduled and running after the rotations",
+        || {
+            let pods = pods.clone();
+            async move {
+                let pod = pods.get_opt("after-rotation").await.ok()??;
+                support::pods::ready(&pod).then_some(())
+            }
+        },
+    )
+    .await;
 }

@@ -6,16 +6,12 @@
 
 mod support;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use kube::api::PostParams;
 use nvca::sis::client::{SisClient, SisConfig};
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
-use nvca::sis::types::{
-    CloudProvider, ClusterCreationRequest, ClusterStatus, Gpu, InstanceType, JwksUpdate,
-    RegistrationRequest,
-};
+use nvca::sis::types::{ClusterCreationRequest, JwksUpdate, RegistrationRequest};
 use serde_json::Value;
 use support::testenv::testenv_with_namespace;
 
@@ -44,59 +40,21 @@ async fn issuer_and_jwks(client: &kube::Client) -> (String, String) {
 
 /// A token of ServiceAccount `account` for `audience`, from the TokenRequest API.
 async fn token(accounts: &Api<ServiceAccount>, account: &str, audience: &str) -> String {
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: Some(vec![audience.to_string()]),
-            expiration_seconds: Some(600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    accounts
-        .create_token_request(account, &PostParams::default(), &request)
-        .await
-        .expect("a token")
-        .status
-        .and_then(|status| status.token)
-        .expect("the token")
+    support::service_account::token(accounts, account, audience, 600).await
 }
 
 fn creation(name: &str, issuer: &str, jwks: &str) -> ClusterCreationRequest {
     ClusterCreationRequest {
-        cluster_name: name.to_string(),
-        cluster_group_name: name.to_string(),
-        nca_id: NCA.to_string(),
-        cloud_provider: Some(CloudProvider::OnPrem),
-        region: "us-west-1".to_string(),
-        nvca_version: "0.1.0".to_string(),
-        capabilities: vec!["DynamicGPUDiscovery".to_string()],
         jwks: Some(jwks.to_string()),
         oidc_issuer: Some(issuer.to_string()),
-        ..ClusterCreationRequest::default()
+        ..support::cluster::on_prem_cluster(name, NCA, "us-west-1")
     }
 }
 
 fn registration() -> RegistrationRequest {
     RegistrationRequest {
-        status: ClusterStatus::Ready,
-        k8s_version: "v1.37.2".into(),
-        gpus: vec![Gpu {
-            name: "H100".into(),
-            capacity: 8,
-            instance_types: vec![InstanceType {
-                name: "NCP.GPU.H100_1x".into(),
-                value: "NCP.GPU.H100".into(),
-                description: "one H100".into(),
-                default: true,
-                gpu_count: 1,
-                ..Default::default()
-            }],
-        }],
         allow_cluster_targeting: true,
-        allow_task_cluster_creation_queues: true,
-        nvca_version: "0.1.0".into(),
-        jwks: None,
-        oidc_issuer: None,
+        ..support::cluster::h100_registration()
     }
 }
 

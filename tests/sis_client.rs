@@ -84,27 +84,7 @@ fn creation(name: &str) -> ClusterCreationRequest {
 }
 
 fn registration() -> RegistrationRequest {
-    RegistrationRequest {
-        status: ClusterStatus::Ready,
-        k8s_version: "v1.37.2".into(),
-        gpus: vec![Gpu {
-            name: "H100".into(),
-            capacity: 8,
-            instance_types: vec![InstanceType {
-                name: "NCP.GPU.H100_1x".into(),
-                value: "NCP.GPU.H100".into(),
-                description: "one H100".into(),
-                default: true,
-                gpu_count: 1,
-                ..Default::default()
-            }],
-        }],
-        allow_cluster_targeting: false,
-        allow_task_cluster_creation_queues: true,
-        nvca_version: "0.1.0".into(),
-        jwks: None,
-        oidc_issuer: None,
-    }
+    cluster::h100_registration()
 }
 
 fn heartbeat() -> HeartbeatRequest {

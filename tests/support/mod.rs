@@ -12,5 +12,6 @@ pub mod hook;
 pub mod kubeproxy;
 pub mod lock;
 pub mod pods;
+pub mod service_account;
 pub mod sim;
 pub mod testenv;
