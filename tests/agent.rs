@@ -48,17 +48,17 @@ struct World {
     token_file: PathBuf,
     health: String,
     admin_addr: String,
+    /// How SIS reaches NATS: the test environment's open server, or on the PSAT path the
+    /// control plane's server with its auth callout (`control_plane_nats`).
+    sim_nats: SimNats,
+    control_plane_nats: Option<support::nats::PrivateNats>,
     _lock: std::fs::File,
 }
 
-fn sim_config(addr: SocketAddr, state_file: &Path, nats_url: &str) -> SimConfig {
+fn sim_config(addr: SocketAddr, state_file: &Path, nats: &SimNats) -> SimConfig {
     SimConfig {
         listen: addr,
-        nats: Some(SimNats {
-            url: nats_url.to_string(),
-            user: None,
-            password: None,
-        }),
+        nats: Some(nats.clone()),
         state_file: Some(state_file.to_path_buf()),
         ..SimConfig::default()
     }
@@ -89,10 +89,24 @@ impl World {
         support::crds::from_operator(&env).await;
         let dir = tempfile::tempdir().expect("temporary directory");
         let state_file = dir.path().join("sis-state.json");
+        // On the PSAT path the agent gets into NATS only through the auth callout.
+        let (control_plane_nats, sim_nats) = if psat {
+            let (server, secrets) = support::nats::PrivateNats::control_plane();
+            let sim_nats = server.sim_nats(&secrets);
+            (Some(server), sim_nats)
+        } else {
+            let sim_nats = SimNats {
+                url: env.endpoints.nats_url.clone(),
+                user: None,
+                password: None,
+                auth_callout: None,
+            };
+            (None, sim_nats)
+        };
         let sim = nvca::sis::sim::start(sim_config(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             &state_file,
-            &env.endpoints.nats_url,
+            &sim_nats,
         ))
         .await
         .expect("sis-sim starts");
@@ -156,7 +170,7 @@ impl World {
             name: &name,
             nca: "nca-agent-test",
             sis_url: &sim.base_url(),
-            nats_url: &env.endpoints.nats_url,
+            nats_url: &sim_nats.url,
             feature_flags: flags,
             token_file: &token_file,
             health: &health,
@@ -187,6 +201,8 @@ impl World {
             health,
             admin_addr,
             agent: None,
+            sim_nats,
+            control_plane_nats,
             _lock: lock,
         };
         world.start_agent();
@@ -224,7 +240,11 @@ impl World {
             "--config-poll",
             "300ms",
             "--nats-auth",
-            "none",
+            if self.control_plane_nats.is_some() {
+                "psat"
+            } else {
+                "none"
+            },
         ]
         .map(String::from);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -474,7 +494,7 @@ async fn livez_fails_as_nvidias_while_the_work_queues_cannot_be_pulled() {
     // The same agent with its NATS gone (a port nothing listens on).
     let text = std::fs::read_to_string(&world.config).expect("config.yaml");
     let dead = format!("nats://127.0.0.1:{}", free_port());
-    let text = text.replace(&world.env.endpoints.nats_url, &dead);
+    let text = text.replace(&world.sim_nats.url, &dead);
     std::fs::write(&world.config, text).expect("config.yaml");
     world.start_agent();
     world
@@ -797,7 +817,7 @@ async fn a_lost_sis_is_retried_shown_and_recovered() {
     let sim = nvca::sis::sim::start(sim_config(
         world.sim_addr,
         &world.state_file,
-        &world.env.endpoints.nats_url,
+        &world.sim_nats,
     ))
     .await
     .expect("sis-sim starts again");
@@ -1091,7 +1111,8 @@ async fn without_dynamic_discovery_the_manual_configuration_is_registered() {
 /// NVIDIA's current self-managed path end to end, without the chart (issue 17): the
 /// cluster registered by `nvca-self-managed register` with the API server's issuer and
 /// JWKS; the agent's only credential the API server's token for its ServiceAccount, which
-/// sis-sim verifies against them. The agent registers, pushes its JWKS (bound to the
+/// sis-sim verifies against them, for SIS and for NATS (the control plane's server, whose
+/// auth callout sis-sim answers). The agent registers, pushes its JWKS (bound to the
 /// registered issuer), and runs a function.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_only_its_psat_the_agent_registers_pushes_its_jwks_and_runs_a_function() {
@@ -1161,6 +1182,13 @@ async fn with_only_its_psat_the_agent_registers_pushes_its_jwks_and_runs_a_funct
         calls.iter().all(|call| call.status != 401),
         "no call was refused: {:?}",
         calls.iter().filter(|c| c.status == 401).collect::<Vec<_>>()
+    );
+    // Its queue connection came in through NATS's auth callout, on the same PSAT.
+    assert!(
+        calls
+            .iter()
+            .any(|call| call.route == nvca::sis::sim::auth_callout::SUBJECT && call.status == 200),
+        "the auth callout let the agent in: {calls:?}"
     );
 }
 

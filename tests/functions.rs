@@ -6,8 +6,6 @@
 //! `nvca.nvcf.nvidia.io/instance-type` (the agent's job) are written, as the agent would
 //! write them, under the cluster-wide lock. Needs `scripts/testenv up`.
 
-#[path = "support/nats.rs"]
-mod nats_support;
 mod support;
 
 use std::sync::Arc;
@@ -96,7 +94,7 @@ impl World {
     async fn with(prefix: &str, adjust: impl FnOnce(&mut FunctionsSettings)) -> World {
         let (env, ns) = testenv_with_namespace(prefix).await;
         let inventory = label_gpu_nodes(&env).await;
-        let nats_url = nats_support::testenv_nats_url();
+        let nats_url = support::nats::testenv_nats_url();
         let (sim, admin) = support::sim::start_on_nats(&nats_url).await;
         let token_dir = tempfile::tempdir().unwrap();
         let token_file = token_dir.path().join("secrets.json");

@@ -245,3 +245,168 @@ async fn a_psat_from_the_api_server_is_verified_against_the_registered_issuer_an
     );
     drop(sim);
 }
+
+/// NATS as the control plane runs it for self-managed clusters: a real nats-server whose
+/// auth callout (answered by sis-sim, as NVIDIA's callout service asks ICMS) lets an agent
+/// in on its PSAT alone, as a user that may use only its own cluster's durables; a token
+/// for another cluster gets an authorization violation naming SIS's refusal.
+#[tokio::test]
+async fn through_the_nats_auth_callout_a_psat_gets_its_clusters_queue_and_nothing_else() {
+    use nvca::sis::queue::{NatsAuth, QueueConfig, QueueConsumer, QueueStream};
+    use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
+    use std::sync::Arc;
+
+    let (env, ns) = testenv_with_namespace("psat-nats").await;
+    let (issuer, jwks) = issuer_and_jwks(&env.client).await;
+    let (nats, secrets) = support::nats::PrivateNats::control_plane();
+    let sim = nvca::sis::sim::start(nvca::sis::sim::SimConfig {
+        nats: Some(nats.sim_nats(&secrets)),
+        ..nvca::sis::sim::SimConfig::default()
+    })
+    .await
+    .expect("sis-sim publishes as SIS's user and answers the callout");
+    let admin = AdminClient::new(sim.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin.json");
+    write_token_file(
+        &admin_file,
+        &vault_secrets_json(&admin.issue_token(None).await.unwrap()),
+    )
+    .unwrap();
+    let as_admin = SisClient::new(
+        SisConfig::new(sim.base_url()),
+        TokenSource::vault_secrets(&admin_file),
+    )
+    .unwrap();
+    let ids = as_admin
+        .create_cluster(NCA, &creation("psat-nats", &issuer, &jwks))
+        .await
+        .unwrap();
+    let accounts: Api<ServiceAccount> = ns.api();
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "nvca"}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("a ServiceAccount");
+    let audience = format!("nvcf-icms:{}", ids.cluster_id);
+    let psat_file = dir.path().join("token");
+    std::fs::write(&psat_file, token(&accounts, "nvca", &audience).await).unwrap();
+    let mut config = SisConfig::new(sim.base_url());
+    config.cluster_id = Some(ids.cluster_id.clone());
+    SisClient::new(config, TokenSource::projected(&psat_file))
+        .unwrap()
+        .register(&ids.cluster_id, &registration())
+        .await
+        .expect("registered with the PSAT");
+
+    let queue = |cluster_id: &str, file: &std::path::Path| {
+        let mut config = QueueConfig::new(&nats.url, cluster_id);
+        config.auth = NatsAuth::Psat(Arc::new(TokenSource::projected(file)));
+        config.request_timeout = std::time::Duration::from_secs(2);
+        config
+    };
+    let consumer = QueueConsumer::connect(queue(&ids.cluster_id, &psat_file))
+        .await
+        .expect("the callout lets the PSAT in");
+    let (function_id, _) = admin
+        .create_function(&FunctionSpec {
+            nca_id: NCA.into(),
+            name: "callout-echo".into(),
+            container_image: Some("nvcr.io/team/echo:1".into()),
+            helm_chart: None,
+            function_type: None,
+        })
+        .await
+        .unwrap();
+    admin
+        .deploy(&DeploymentSpec {
+            function_id,
+            cluster_id: ids.cluster_id.clone(),
+            gpu: "H100".into(),
+            instance_type: "ON-PREM.GPU.H100".into(),
+            instance_type_name: Some("ON-PREM.GPU.H100_1x".into()),
+            instance_count: 1,
+            gpu_count: Some(1),
+            action: None,
+        })
+        .await
+        .expect("SIS publishes through the same server");
+    let fetched = consumer.fetch_creations().await.expect("a pull");
+    assert_eq!(
+        fetched.messages.len(),
+        1,
+        "violations: {:?}",
+        consumer.permission_violations()
+    );
+    fetched.messages[0].acker.ack().await.unwrap();
+    assert!(
+        consumer
+            .fetch_terminations()
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    assert!(
+        consumer.permission_violations().is_empty(),
+        "{:?}",
+        consumer.permission_violations()
+    );
+    // The user the callout made has the grant's permissions, no more.
+    let info = consumer
+        .client()
+        .send_request(
+            "$JS.API.STREAM.INFO.CreateNvcaFunctionTaskStream".to_string(),
+            async_nats::Request::new().timeout(Some(std::time::Duration::from_secs(1))),
+        )
+        .await;
+    assert!(info.is_err(), "stream info must be denied");
+    let other = QueueConsumer::connect(queue("00000000-0000-4000-8000-000000000000", &psat_file))
+        .await
+        .expect("the same PSAT connects for any consumer name");
+    let error = other
+        .ensure_consumer(QueueStream::Creation)
+        .await
+        .unwrap_err();
+    assert_eq!(error.category(), "permission_denied", "{error}");
+
+    // A token for another cluster: SIS refuses it (401), the callout says so, the
+    // connection is an authorization violation.
+    let foreign_file = dir.path().join("foreign-token");
+    std::fs::write(
+        &foreign_file,
+        token(
+            &accounts,
+            "nvca",
+            "nvcf-icms:00000000-0000-4000-8000-000000000000",
+        )
+        .await,
+    )
+    .unwrap();
+    let refused = QueueConsumer::connect(queue(&ids.cluster_id, &foreign_file))
+        .await
+        .expect_err("no NATS user for a token SIS refuses");
+    assert!(
+        refused.to_string().to_lowercase().contains("authorization"),
+        "{refused}"
+    );
+    let answers: Vec<u16> = sim
+        .shared()
+        .calls()
+        .into_iter()
+        .filter(|call| call.route == nvca::sis::sim::auth_callout::SUBJECT)
+        .map(|call| call.status)
+        .collect();
+    assert_eq!(answers, [200, 200, 401], "the callout's answers, in order");
+    let log = nats.server_log();
+    assert!(
+        log.contains("Auth callout service returned an error: SIS refused the token (401"),
+        "nats-server logs the refusal: {log}"
+    );
+    assert!(
+        log.contains(&format!("APP/user:cluster-{}", ids.cluster_id)),
+        "the callout's user lives in account APP under SIS's user id: {log}"
+    );
+    sim.stop().await;
+}

@@ -162,6 +162,7 @@ fn testenv_nats() -> (String, SimNats) {
             url,
             user: None,
             password: None,
+            auth_callout: None,
         },
     )
 }
@@ -477,6 +478,7 @@ async fn the_consumer_lives_within_the_permissions_the_control_plane_grants() {
         url: nats.url.clone(),
         user: Some("icms".into()),
         password: Some(PASSWORD.into()),
+        auth_callout: None,
     })
     .await;
     nats.grant(&env.cluster_id);

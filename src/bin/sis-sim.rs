@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use nvca::sis::sim::admin::{AdminClient, TokenRequest};
+use nvca::sis::sim::control_plane_nats::{self, ControlPlaneNats};
 use nvca::sis::sim::{Faults, SimConfig, SimNats};
 use nvca::sis::token::{vault_secrets_json, write_token_file};
 
@@ -27,6 +28,20 @@ enum Command {
     Serve(ServeArgs),
     /// Get a bearer token from a running sis-sim and write it to a file.
     Token(TokenArgs),
+    /// Write a nats-server configuration of the control plane (auth callout for PSAT
+    /// agents, as NVIDIA's chart sets it) and its keys, for `serve --nats-control-plane`.
+    NatsConfig(NatsConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct NatsConfigArgs {
+    /// The loopback port nats-server is to listen on.
+    #[arg(long)]
+    port: u16,
+    /// Where to write `nats.conf` and `control-plane-nats.json` (the keys, mode 0600);
+    /// JetStream keeps its files in `js/` below it.
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -41,6 +56,10 @@ struct ServeArgs {
     nats_user: Option<String>,
     #[arg(long, requires = "nats_user")]
     nats_password: Option<String>,
+    /// The keys `sis-sim nats-config` wrote: publish as SIS's user of that server and
+    /// answer its auth callout (agents connecting with their PSAT).
+    #[arg(long, requires = "nats_url", conflicts_with_all = ["nats_user", "nats_password"])]
+    nats_control_plane: Option<PathBuf>,
     /// Keep the state (clusters, requests, tokens) in this JSON file across restarts.
     #[arg(long)]
     state_file: Option<PathBuf>,
@@ -116,6 +135,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Token(args) => token(args).await,
+            Command::NatsConfig(args) => nats_config(args),
         }
     });
     match result {
@@ -134,13 +154,27 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             args.listen
         ));
     }
-    let config = SimConfig {
-        listen: args.listen,
-        nats: args.nats_url.map(|url| SimNats {
+    let control_plane = match &args.nats_control_plane {
+        Some(path) => Some(ControlPlaneNats::load(path)?),
+        None => None,
+    };
+    let nats = args.nats_url.map(|url| match &control_plane {
+        Some(secrets) => SimNats {
+            url,
+            user: Some(control_plane_nats::SIS_USER.to_string()),
+            password: Some(secrets.sis_password.clone()),
+            auth_callout: Some(secrets.callout_keys()),
+        },
+        None => SimNats {
             url,
             user: args.nats_user,
             password: args.nats_password,
-        }),
+            auth_callout: None,
+        },
+    });
+    let config = SimConfig {
+        listen: args.listen,
+        nats,
         state_file: args.state_file,
         faults: Faults {
             error_rate: args.error_rate,
@@ -187,5 +221,20 @@ async fn token(args: TokenArgs) -> Result<(), String> {
     write_token_file(&args.out, &contents)
         .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
     eprintln!("sis-sim: token written to {}", args.out.display());
+    Ok(())
+}
+
+fn nats_config(args: NatsConfigArgs) -> Result<(), String> {
+    let secrets = ControlPlaneNats::generate();
+    let store = args.dir.join("js");
+    std::fs::create_dir_all(&store)
+        .map_err(|e| format!("cannot create {}: {e}", store.display()))?;
+    let config = args.dir.join("nats.conf");
+    std::fs::write(&config, secrets.server_config(args.port, &store)?)
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let keys = args.dir.join("control-plane-nats.json");
+    secrets.save(&keys)?;
+    println!("{}", config.display());
+    println!("{}", keys.display());
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod helm;
 pub mod hook;
 pub mod kubeproxy;
 pub mod lock;
+pub mod nats;
 pub mod pods;
 pub mod service_account;
 pub mod sim;

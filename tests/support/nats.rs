@@ -6,6 +6,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+use nvca::sis::sim::SimNats;
+use nvca::sis::sim::control_plane_nats::ControlPlaneNats;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -116,9 +119,10 @@ fn free_port() -> u16 {
 /// Password of every user of a [`PrivateNats`]; loopback only, test-only.
 pub const PASSWORD: &str = "test-only-password";
 
-/// A private `nats-server` with JetStream, one account `APP`, a user `icms` that may do
-/// anything (the simulator) and a user `cluster` limited to what the control plane grants
-/// cluster `cluster_id` (`application-ncp.yaml` `natsAuth.permissions`). Killed on drop.
+/// A private `nats-server` with JetStream: either one account `APP`, a user `icms` that may
+/// do anything (the simulator) and a user `cluster` limited to what the control plane
+/// grants cluster `cluster_id` (`application-ncp.yaml` `natsAuth.permissions`), or the
+/// control plane's auth-callout server ([`PrivateNats::control_plane`]). Killed on drop.
 pub struct PrivateNats {
     pub url: String,
     port: u16,
@@ -135,10 +139,38 @@ impl PrivateNats {
     }
 
     pub fn start(cluster_id: &str) -> PrivateNats {
+        Self::start_with(|port, store| config_text(port, store, cluster_id))
+    }
+
+    /// The control plane's NATS for self-managed clusters (`sis-sim nats-config`): agents
+    /// get in only through the auth callout, which a sis-sim started with the returned
+    /// keys answers.
+    pub fn control_plane() -> (PrivateNats, ControlPlaneNats) {
+        let secrets = ControlPlaneNats::generate();
+        let server = Self::start_with(|port, store| {
+            secrets
+                .server_config(port, store)
+                .expect("generated keys make a configuration")
+        });
+        (server, secrets)
+    }
+
+    /// The SIS side of [`PrivateNats::control_plane`]: publish as SIS's user, answer the
+    /// callout.
+    pub fn sim_nats(&self, secrets: &ControlPlaneNats) -> SimNats {
+        SimNats {
+            url: self.url.clone(),
+            user: Some(nvca::sis::sim::control_plane_nats::SIS_USER.to_string()),
+            password: Some(secrets.sis_password.clone()),
+            auth_callout: Some(secrets.callout_keys()),
+        }
+    }
+
+    fn start_with(config_text: impl Fn(u16, &Path) -> String) -> PrivateNats {
         let binary = nats_server_binary();
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let config = config_text(port, &dir.path().join("js"), cluster_id);
+        let config = config_text(port, &dir.path().join("js"));
         let config_path = dir.path().join("nats.conf");
         std::fs::write(&config_path, config).expect("write nats.conf");
         let log = dir.path().join("nats.log");

@@ -10,6 +10,7 @@ pub async fn start_on_nats(nats_url: &str) -> (SimHandle, AdminClient) {
             url: nats_url.to_string(),
             user: None,
             password: None,
+            auth_callout: None,
         }),
         ..SimConfig::default()
     })

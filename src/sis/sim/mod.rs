@@ -10,12 +10,15 @@
 //!
 //! Layout: [`state`] is the memory, [`api`] the SIS endpoints, [`admin`] the admin API,
 //! [`launch`] what a function's options add to its creation messages, [`publisher`] the
-//! NATS side; this file holds the shared context, the faults and the server loop.
+//! NATS side, [`auth_callout`] NATS's callout for PSAT agents; this file holds the shared context, the faults and the server loop.
 
 pub mod admin;
 pub mod api;
+pub mod auth_callout;
+pub mod control_plane_nats;
 pub mod launch;
 pub mod nats_authorize;
+pub mod nats_jwt;
 pub mod psat;
 pub mod publisher;
 pub mod state;
@@ -122,6 +125,9 @@ pub struct SimNats {
     pub url: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// Answer NATS's auth callout with these keys (a server configured as
+    /// [`control_plane_nats`] writes it).
+    pub auth_callout: Option<auth_callout::CalloutKeys>,
 }
 
 /// Start-up settings.
@@ -233,6 +239,7 @@ pub struct SimHandle {
     /// Turns true at [`SimHandle::stop`]: open connections close too, as when SIS goes down.
     closing: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    callout: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SimHandle {
@@ -252,6 +259,9 @@ impl SimHandle {
     /// Stops accepting connections, closes the open ones (keep-alive connections of
     /// clients included, so the simulator is really gone) and waits for the loop to end.
     pub async fn stop(self) {
+        if let Some(callout) = &self.callout {
+            callout.abort();
+        }
         self.closing.send_replace(true);
         self.shutdown.notify_one();
         let _ = self.task.await;
@@ -264,7 +274,7 @@ impl SimHandle {
 }
 
 /// Starts the simulator: loads the state file, connects to NATS and creates the streams,
-/// then serves HTTP on `config.listen`.
+/// answers NATS's auth callout when configured, then serves HTTP on `config.listen`.
 pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let state = match &config.state_file {
         Some(path) => SimState::load(path).map_err(|source| SimError::StateFile {
@@ -290,6 +300,14 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         publisher,
         oidc_identity: config.oidc_identity,
     });
+    let callout = match config
+        .nats
+        .as_ref()
+        .and_then(|n| Some((n, n.auth_callout.as_ref()?)))
+    {
+        Some((nats, keys)) => Some(auth_callout::start(&nats.url, keys, shared.clone()).await?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| SimError::Bind {
@@ -321,6 +339,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         shutdown,
         closing,
         task,
+        callout,
     })
 }
 

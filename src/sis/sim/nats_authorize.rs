@@ -16,8 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::Shared;
 use super::api::registered_psat;
@@ -32,43 +31,67 @@ const MAX_TOKEN_BYTES: usize = 2048;
 /// How long the NATS user lives: one hour, in nanoseconds.
 const TTL_NANOS: u64 = 3_600_000_000_000;
 
+/// What the agent put in its NATS connect token, and the callout passes on.
 #[derive(Deserialize)]
-struct AuthorizeRequest {
+pub struct AuthorizeRequest {
     #[serde(default)]
-    account: String,
+    pub account: String,
     #[serde(default, rename = "pluginName")]
-    plugin_name: String,
+    pub plugin_name: String,
     #[serde(default)]
-    payload: String,
+    pub payload: String,
 }
 
-/// The NATS permissions of a cluster's agent: its own durables only.
-pub fn permissions(cluster_id: &str) -> Value {
-    let publish: Vec<String> = [QueueStream::Creation, QueueStream::Termination]
-        .into_iter()
-        .flat_map(|stream| {
-            let (name, durable) = (stream.name(), stream.durable(cluster_id));
-            [
-                format!("$JS.API.CONSUMER.CREATE.{name}.{durable}"),
-                format!("$JS.API.CONSUMER.MSG.NEXT.{name}.{durable}"),
-                format!("$JS.ACK.{name}.{durable}.>"),
-                format!("$JS.ACK.*.*.{name}.{durable}.>"),
-            ]
-        })
-        .collect();
-    json!({
-        "userId": format!("cluster-{cluster_id}"),
-        "account": ACCOUNT,
-        "permissions": {
-            "publish": {"allow": publish},
-            "subscribe": {"allow": ["_INBOX.>"]},
-        },
-        "ttl": TTL_NANOS,
-    })
+/// The NATS user a verified agent gets: its own cluster's durables only. Serialises as
+/// ICMS's `NatsAuthorizeResponse`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsGrant {
+    pub user_id: String,
+    pub account: &'static str,
+    pub permissions: NatsPermissions,
+    /// Nanoseconds.
+    pub ttl: u64,
 }
 
-fn status(code: StatusCode) -> Response {
-    code.into_response()
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct NatsPermissions {
+    pub publish: Allow,
+    pub subscribe: Allow,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Allow {
+    pub allow: Vec<String>,
+}
+
+impl NatsGrant {
+    /// The grant of a cluster's agent.
+    pub fn for_cluster(cluster_id: &str) -> NatsGrant {
+        let publish = [QueueStream::Creation, QueueStream::Termination]
+            .into_iter()
+            .flat_map(|stream| {
+                let (name, durable) = (stream.name(), stream.durable(cluster_id));
+                [
+                    format!("$JS.API.CONSUMER.CREATE.{name}.{durable}"),
+                    format!("$JS.API.CONSUMER.MSG.NEXT.{name}.{durable}"),
+                    format!("$JS.ACK.{name}.{durable}.>"),
+                    format!("$JS.ACK.*.*.{name}.{durable}.>"),
+                ]
+            })
+            .collect();
+        NatsGrant {
+            user_id: format!("cluster-{cluster_id}"),
+            account: ACCOUNT,
+            permissions: NatsPermissions {
+                publish: Allow { allow: publish },
+                subscribe: Allow {
+                    allow: vec!["_INBOX.>".to_string()],
+                },
+            },
+            ttl: TTL_NANOS,
+        }
+    }
 }
 
 fn is_uuid(text: &str) -> bool {
@@ -79,46 +102,60 @@ fn is_uuid(text: &str) -> bool {
             .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// The handler. ICMS answers refusals with empty bodies: 404 while cluster identity is
-/// off, 403 for another account or plugin, 400 for a missing token or one without a
-/// cluster audience, 431 for an oversized one, 401 for an unknown cluster or a token that
-/// does not verify, 403 for a cluster id that is not a UUID.
-pub async fn authorize(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+/// ICMS's decision, with the status of each refusal (empty bodies in ICMS): 404 while
+/// cluster identity is off, 403 for another account or plugin, 400 for a missing token or
+/// one without a cluster audience, 431 for an oversized one, 401 for an unknown cluster or
+/// a token that does not verify, 403 for a cluster id that is not a UUID.
+pub fn decide(shared: &Shared, request: &AuthorizeRequest) -> Result<NatsGrant, StatusCode> {
     if !shared.oidc_identity {
-        return status(StatusCode::NOT_FOUND);
+        return Err(StatusCode::NOT_FOUND);
     }
-    let Ok(request) = serde_json::from_slice::<AuthorizeRequest>(&body) else {
-        return status(StatusCode::BAD_REQUEST);
-    };
     if request.account != ACCOUNT || request.plugin_name != PLUGIN {
-        return status(StatusCode::FORBIDDEN);
+        return Err(StatusCode::FORBIDDEN);
     }
     let token = request.payload.trim();
     if token.is_empty() {
-        return status(StatusCode::BAD_REQUEST);
+        return Err(StatusCode::BAD_REQUEST);
     }
     if token.len() > MAX_TOKEN_BYTES {
-        return status(StatusCode::from_u16(431).expect("a status code"));
+        return Err(StatusCode::from_u16(431).expect("a status code"));
     }
-    let cluster_id = match registered_psat(&shared, token) {
+    let cluster_id = match registered_psat(shared, token) {
         Ok(verified) => verified.cluster_id,
-        Err(PsatError::NoClusterAudience) => return status(StatusCode::BAD_REQUEST),
-        Err(_) => return status(StatusCode::UNAUTHORIZED),
+        Err(PsatError::NoClusterAudience) => return Err(StatusCode::BAD_REQUEST),
+        Err(_) => return Err(StatusCode::UNAUTHORIZED),
     };
     if !is_uuid(&cluster_id) {
-        return status(StatusCode::FORBIDDEN);
+        return Err(StatusCode::FORBIDDEN);
     }
-    (StatusCode::OK, axum::Json(permissions(&cluster_id))).into_response()
+    Ok(NatsGrant::for_cluster(&cluster_id))
+}
+
+/// The handler: [`decide`] over HTTP, as NVIDIA's callout's webhook plugin asks it.
+pub async fn authorize(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<AuthorizeRequest>(&body) else {
+        let status = if shared.oidc_identity {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        return status.into_response();
+    };
+    match decide(&shared, &request) {
+        Ok(grant) => (StatusCode::OK, axum::Json(grant)).into_response(),
+        Err(status) => status.into_response(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn an_agent_may_use_only_its_own_durables() {
         let id = "6f1c2d3e-0000-4000-8000-000000000001";
-        let answer = permissions(id);
+        let answer = serde_json::to_value(NatsGrant::for_cluster(id)).unwrap();
         assert_eq!(answer["userId"], format!("cluster-{id}"));
         assert_eq!(answer["ttl"], 3_600_000_000_000u64);
         let publish = answer["permissions"]["publish"]["allow"]
