@@ -12,6 +12,8 @@ pub mod kube;
 pub mod logging;
 pub mod machines;
 pub mod operator;
+pub mod process;
+pub mod sim;
 pub mod sis;
 pub mod store;
 pub mod tls;

@@ -15,9 +15,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use nvca::sis::sim::admin::{AdminClient, TokenRequest};
-use nvca::sis::sim::state::ClusterRecord;
-use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
+use nvca::sim::admin::{AdminClient, TokenRequest};
+use nvca::sim::state::ClusterRecord;
+use nvca::sim::{SimConfig, SimHandle, SimNats};
 use nvca::sis::types::{ClusterCreationRequest, HeartbeatAction};
 use nvca::sis::{SisClient, SisConfig, TokenSource};
 use serde_json::{Value, json};
@@ -103,7 +103,7 @@ impl World {
             };
             (None, sim_nats)
         };
-        let sim = nvca::sis::sim::start(sim_config(
+        let sim = nvca::sim::start(sim_config(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             &state_file,
             &sim_nats,
@@ -814,7 +814,7 @@ async fn a_lost_sis_is_retried_shown_and_recovered() {
     );
 
     // SIS comes back on the same address with its state.
-    let sim = nvca::sis::sim::start(sim_config(
+    let sim = nvca::sim::start(sim_config(
         world.sim_addr,
         &world.state_file,
         &world.sim_nats,
@@ -1139,7 +1139,7 @@ async fn with_only_its_psat_the_agent_registers_pushes_its_jwks_and_runs_a_funct
 
     let (function, _) = world
         .admin
-        .create_function(&nvca::sis::sim::admin::FunctionSpec {
+        .create_function(&nvca::sim::admin::FunctionSpec {
             nca_id: "nca-agent-test".into(),
             name: "psat-echo".into(),
             container_image: Some("nvcr.io/team/echo:1".into()),
@@ -1150,7 +1150,7 @@ async fn with_only_its_psat_the_agent_registers_pushes_its_jwks_and_runs_a_funct
         .expect("a function");
     let (_, published) = world
         .admin
-        .deploy(&nvca::sis::sim::admin::DeploymentSpec {
+        .deploy(&nvca::sim::admin::DeploymentSpec {
             function_id: function,
             cluster_id: world.cluster_id.clone(),
             gpu: "H100".into(),
@@ -1187,7 +1187,7 @@ async fn with_only_its_psat_the_agent_registers_pushes_its_jwks_and_runs_a_funct
     assert!(
         calls
             .iter()
-            .any(|call| call.route == nvca::sis::sim::auth_callout::SUBJECT && call.status == 200),
+            .any(|call| call.route == nvca::sim::auth_callout::SUBJECT && call.status == 200),
         "the auth callout let the agent in: {calls:?}"
     );
 }

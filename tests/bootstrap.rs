@@ -18,8 +18,8 @@ use nvca::driver::{EffectError, Executor};
 use nvca::machines::cluster::{ClusterMachine, Effect, Event};
 use nvca::operator::cluster_dto::ClusterDto;
 use nvca::operator::cluster_executor::{ClusterExecutor, CreationExtras};
-use nvca::sis::sim::admin::AdminClient;
-use nvca::sis::sim::{Faults, SimConfig, SimHandle};
+use nvca::sim::admin::AdminClient;
+use nvca::sim::{Faults, SimConfig, SimHandle};
 use nvca::sis::token::{vault_secrets_json, write_token_file};
 use nvca::sis::{SisClient, SisConfig, TokenSource};
 use support::kubeproxy::{PausableProxy, apiserver_addr};
@@ -73,7 +73,7 @@ struct World {
 impl World {
     async fn start(prefix: &str) -> World {
         let (env, ns) = testenv_with_namespace(prefix).await;
-        let sim = nvca::sis::sim::start(SimConfig::default())
+        let sim = nvca::sim::start(SimConfig::default())
             .await
             .expect("sis-sim starts on a free loopback port");
         let admin = AdminClient::new(sim.base_url());

@@ -20,8 +20,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container};
 use kube::Api;
 use kube::api::DeleteParams;
 use nvca::kube::crd::NVCFBackend;
-use nvca::sis::sim::SimConfig;
-use nvca::sis::sim::admin::AdminClient;
+use nvca::sim::SimConfig;
+use nvca::sim::admin::AdminClient;
 use nvca::sis::token::{vault_secrets_json, write_token_file};
 use support::helm::{Helm, arg, chart_dir};
 use support::testenv::{eventually, testenv_with_namespace};
@@ -177,7 +177,7 @@ async fn installed_chart_bootstraps_provisions_a_healthy_agent_and_upgrades_with
     );
     let kubeconfig = env.endpoints.kubeconfig.to_string_lossy().to_string();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let sim = nvca::sis::sim::start(SimConfig::default())
+    let sim = nvca::sim::start(SimConfig::default())
         .await
         .expect("sis-sim starts");
     let admin = AdminClient::new(sim.base_url());

@@ -27,12 +27,12 @@ use nvca::kube::crd::ICMSRequest;
 use nvca::machines::instance::{
     InstanceReport, LegacyAction, RequestState as WireRequestState, WireInstanceState, WireStatus,
 };
+use nvca::sim::SimHandle;
+use nvca::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
+use nvca::sim::launch::{FunctionOptions, NICLLS_IMAGE};
+use nvca::sim::state::RequestRecord;
 use nvca::sis::client::{SisClient, SisConfig};
 use nvca::sis::queue::{QueueConfig, QueueConsumer, QueueStream};
-use nvca::sis::sim::SimHandle;
-use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
-use nvca::sis::sim::launch::{FunctionOptions, NICLLS_IMAGE};
-use nvca::sis::sim::state::RequestRecord;
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
 use nvca::sis::types::{AckRequest, InstanceState, RequestStatusCode};
 use nvca::store::Store;
@@ -108,7 +108,7 @@ impl World {
             TokenSource::vault_secrets(&token_file),
         )
         .unwrap();
-        let cluster_name = format!("f-{}", &nvca::sis::sim::state::uuid_v4()[..8]);
+        let cluster_name = format!("f-{}", &nvca::sim::state::uuid_v4()[..8]);
         let ids = sis
             .create_cluster(
                 NCA,
@@ -890,7 +890,7 @@ const FAULTY: &str = "ON-PREM.GPU.H100-FAULTS";
 
 impl FaultyNode {
     async fn start(env: &TestEnv) -> FaultyNode {
-        let name = format!("nvca-faults-{}", &nvca::sis::sim::state::uuid_v4()[..8]);
+        let name = format!("nvca-faults-{}", &nvca::sim::state::uuid_v4()[..8]);
         let bin = std::env::var("NVCA_TESTENV_BIN")
             .ok()
             .or_else(|| {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use nvca::sis::sim::SimConfig;
-use nvca::sis::sim::admin::AdminClient;
+use nvca::sim::SimConfig;
+use nvca::sim::admin::AdminClient;
 use nvca::sis::token::{vault_secrets_json, write_token_file};
 use serde_json::json;
 use support::child::Process;
@@ -73,7 +73,7 @@ async fn ids(configmaps: &Api<ConfigMap>) -> Option<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn bootstrap_watch_refills_the_registration_and_leaves_a_reregistration_alone() {
     let (env, ns) = testenv_with_namespace("bootstrap-watch").await;
-    let sim = nvca::sis::sim::start(SimConfig::default())
+    let sim = nvca::sim::start(SimConfig::default())
         .await
         .expect("sis-sim starts");
     let token = AdminClient::new(sim.base_url())

@@ -62,10 +62,10 @@ fn registration() -> RegistrationRequest {
 async fn a_psat_from_the_api_server_is_verified_against_the_registered_issuer_and_jwks() {
     let (env, ns) = testenv_with_namespace("psat").await;
     let (issuer, jwks) = issuer_and_jwks(&env.client).await;
-    let sim = nvca::sis::sim::start(nvca::sis::sim::SimConfig::default())
+    let sim = nvca::sim::start(nvca::sim::SimConfig::default())
         .await
         .expect("sis-sim starts");
-    let admin = nvca::sis::sim::admin::AdminClient::new(sim.base_url());
+    let admin = nvca::sim::admin::AdminClient::new(sim.base_url());
     let dir = tempfile::tempdir().unwrap();
 
     // The platform team registers the cluster with the issuer and JWKS, as an admin.
@@ -252,16 +252,16 @@ async fn a_psat_from_the_api_server_is_verified_against_the_registered_issuer_an
 /// for another cluster gets an authorization violation naming SIS's refusal.
 #[tokio::test]
 async fn through_the_nats_auth_callout_a_psat_gets_its_clusters_queue_and_nothing_else() {
+    use nvca::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
     use nvca::sis::queue::{NatsAuth, QueueConfig, QueueConsumer, QueueStream};
-    use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
     use std::sync::Arc;
 
     let (env, ns) = testenv_with_namespace("psat-nats").await;
     let (issuer, jwks) = issuer_and_jwks(&env.client).await;
     let (nats, secrets) = support::nats::PrivateNats::control_plane();
-    let sim = nvca::sis::sim::start(nvca::sis::sim::SimConfig {
+    let sim = nvca::sim::start(nvca::sim::SimConfig {
         nats: Some(nats.sim_nats(&secrets)),
-        ..nvca::sis::sim::SimConfig::default()
+        ..nvca::sim::SimConfig::default()
     })
     .await
     .expect("sis-sim publishes as SIS's user and answers the callout");
@@ -395,7 +395,7 @@ async fn through_the_nats_auth_callout_a_psat_gets_its_clusters_queue_and_nothin
         .shared()
         .calls()
         .into_iter()
-        .filter(|call| call.route == nvca::sis::sim::auth_callout::SUBJECT)
+        .filter(|call| call.route == nvca::sim::auth_callout::SUBJECT)
         .map(|call| call.status)
         .collect();
     assert_eq!(answers, [200, 200, 401], "the callout's answers, in order");

@@ -11,9 +11,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nvca::machines::cluster::ClusterSpec;
-use nvca::sis::sim::admin::{AdminClient, TokenRequest};
-use nvca::sis::sim::state::ClusterRecord;
-use nvca::sis::sim::{SimConfig, SimHandle};
+use nvca::sim::admin::{AdminClient, TokenRequest};
+use nvca::sim::state::ClusterRecord;
+use nvca::sim::{SimConfig, SimHandle};
 use nvca::sis::types::{CloudProvider, ClusterCreationRequest, JwksUpdate};
 use nvca::sis::{SisClient, SisConfig, TokenSource};
 use support::testenv::{TestEnv, testenv};
@@ -66,7 +66,7 @@ impl Run {
 impl World {
     async fn start() -> World {
         let env = testenv().await;
-        let sim = nvca::sis::sim::start(SimConfig::default())
+        let sim = nvca::sim::start(SimConfig::default())
             .await
             .expect("sis-sim starts on a free loopback port");
         let admin = AdminClient::new(sim.base_url());

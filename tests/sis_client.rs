@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nvca::sim::admin::AdminClient;
+use nvca::sim::{SimConfig, SimHandle};
 use nvca::sis::client::{Deleted, RetryPolicy, SisClient, SisConfig};
-use nvca::sis::sim::admin::AdminClient;
-use nvca::sis::sim::{SimConfig, SimHandle};
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
 use nvca::sis::types::*;
 use serde_json::json;
@@ -26,7 +26,7 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
-        let sim = nvca::sis::sim::start(SimConfig::default())
+        let sim = nvca::sim::start(SimConfig::default())
             .await
             .expect("sis-sim starts");
         let admin = AdminClient::new(sim.base_url());
@@ -453,7 +453,7 @@ async fn authority_and_cluster_binding_of_tokens_are_enforced() {
 
     let agent_only = f
         .admin
-        .issue_token_with(nvca::sis::sim::admin::TokenRequest {
+        .issue_token_with(nvca::sim::admin::TokenRequest {
             authorities: Some(vec!["nvca-cluster".into()]),
             cluster_id: None,
         })

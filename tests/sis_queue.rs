@@ -14,12 +14,12 @@ mod nats_support;
 use std::time::Duration;
 
 use nats_support::{PASSWORD, PrivateNats, testenv_nats_url};
+use nvca::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec, TaskSpec};
+use nvca::sim::{SimConfig, SimHandle, SimNats};
 use nvca::sis::client::{SisClient, SisConfig};
 use nvca::sis::queue::{
     NatsAuth, QueueConfig, QueueConsumer, QueueStream, Rejection, RequestDedup, Sighting, Workload,
 };
-use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec, TaskSpec};
-use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
 use nvca::sis::types::*;
 use serde_json::json;
@@ -37,7 +37,7 @@ struct Env {
 
 impl Env {
     async fn start(nats: SimNats) -> Env {
-        let sim = nvca::sis::sim::start(SimConfig {
+        let sim = nvca::sim::start(SimConfig {
             nats: Some(nats),
             ..SimConfig::default()
         })
@@ -56,7 +56,7 @@ impl Env {
             TokenSource::vault_secrets(&token_file),
         )
         .unwrap();
-        let cluster_name = format!("q-{}", &nvca::sis::sim::state::uuid_v4()[..8]);
+        let cluster_name = format!("q-{}", &nvca::sim::state::uuid_v4()[..8]);
         let ids = client
             .create_cluster(
                 NCA,

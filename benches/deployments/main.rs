@@ -67,10 +67,10 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use nvca::kube::crd::ICMSRequest;
+use nvca::sim::SimHandle;
+use nvca::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec, TokenRequest};
+use nvca::sim::state::SimState;
 use nvca::sis::queue::QueueStream;
-use nvca::sis::sim::SimHandle;
-use nvca::sis::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec, TokenRequest};
-use nvca::sis::sim::state::SimState;
 use nvca::sis::types::{
     AckRequest, HealthInfo, InstanceState, InstanceStatus, InstanceStatusUpdate, RequestAction,
     RequestState, RequestStatusCode,

@@ -14,78 +14,21 @@
 //! agent here reads its config again while running, where refusing would leave it in the
 //! old mode, so it takes the stronger mode and says why in [`Resolved::warnings`].
 
-use serde::{Deserialize, Serialize};
-
-use crate::sis::types::ClusterStatus;
+pub use crate::sis::MaintenanceMode;
 
 /// The feature flag that cordons the cluster.
 pub const CORDON_FLAG: &str = crate::kube::agent_config::CORDON_FLAG;
 /// The feature flag that cordons and drains the cluster.
 pub const DRAIN_FLAG: &str = crate::kube::agent_config::DRAIN_FLAG;
 
-/// NVIDIA's `MaintenanceMode`, ordered by strength.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub enum MaintenanceMode {
-    #[default]
-    None,
-    /// Creation is paused; running workloads stay.
-    CordonOnly,
-    /// Creation is paused and running workloads are terminated.
-    CordonAndDrain,
-}
-
-impl MaintenanceMode {
-    pub const ALL: [MaintenanceMode; 3] = [
-        MaintenanceMode::None,
-        MaintenanceMode::CordonOnly,
-        MaintenanceMode::CordonAndDrain,
-    ];
-
-    /// The wire value: the heartbeat's `maintenanceMode` and the metric's `mode` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MaintenanceMode::None => "None",
-            MaintenanceMode::CordonOnly => "CordonOnly",
-            MaintenanceMode::CordonAndDrain => "CordonAndDrain",
-        }
-    }
-
-    /// The register call's `status` (`buildICMSRegistrationRequest`).
-    pub fn cluster_status(self) -> ClusterStatus {
-        match self {
-            MaintenanceMode::None => ClusterStatus::Ready,
-            MaintenanceMode::CordonOnly => ClusterStatus::Cordon,
-            MaintenanceMode::CordonAndDrain => ClusterStatus::CordonAndDrain,
-        }
-    }
-
-    /// Whether new workloads may start.
-    pub fn accepts_new_work(self) -> bool {
-        self == MaintenanceMode::None
-    }
-
-    /// Whether running workloads must be terminated.
-    pub fn drains(self) -> bool {
-        self == MaintenanceMode::CordonAndDrain
-    }
-
-    /// `agent.maintenanceMode` as written by NVIDIA's operator (the mode) or nvca's (the
-    /// flag); `None` for a value that names no mode.
-    pub fn parse(text: &str) -> Option<MaintenanceMode> {
-        match text.trim() {
-            "" | "None" => Some(MaintenanceMode::None),
-            "CordonOnly" | CORDON_FLAG => Some(MaintenanceMode::CordonOnly),
-            "CordonAndDrain" | DRAIN_FLAG => Some(MaintenanceMode::CordonAndDrain),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for MaintenanceMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// `agent.maintenanceMode` as written by NVIDIA's operator (the mode) or nvca's (the
+/// flag); `None` for a value that names no mode.
+pub fn parse(text: &str) -> Option<MaintenanceMode> {
+    match text.trim() {
+        "" | "None" => Some(MaintenanceMode::None),
+        "CordonOnly" | CORDON_FLAG => Some(MaintenanceMode::CordonOnly),
+        "CordonAndDrain" | DRAIN_FLAG => Some(MaintenanceMode::CordonAndDrain),
+        _ => None,
     }
 }
 
@@ -115,7 +58,7 @@ pub fn resolve(flags: &[String], configured: Option<&str>) -> Resolved {
     };
     let mut mode = from_flags;
     if let Some(text) = configured.filter(|text| !text.trim().is_empty()) {
-        match MaintenanceMode::parse(text) {
+        match parse(text) {
             Some(named) if named == from_flags => {}
             Some(named) => {
                 mode = mode.max(named);
@@ -134,6 +77,7 @@ pub fn resolve(flags: &[String], configured: Option<&str>) -> Resolved {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sis::types::ClusterStatus;
 
     fn flags(names: &[&str]) -> Vec<String> {
         names.iter().map(|name| name.to_string()).collect()

@@ -42,8 +42,10 @@ use crate::driver::crash_point::{CrashPoint, CrashPointError, Names};
 use crate::driver::{Backoff, Driver, DriverConfig, Hooks, NoHooks};
 use crate::gpu::registration::{self, Registered, Reregister};
 use crate::gpu::{DiscoveryOptions, Inventory};
+use crate::machines::session::SessionState;
 use crate::machines::session::{self as session_machine, Event, SessionMachine};
 use crate::machines::{Kind, Timestamp, function};
+use crate::process::wait_for_signal;
 use crate::sis::queue::NatsAuth;
 use crate::sis::types::QueueCredentials;
 use crate::sis::{QueueConfig, RetryPolicy, SisClient, SisConfig};
@@ -202,21 +204,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         .clone()
         .unwrap_or_else(|| settings.log_level.clone());
     crate::logging::init(&level, args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("nvca: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args, settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(category = error.category(), "{error}");
-            eprintln!("nvca: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::process::block_on("nvca", run(args, settings), RunError::category)
 }
 
 async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
@@ -335,7 +323,7 @@ pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError>
         .map_err(|error| RunError::Store(error.to_string()))?;
     if driver
         .summary(&cluster_id)
-        .is_some_and(|summary| summary.state == "self_destructed")
+        .is_some_and(|summary| SessionState::SelfDestructed.is(&summary.state))
     {
         tracing::warn!(cluster = %cluster_id, "SIS told this cluster to SELF_DESTRUCT earlier: no calls to SIS; re-register the cluster to start again");
         self_destructed_tx.send_replace(true);
@@ -854,21 +842,6 @@ async fn follow_config(
             }
         }
     }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

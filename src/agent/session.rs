@@ -35,6 +35,7 @@ use crate::driver::{EffectError, Executor};
 use crate::gpu::Inventory;
 use crate::gpu::registration::Registered;
 use crate::machines::Timestamp;
+use crate::machines::session::SessionState;
 use crate::machines::session::{Effect, Event, HeartbeatAnswer, SessionMachine};
 use crate::sis::types::{
     HealthStatus, HeartbeatAction, HeartbeatRequest, JwksUpdate, QueueCredentials,
@@ -291,13 +292,13 @@ impl Executor<SessionMachine> for SessionExecutor {
 /// The `sis` health component from the session's record: unhealthy (warn level) while a
 /// call keeps failing, while SIS refuses the registration, and after `SELF_DESTRUCT`.
 pub fn sis_component(summary: &Summary) -> Component {
-    if summary.state == "self_destructed" {
+    if SessionState::SelfDestructed.is(&summary.state) {
         return Component::unhealthy(
             Level::Warn,
             "SIS answered SELF_DESTRUCT: workloads evicted, no further calls to SIS",
         );
     }
-    if summary.state == "refused" {
+    if SessionState::Refused.is(&summary.state) {
         let reason = summary.last_error.clone().unwrap_or_default();
         return Component::unhealthy(
             Level::Warn,
@@ -329,7 +330,7 @@ pub async fn follow_session(
     loop {
         let summary = summaries.borrow_and_update().clone();
         health.set_component(health::SIS, sis_component(&summary));
-        let registered = summary.state == "registered";
+        let registered = SessionState::Registered.is(&summary.state);
         if registered && !was_registered {
             due(Event::HeartbeatDue);
             due(Event::CredentialsDue);

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use nvca::sis::sim::admin::{AdminClient, TokenRequest};
-use nvca::sis::sim::control_plane_nats::{self, ControlPlaneNats};
-use nvca::sis::sim::{Faults, SimConfig, SimNats};
+use nvca::sim::admin::{AdminClient, TokenRequest};
+use nvca::sim::control_plane_nats::{self, ControlPlaneNats};
+use nvca::sim::{Faults, SimConfig, SimNats};
 use nvca::sis::token::{vault_secrets_json, write_token_file};
 
 #[derive(Parser)]
@@ -116,35 +116,19 @@ struct TokenArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    nvca::logging::init("info", nvca::logging::LogFormat::Text);
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("sis-sim: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Token(args) => token(args).await,
-            Command::NatsConfig(args) => nats_config(args),
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("sis-sim: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    nvca::process::block_on(
+        "sis-sim",
+        async {
+            match cli.command {
+                Command::Serve(args) => serve(args).await,
+                Command::Token(args) => token(args).await,
+                Command::NatsConfig(args) => nats_config(args),
+            }
+        },
+        |_| "sis_sim",
+    )
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
@@ -187,9 +171,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         oidc_identity: !args.no_oidc_identity,
     };
-    let handle = nvca::sis::sim::start(config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let handle = nvca::sim::start(config).await.map_err(|e| e.to_string())?;
     if let Some(path) = args.token_out {
         let token = AdminClient::new(handle.base_url())
             .issue_token(None)
@@ -201,7 +183,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     println!("sis-sim listening on {}", handle.base_url());
     tokio::select! {
         _ = handle.wait() => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = nvca::process::wait_for_signal() => Ok(()),
     }
 }
 

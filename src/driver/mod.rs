@@ -42,6 +42,18 @@ pub enum EffectError {
     Permanent(String),
 }
 
+impl EffectError {
+    /// An adapter's judgement of a failure (`crate::kube::write_failure`), as the driver
+    /// takes it.
+    pub fn judged(permanent: bool, reason: String) -> EffectError {
+        if permanent {
+            EffectError::Permanent(reason)
+        } else {
+            EffectError::Transient(reason)
+        }
+    }
+}
+
 /// Runs the effects of one machine kind against the world. One real implementation per
 /// edge (Kubernetes, SIS, queue); tests use recording ones.
 pub trait Executor<M: Machine>: Send + Sync + 'static {

@@ -25,6 +25,7 @@ use super::seen_pods::SeenPods;
 use super::sis_view::{SisView, Verdict};
 use crate::driver::{EffectError, Executor};
 use crate::kube::crd::ICMSRequest;
+use crate::kube::write_failure::{Fixes, Moment, judge};
 use crate::machines::Timestamp;
 use crate::machines::function::{Effect, Event, FunctionMachine, RequestStatus};
 use crate::machines::instance::{InstanceReport, WireInstanceState};
@@ -580,22 +581,17 @@ where
     format!("{} {name}", K::kind(&Default::default()))
 }
 
-/// Transient unless Kubernetes says the request can never succeed as built.
+/// The fixes a Kubernetes failure of the agent names.
+pub(super) const KUBE_FIXES: Fixes = Fixes {
+    forbidden: "give the agent's ServiceAccount this right (ClusterRole nvca, applied by the operator)",
+    missing_namespace: "the operator creates it when it provisions the agent; see its log",
+};
+
+/// A failure of a running machine's call: transient unless Kubernetes says the request
+/// can never succeed as built.
 pub(super) fn classify(doing: &str, error: kube::Error) -> EffectError {
-    match &error {
-        kube::Error::Api(status) if matches!(status.code, 400 | 422) => {
-            EffectError::Permanent(format!("{doing}: {} ({})", status.message, status.code))
-        }
-        kube::Error::Api(status) if status.code == 403 => EffectError::Transient(format!(
-            "{doing}: forbidden ({}); give the agent's ServiceAccount this right (ClusterRole nvca) \
-             — retrying",
-            status.message
-        )),
-        kube::Error::Api(status) => {
-            EffectError::Transient(format!("{doing}: {} ({})", status.message, status.code))
-        }
-        other => EffectError::Transient(format!("{doing}: {other}")),
-    }
+    let failure = judge(doing, &error, Moment::Owned, KUBE_FIXES);
+    EffectError::judged(failure.is_permanent(), failure.into_reason())
 }
 
 #[cfg(test)]

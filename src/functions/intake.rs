@@ -41,6 +41,7 @@ use kube::Api;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::executor::KUBE_FIXES;
 use super::executor::{FunctionExecutor, create_once};
 use super::launch::{self, Launch};
 use super::metrics::{GivenBack, Metrics};
@@ -49,8 +50,9 @@ use super::requests_api::RequestsApi;
 use super::{Driver, Mode};
 use crate::gpu::Inventory;
 use crate::kube::crd::ICMSRequest;
-use crate::kube::write_failure::{WriteFailure, judge};
+use crate::kube::write_failure::{Moment, WriteFailure, judge};
 use crate::machines::failure::Timeouts;
+use crate::machines::function::FunctionState;
 use crate::machines::function::{Event, FunctionMachine};
 use crate::sis::queue::{CreationRequest, QueueConsumer, Received, TerminationRequest};
 
@@ -359,11 +361,12 @@ impl Intake {
     async fn keep_in_progress(&mut self) {
         let mut done = Vec::new();
         for (id, receipt) in &self.waiting {
-            let unacked = self
-                .starter
-                .driver
-                .summary(id)
-                .is_some_and(|summary| matches!(summary.state.as_str(), "idle" | "received"));
+            let unacked = self.starter.driver.summary(id).is_some_and(|summary| {
+                matches!(
+                    FunctionState::of(&summary.state),
+                    Some(FunctionState::Idle | FunctionState::Received)
+                )
+            });
             if !unacked {
                 done.push(id.clone());
                 continue;
@@ -460,7 +463,7 @@ impl Starter {
         let name = objects::request_name(&launch.request.request_id);
         let failed = |doing: &str| {
             let doing = format!("{doing} {namespace}/{name}");
-            move |error: kube::Error| judge(&doing, &error)
+            move |error: kube::Error| judge(&doing, &error, Moment::BeforeOwnership, KUBE_FIXES)
         };
         let created = create_once(&requests, &object)
             .await
@@ -488,6 +491,8 @@ impl Starter {
                 judge(
                     &format!("creating Secret {namespace}/{}", pull.name),
                     &error,
+                    Moment::BeforeOwnership,
+                    KUBE_FIXES,
                 )
             })?;
         }

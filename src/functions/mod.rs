@@ -55,12 +55,12 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use crate::agent::maintenance::MaintenanceMode as Mode;
 use crate::driver::{DriverConfig, DriverError, Hooks, NoHooks};
 use crate::gpu::Inventory;
 use crate::machines::Kind;
 use crate::machines::failure::Timeouts;
 use crate::machines::function::{Event, FunctionMachine};
+pub use crate::sis::MaintenanceMode as Mode;
 use crate::sis::{QueueConfig, QueueConsumer, QueueError, SisClient};
 use crate::store::Store;
 use executor::FunctionExecutor;

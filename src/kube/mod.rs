@@ -7,6 +7,7 @@ pub mod crd;
 pub mod feature_flags;
 pub mod force_cleanup;
 pub mod not_found;
+pub mod registration;
 pub mod resources;
 pub mod watched_pod;
 pub mod write_failure;

@@ -714,18 +714,47 @@ fn sorted(names: &[String]) -> Vec<String> {
     names
 }
 
-fn state_name(state: &State) -> &'static str {
-    match state {
-        State::Pending {} => "pending",
-        State::Provisioning { .. } => "provisioning",
-        State::Ready {} => "ready",
-        State::Failed { .. } => "failed",
-        State::Draining { .. } => "draining",
-        State::CleaningUp { .. } => "cleaning_up",
-        State::CleanupFailed { .. } => "cleanup_failed",
-        State::Releasing {} => "releasing",
-        State::Released {} => "released",
+/// The states of an NVCFBackend by name: what a stored summary's `state` holds
+/// (snake_case), for code outside the machines to ask about without spelling it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum BackendState {
+    Pending,
+    Provisioning,
+    Ready,
+    Failed,
+    Draining,
+    CleaningUp,
+    CleanupFailed,
+    Releasing,
+    Released,
+}
+
+impl BackendState {
+    /// The typed state a summary\'s `state` names; `None` for no state of this machine.
+    pub fn of(state: &str) -> Option<BackendState> {
+        state.parse().ok()
     }
+
+    /// Whether `state` (a summary's) is this one.
+    pub fn is(self, state: &str) -> bool {
+        state.parse() == Ok(self)
+    }
+}
+
+fn state_name(state: &State) -> &'static str {
+    let name = match state {
+        State::Pending {} => BackendState::Pending,
+        State::Provisioning { .. } => BackendState::Provisioning,
+        State::Ready {} => BackendState::Ready,
+        State::Failed { .. } => BackendState::Failed,
+        State::Draining { .. } => BackendState::Draining,
+        State::CleaningUp { .. } => BackendState::CleaningUp,
+        State::CleanupFailed { .. } => BackendState::CleanupFailed,
+        State::Releasing {} => BackendState::Releasing,
+        State::Released {} => BackendState::Released,
+    };
+    name.into()
 }
 
 /// One NVCFBackend, as the store keeps it.

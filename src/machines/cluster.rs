@@ -406,15 +406,41 @@ impl Registration {
     }
 }
 
-fn state_name(state: &State) -> &'static str {
-    match state {
-        State::Unregistered {} => "unregistered",
-        State::LookingUp {} => "looking_up",
-        State::Registering {} => "registering",
-        State::Registered { .. } => "registered",
-        State::Rejected { .. } => "rejected",
-        State::Deregistering { .. } => "deregistering",
+/// The states of a cluster registration by name: what a stored summary's `state` holds
+/// (snake_case), for code outside the machines to ask about without spelling it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum ClusterState {
+    Unregistered,
+    LookingUp,
+    Registering,
+    Registered,
+    Rejected,
+    Deregistering,
+}
+
+impl ClusterState {
+    /// The typed state a summary\'s `state` names; `None` for no state of this machine.
+    pub fn of(state: &str) -> Option<ClusterState> {
+        state.parse().ok()
     }
+
+    /// Whether `state` (a summary's) is this one.
+    pub fn is(self, state: &str) -> bool {
+        state.parse() == Ok(self)
+    }
+}
+
+fn state_name(state: &State) -> &'static str {
+    let name = match state {
+        State::Unregistered {} => ClusterState::Unregistered,
+        State::LookingUp {} => ClusterState::LookingUp,
+        State::Registering {} => ClusterState::Registering,
+        State::Registered { .. } => ClusterState::Registered,
+        State::Rejected { .. } => ClusterState::Rejected,
+        State::Deregistering { .. } => ClusterState::Deregistering,
+    };
+    name.into()
 }
 
 /// The registration of one cluster, as the store keeps it.

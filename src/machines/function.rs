@@ -251,13 +251,13 @@ impl Phase {
 /// restarted agent can put right a status write it lost; `None` for states that ask for
 /// none (a terminating request keeps what it showed).
 pub fn projected_status(state_name: &str) -> Option<RequestStatus> {
-    let phase = match state_name {
-        "received" => return Some(RequestStatus::RequestPending),
-        "acknowledged" => Phase::Acknowledged,
-        "instances_starting" => Phase::InstancesStarting,
-        "running" => Phase::Running,
+    let phase = match FunctionState::of(state_name)? {
+        FunctionState::Received => return Some(RequestStatus::RequestPending),
+        FunctionState::Acknowledged => Phase::Acknowledged,
+        FunctionState::InstancesStarting => Phase::InstancesStarting,
+        FunctionState::Running => Phase::Running,
         // The class does not change the status.
-        "failed" => Phase::Failed(FailureClass::Failed),
+        FunctionState::Failed => Phase::Failed(FailureClass::Failed),
         _ => return None,
     };
     match phase.projection() {
@@ -790,17 +790,45 @@ pub const STATE_NAMES: &[&str] = &[
     "terminated",
 ];
 
-fn state_name(state: &State) -> &'static str {
-    match state {
-        State::Idle {} => "idle",
-        State::Received {} => "received",
-        State::Acknowledged {} => "acknowledged",
-        State::InstancesStarting {} => "instances_starting",
-        State::Running {} => "running",
-        State::Failed { .. } => "failed",
-        State::Terminating {} => "terminating",
-        State::Terminated {} => "terminated",
+/// The states of a function deployment by name: what a stored summary's `state` holds
+/// (snake_case), for code outside the machines to ask about without spelling it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum FunctionState {
+    Idle,
+    Received,
+    Acknowledged,
+    InstancesStarting,
+    Running,
+    Failed,
+    Terminating,
+    Terminated,
+}
+
+impl FunctionState {
+    /// The typed state a summary\'s `state` names; `None` for no state of this machine.
+    pub fn of(state: &str) -> Option<FunctionState> {
+        state.parse().ok()
     }
+
+    /// Whether `state` (a summary's) is this one.
+    pub fn is(self, state: &str) -> bool {
+        state.parse() == Ok(self)
+    }
+}
+
+fn state_name(state: &State) -> &'static str {
+    let name = match state {
+        State::Idle {} => FunctionState::Idle,
+        State::Received {} => FunctionState::Received,
+        State::Acknowledged {} => FunctionState::Acknowledged,
+        State::InstancesStarting {} => FunctionState::InstancesStarting,
+        State::Running {} => FunctionState::Running,
+        State::Failed { .. } => FunctionState::Failed,
+        State::Terminating {} => FunctionState::Terminating,
+        State::Terminated {} => FunctionState::Terminated,
+    };
+    name.into()
 }
 
 /// One function deployment, as the store keeps it.

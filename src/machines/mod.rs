@@ -159,3 +159,21 @@ pub trait Machine: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// True once the machine has nothing more to do and no event can change that.
     fn is_final(&self) -> bool;
 }
+
+#[cfg(test)]
+mod state_names {
+    use super::session::SessionState;
+    use super::{backend::BackendState, cluster::ClusterState, function::FunctionState};
+
+    #[test]
+    fn a_summarys_state_reads_back_as_the_typed_state_that_named_it() {
+        let name: &'static str = BackendState::CleanupFailed.into();
+        assert_eq!(name, "cleanup_failed");
+        assert_eq!(BackendState::of(name), Some(BackendState::CleanupFailed));
+        assert!(SessionState::SelfDestructed.is("self_destructed"));
+        assert!(ClusterState::LookingUp.is("looking_up"));
+        assert!(FunctionState::InstancesStarting.is("instances_starting"));
+        assert!(!BackendState::Ready.is("readyish"));
+        assert_eq!(SessionState::of("provisioning"), None);
+    }
+}

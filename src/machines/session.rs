@@ -314,14 +314,39 @@ pub const STATE_NAMES: &[&str] = &[
     "self_destructed",
 ];
 
-fn state_name(state: &State) -> &'static str {
-    match state {
-        State::Unregistered {} => "unregistered",
-        State::Registering {} => "registering",
-        State::Registered { .. } => "registered",
-        State::Refused { .. } => "refused",
-        State::SelfDestructed { .. } => "self_destructed",
+/// The states of a SIS session by name: what a stored summary's `state` holds
+/// (snake_case), for code outside the machines to ask about without spelling it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum SessionState {
+    Unregistered,
+    Registering,
+    Registered,
+    Refused,
+    SelfDestructed,
+}
+
+impl SessionState {
+    /// The typed state a summary\'s `state` names; `None` for no state of this machine.
+    pub fn of(state: &str) -> Option<SessionState> {
+        state.parse().ok()
     }
+
+    /// Whether `state` (a summary's) is this one.
+    pub fn is(self, state: &str) -> bool {
+        state.parse() == Ok(self)
+    }
+}
+
+fn state_name(state: &State) -> &'static str {
+    let name = match state {
+        State::Unregistered {} => SessionState::Unregistered,
+        State::Registering {} => SessionState::Registering,
+        State::Registered { .. } => SessionState::Registered,
+        State::Refused { .. } => SessionState::Refused,
+        State::SelfDestructed { .. } => SessionState::SelfDestructed,
+    };
+    name.into()
 }
 
 /// The SIS session of one cluster, as the store keeps it.

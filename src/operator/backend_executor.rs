@@ -52,6 +52,7 @@ use crate::kube::resources::{
     OperatorSettings, REQUESTS_NAMESPACE, SYSTEM_NAMESPACE, deployment, namespaces,
     network_policies, pull_secrets, rbac, service, webhook_certs, webhooks,
 };
+use crate::kube::write_failure::{Fixes, Moment, judge};
 use crate::machines::backend::{
     BackendMachine, CleanupStep, ConditionKind, Effect, Event, FINALIZER, ProvisionStep,
     StatusProjection,
@@ -937,22 +938,15 @@ where
     }
 }
 
-/// Transient unless Kubernetes says the request can never succeed as built.
+/// A failure of a running machine's call: transient unless Kubernetes says the request
+/// can never succeed as built.
 pub(super) fn classify(doing: &str, error: kube::Error) -> EffectError {
-    match &error {
-        kube::Error::Api(status) if matches!(status.code, 400 | 422) => {
-            EffectError::Permanent(format!("{doing}: {} ({})", status.message, status.code))
-        }
-        kube::Error::Api(status) if status.code == 403 => EffectError::Transient(format!(
-            "{doing}: forbidden ({}); give the operator's ServiceAccount this right (the chart's ClusterRole) \
-             — retrying",
-            status.message
-        )),
-        kube::Error::Api(status) => {
-            EffectError::Transient(format!("{doing}: {} ({})", status.message, status.code))
-        }
-        other => EffectError::Transient(format!("{doing}: {other}")),
-    }
+    let fixes = Fixes {
+        forbidden: "give the operator's ServiceAccount this right (the chart's ClusterRole)",
+        missing_namespace: "the operator creates the namespaces it provisions into; see its log",
+    };
+    let failure = judge(doing, &error, Moment::Owned, fixes);
+    EffectError::judged(failure.is_permanent(), failure.into_reason())
 }
 
 fn truncate(mut text: String, max: usize) -> String {
@@ -964,6 +958,20 @@ fn truncate(mut text: String, max: usize) -> String {
         text.truncate(cut);
     }
     text
+}
+
+/// A merge that does not fit is retried (a `helm upgrade` fixes it); the rest is permanent.
+impl From<resources::agent_config::RenderError> for EffectError {
+    fn from(error: resources::agent_config::RenderError) -> Self {
+        match error {
+            resources::agent_config::RenderError::Merge { .. } => {
+                EffectError::Transient(error.to_string())
+            }
+            resources::agent_config::RenderError::Encode(_) => {
+                EffectError::Permanent(error.to_string())
+            }
+        }
+    }
 }
 
 #[cfg(test)]

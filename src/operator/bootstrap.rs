@@ -177,7 +177,7 @@ pub fn init_logging(format: LogFormat) {
 /// The whole command, for the binaries: logging, a runtime, [`run`], the exit code.
 /// `program` names the binary in the final error line.
 pub fn main(args: BootstrapArgs, program: &str) -> ExitCode {
-    super::command::run_with_exit_codes(
+    crate::process::run_with_exit_codes(
         &format!("{program} bootstrap"),
         args.log_format,
         run(&args),

@@ -24,8 +24,8 @@ use kube::{Api, ResourceExt};
 
 use super::REGISTRATION_CONFIGMAP;
 use super::bootstrap::{self, BootstrapArgs};
-use super::cluster_executor::{KEY_CLUSTER_GROUP_ID, KEY_CLUSTER_ID};
-use super::run::{RegisteredIds, wait_for_signal};
+use crate::kube::registration::RegisteredIds;
+use crate::process::wait_for_signal;
 
 /// The flags of `bootstrap-watch`: the bootstrap's, and how often a failed one is retried.
 #[derive(Clone, Debug, clap::Args)]
@@ -58,7 +58,7 @@ pub fn main(args: BootstrapWatchArgs) -> ExitCode {
 
 /// Keep the registration until SIGTERM or Ctrl-C.
 pub async fn run(args: BootstrapWatchArgs) -> Result<(), String> {
-    let client = super::run::kube_client(args.bootstrap.kubeconfig.as_deref())
+    let client = crate::kube::client::connect(args.bootstrap.kubeconfig.as_deref(), "operator")
         .await
         .map_err(|error| error.to_string())?;
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &args.bootstrap.system_namespace);
@@ -70,20 +70,6 @@ pub async fn run(args: BootstrapWatchArgs) -> Result<(), String> {
             Ok(())
         }
     }
-}
-
-/// The IDs the ConfigMap holds; `None` when it is missing or either ID is empty.
-pub fn complete_ids(configmap: Option<&ConfigMap>) -> Option<RegisteredIds> {
-    let data = configmap?.data.as_ref()?;
-    let id = |key: &str| {
-        data.get(key)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    Some(RegisteredIds {
-        cluster_id: id(KEY_CLUSTER_ID)?,
-        cluster_group_id: id(KEY_CLUSTER_GROUP_ID)?,
-    })
 }
 
 async fn keep(args: &BootstrapWatchArgs, configmaps: &Api<ConfigMap>) {
@@ -115,7 +101,7 @@ async fn keep(args: &BootstrapWatchArgs, configmaps: &Api<ConfigMap>) {
                 continue;
             }
         };
-        match complete_ids(current.as_ref()) {
+        match RegisteredIds::of(current.as_ref()).complete() {
             Some(ids) => {
                 if let Some(old) = known.as_ref().filter(|old| **old != ids) {
                     tracing::info!(
@@ -139,7 +125,7 @@ async fn keep(args: &BootstrapWatchArgs, configmaps: &Api<ConfigMap>) {
                         // What it wrote is what later changes are told from, whether or
                         // not its own write comes back as a watch event first.
                         if let Ok(restored) = configmaps.get_opt(REGISTRATION_CONFIGMAP).await {
-                            known = complete_ids(restored.as_ref());
+                            known = RegisteredIds::of(restored.as_ref()).complete();
                         }
                         tracing::info!("registration restored");
                     }
@@ -198,47 +184,5 @@ async fn run_bootstrap(args: &BootstrapArgs) -> Result<(), String> {
         Err(format!(
             "the bootstrap exited with {status}; its log above says why"
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-
-    fn configmap(pairs: &[(&str, &str)]) -> ConfigMap {
-        ConfigMap {
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ..ConfigMap::default()
-        }
-    }
-
-    #[test]
-    fn ids_are_complete_only_with_both_present() {
-        assert_eq!(complete_ids(None), None);
-        assert_eq!(complete_ids(Some(&ConfigMap::default())), None);
-        assert_eq!(
-            complete_ids(Some(&configmap(&[
-                ("clusterId", "c"),
-                ("clusterGroupId", " ")
-            ]))),
-            None
-        );
-        assert_eq!(
-            complete_ids(Some(&configmap(&[
-                ("clusterId", "c"),
-                ("clusterGroupId", "g")
-            ]))),
-            Some(RegisteredIds {
-                cluster_id: "c".into(),
-                cluster_group_id: "g".into()
-            })
-        );
     }
 }

@@ -109,7 +109,7 @@ fn api_error(doing: String) -> impl FnOnce(kube::Error) -> CleanupError {
 /// The whole command, for the binary.
 pub fn main(args: CleanupArgs) -> ExitCode {
     crate::logging::init(&args.log_level, args.log_format);
-    super::command::block_on("nvca-operator-cleanup", run(&args), CleanupError::category)
+    crate::process::block_on("nvca-operator-cleanup", run(&args), CleanupError::category)
 }
 
 /// Uninstall: through the operator first, by force for what it left.

@@ -29,9 +29,7 @@ use crate::machines::cluster::{ClusterIds, ClusterMachine, ClusterSpec, Effect, 
 use crate::sis::types::{CloudProvider, ClusterCreationRequest, JwksUpdate};
 use crate::sis::{Deleted, SisClient, SisError};
 
-pub use super::registration_sink::{
-    KEY_CLUSTER_GROUP_ID, KEY_CLUSTER_ID, kube_error, read_registration,
-};
+pub use super::registration_sink::{kube_error, read_registration};
 
 /// Which side of the world an effect failed on, for the command's final message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::cluster_executor::{ClusterExecutor, Edge};
 use super::registration_sink::RegistrationSink;
 use crate::driver::{Backoff, Driver, DriverError};
+use crate::machines::cluster::ClusterState;
 use crate::machines::cluster::{ClusterIds, ClusterMachine, ClusterSpec, Event};
 use crate::sis::client::{RetryPolicy, SisConfig};
 
@@ -106,10 +107,10 @@ pub async fn settle<S: RegistrationSink>(
     let deadline = tokio::time::Instant::now() + budget;
     loop {
         let summary = watch.borrow_and_update().clone();
-        if summary.state == "registered" && summary.pending.is_empty() {
+        if ClusterState::Registered.is(&summary.state) && summary.pending.is_empty() {
             return Ok(());
         }
-        if summary.state == "rejected" {
+        if ClusterState::Rejected.is(&summary.state) {
             return Err(Unsettled::Rejected(
                 summary
                     .last_error

@@ -30,8 +30,9 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 
-use super::run::{LogFormat, kube_client, wait_for_signal};
 use crate::kube::resources::pull_secrets::{LABEL_ADDITIONAL_PULL_SECRET, MIRROR, mirror_copy};
+use crate::logging::LogFormat;
+use crate::process::wait_for_signal;
 
 /// NVIDIA's `AdditionalImagePullSecretsEnvVar`: base64 of the chart's `imagePullSecrets`
 /// as JSON (`[{"name": "regcred"}]`).
@@ -141,13 +142,13 @@ pub fn decode_names(b64: &str) -> Result<Vec<String>, MirrorError> {
 /// The whole command, for the binary.
 pub fn main(args: MirrorArgs) -> ExitCode {
     crate::logging::init(&args.log_level, args.log_format);
-    super::command::block_on("nvca-mirror", run(args), MirrorError::category)
+    crate::process::block_on("nvca-mirror", run(args), MirrorError::category)
 }
 
 /// Mirror until SIGTERM or Ctrl-C.
 pub async fn run(args: MirrorArgs) -> Result<(), MirrorError> {
     let names = decode_names(&args.additional_image_pull_secrets_b64)?;
-    let client = kube_client(args.kubeconfig.as_deref())
+    let client = crate::kube::client::connect(args.kubeconfig.as_deref(), "operator")
         .await
         .map_err(|error| MirrorError::Kubernetes(error.to_string()))?;
     let mirror = Mirror {

@@ -25,7 +25,6 @@ pub mod cleanup;
 pub mod cluster_dto;
 pub mod cluster_executor;
 pub mod cluster_run;
-pub mod command;
 pub mod crds;
 pub mod health;
 pub mod leader;
@@ -43,8 +42,7 @@ pub mod run;
 pub const CLUSTER_DTO_CONFIGMAP: &str = "nvcfbackend-self-managed";
 /// Its one key NVIDIA's operator reads (`clustermgmt/configmapclient.go`).
 pub const CLUSTER_DTO_KEY: &str = "cluster-dto.yaml";
-/// Where the bootstrap writes the IDs; they override those of `cluster-dto.yaml`
-/// (`N/pkg/operator/reconcile/nvcaagent_selfmanaged.go` NVCAClusterRegistrationConfigMapName).
-pub const REGISTRATION_CONFIGMAP: &str = "nvca-cluster-registration";
+/// Where the bootstrap writes the IDs; they override those of `cluster-dto.yaml`.
+pub use crate::kube::registration::CONFIGMAP as REGISTRATION_CONFIGMAP;
 /// The server-side apply field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "nvca-operator";

@@ -250,7 +250,7 @@ pub struct Registered {
 /// The whole command, for the binary.
 pub fn main(args: RegisterArgs, program: &str) -> ExitCode {
     let format = args.log_format;
-    super::command::run_with_exit_codes(
+    crate::process::run_with_exit_codes(
         &format!("{program} register"),
         format,
         async move {

@@ -16,15 +16,12 @@ use std::future::Future;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use serde_json::json;
 
 use super::{FIELD_MANAGER, REGISTRATION_CONFIGMAP};
 use crate::driver::EffectError;
+use crate::kube::registration::{self, RegisteredIds};
+use crate::kube::write_failure::{Fixes, Moment, judge};
 use crate::machines::cluster::ClusterIds;
-
-/// The keys of `nvca-cluster-registration` (`N/pkg/operator/reconcile/nvcaagent_selfmanaged.go`).
-pub const KEY_CLUSTER_ID: &str = "clusterId";
-pub const KEY_CLUSTER_GROUP_ID: &str = "clusterGroupId";
 
 /// Where the IDs of a registered cluster are kept for whoever installs the agent.
 pub trait RegistrationSink: Send + Sync + 'static {
@@ -56,12 +53,11 @@ impl ConfigMapSink {
     }
 
     async fn apply_ids(&self, cluster_id: &str, group_id: &str) -> Result<(), EffectError> {
-        let body = json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": { "name": REGISTRATION_CONFIGMAP, "namespace": self.namespace },
-            "data": { KEY_CLUSTER_ID: cluster_id, KEY_CLUSTER_GROUP_ID: group_id },
-        });
+        let ids = RegisteredIds {
+            cluster_id: cluster_id.to_string(),
+            cluster_group_id: group_id.to_string(),
+        };
+        let body = registration::apply_body(&self.namespace, &ids);
         // Forced: the chart renders the keys empty under Helm's own field manager; the
         // IDs are ours to set.
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -98,50 +94,27 @@ impl RegistrationSink for ConfigMapSink {
     }
 }
 
-/// What is in `nvca-cluster-registration` now: `None` when it does not exist or either
-/// key is missing or empty (NVIDIA's operator ignores empty IDs too).
+/// What is in `nvca-cluster-registration` now, as the machine's IDs: `None` when it does
+/// not exist or either key is missing or empty.
 pub async fn read_registration(
     configmaps: &Api<ConfigMap>,
 ) -> Result<Option<ClusterIds>, kube::Error> {
-    let Some(map) = configmaps.get_opt(REGISTRATION_CONFIGMAP).await? else {
-        return Ok(None);
-    };
-    let data = map.data.unwrap_or_default();
-    let value = |key: &str| {
-        data.get(key)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    Ok(match (value(KEY_CLUSTER_ID), value(KEY_CLUSTER_GROUP_ID)) {
-        (Some(cluster_id), Some(cluster_group_id)) => Some(ClusterIds {
-            cluster_id,
-            cluster_group_id,
-        }),
-        _ => None,
-    })
+    Ok(registration::read(configmaps).await?.map(|ids| ClusterIds {
+        cluster_id: ids.cluster_id,
+        cluster_group_id: ids.cluster_group_id,
+    }))
 }
 
-/// A Kubernetes failure as the driver sees it.
+/// A failure writing the registration: a person waits on the bootstrap, so an answer that
+/// holds for every attempt is reported at once, with its fix.
 pub fn kube_error(what: &str, namespace: &str, error: kube::Error) -> EffectError {
-    match &error {
-        kube::Error::Api(status) => {
-            let detail = format!(
-                "{what}: Kubernetes answered {} ({})",
-                status.code, status.message
-            );
-            match status.code {
-                401 | 403 => EffectError::Permanent(format!(
-                    "{detail}; grant the operator's ServiceAccount get, create and patch on configmaps in namespace {namespace} (the chart's Role does)"
-                )),
-                404 => EffectError::Permanent(format!(
-                    "{detail}; namespace {namespace} must exist: install the chart there, or pass --system-namespace"
-                )),
-                409 | 429 | 500.. => EffectError::Transient(detail),
-                _ => EffectError::Permanent(detail),
-            }
-        }
-        _ => EffectError::Transient(format!(
-            "{what}: {error}; check that the Kubernetes API server is reachable"
-        )),
-    }
+    let forbidden = format!(
+        "grant the operator's ServiceAccount get, create and patch on configmaps in namespace {namespace} (the chart's Role does)"
+    );
+    let fixes = Fixes {
+        forbidden: &forbidden,
+        missing_namespace: "install the chart there, or pass --system-namespace",
+    };
+    let failure = judge(what, &error, Moment::BeforeOwnership, fixes);
+    EffectError::judged(failure.is_permanent(), failure.into_reason())
 }

@@ -91,7 +91,7 @@ impl RotateError {
 /// The whole command, for the binary.
 pub fn main(args: RotateArgs, program: &str) -> ExitCode {
     let format = args.log_format;
-    super::command::run_with_exit_codes(
+    crate::process::run_with_exit_codes(
         &format!("{program} rotate"),
         format,
         async move {

@@ -45,7 +45,6 @@ use thiserror::Error;
 
 use super::backend_executor::BackendExecutor;
 use super::cluster_dto::ClusterDto;
-use super::cluster_executor::{KEY_CLUSTER_GROUP_ID, KEY_CLUSTER_ID};
 use super::crds;
 use super::health;
 use super::leader::{self, Election, LeaderError};
@@ -60,7 +59,9 @@ use crate::kube::resources::{
 };
 pub use crate::logging::LogFormat;
 use crate::machines::Kind;
+use crate::machines::backend::BackendState;
 use crate::machines::backend::{BackendMachine, Event, ProvisionStep};
+use crate::process::wait_for_signal;
 use crate::store::{Store, Write, store_key};
 
 /// Default store directory of the operator's machines (its pod mounts a volume there).
@@ -252,7 +253,7 @@ pub enum SpecError {
 /// The whole command, for the binary.
 pub fn main(args: RunArgs) -> ExitCode {
     crate::logging::init(&args.log_level, args.log_format);
-    super::command::block_on("nvca-operator run", run(args), RunError::category)
+    crate::process::block_on("nvca-operator run", run(args), RunError::category)
 }
 
 type BackendDriver = Driver<BackendMachine, BackendExecutor>;
@@ -390,21 +391,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Ok(None) => Ok(()),
         Err(lost) => Err(lost.into()),
     }
-}
-
-pub(crate) async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn settings(args: &RunArgs) -> Result<OperatorSettings, RunError> {
@@ -568,7 +554,7 @@ async fn serve_health(address: SocketAddr, metrics: Arc<Metrics>) -> Result<Sock
     Ok(bound)
 }
 
-pub(crate) async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
     crate::kube::client::connect(kubeconfig, "operator")
         .await
         .map_err(RunError::Kubernetes)
@@ -618,12 +604,7 @@ struct DtoAgent {
     tolerations: Vec<serde_json::Value>,
 }
 
-/// The cluster's IDs as `nvca-cluster-registration` holds them (empty when absent).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RegisteredIds {
-    pub cluster_id: String,
-    pub cluster_group_id: String,
-}
+pub use crate::kube::registration::RegisteredIds;
 
 /// The NVCFBackend's name and the spec nvca writes, from the chart's ConfigMaps. IDs:
 /// `nvca-cluster-registration` first, then `--cluster-id`, then cluster-dto.yaml.
@@ -820,11 +801,7 @@ async fn write_backend(context: &Context, configmaps: &Api<ConfigMap>) -> Result
         .map_err(|error| {
             format!("reading ConfigMap {namespace}/{REGISTRATION_CONFIGMAP}: {error}")
         })?;
-    let data = registration.and_then(|cm| cm.data).unwrap_or_default();
-    let registered = RegisteredIds {
-        cluster_id: data.get(KEY_CLUSTER_ID).cloned().unwrap_or_default(),
-        cluster_group_id: data.get(KEY_CLUSTER_GROUP_ID).cloned().unwrap_or_default(),
-    };
+    let registered = RegisteredIds::of(registration.as_ref());
     let (name, spec) =
         desired_spec(namespace, text, &registered, &context.args).map_err(|e| e.to_string())?;
     let backends: Api<NVCFBackend> = Api::namespaced(context.client.clone(), namespace);
@@ -842,11 +819,12 @@ async fn write_backend(context: &Context, configmaps: &Api<ConfigMap>) -> Result
     // operator restarted between the deletion and `helm uninstall`). A new install starts
     // with a new operator, which forgets released machines at start.
     let key = format!("{namespace}/{name}");
-    if context
-        .driver
-        .summary(&key)
-        .is_some_and(|summary| matches!(summary.state.as_str(), "releasing" | "released"))
-    {
+    if context.driver.summary(&key).is_some_and(|summary| {
+        matches!(
+            BackendState::of(&summary.state),
+            Some(BackendState::Releasing | BackendState::Released)
+        )
+    }) {
         tracing::info!(backend = %name, "the NVCFBackend was uninstalled by this operator; it is not written again");
         return Ok(());
     }
@@ -957,7 +935,7 @@ async fn observe_backend(context: &Context, backend: &NVCFBackend) -> Result<(),
         return Ok(());
     }
     let event = if backend.metadata.deletion_timestamp.is_some() {
-        if summary.state == "cleanup_failed" {
+        if BackendState::CleanupFailed.is(&summary.state) {
             let mut nudged = context
                 .nudged
                 .lock()
@@ -970,8 +948,8 @@ async fn observe_backend(context: &Context, backend: &NVCFBackend) -> Result<(),
             }
             nudged.insert(key.clone(), Instant::now());
         } else if matches!(
-            summary.state.as_str(),
-            "cleaning_up" | "releasing" | "draining"
+            BackendState::of(&summary.state),
+            Some(BackendState::CleaningUp | BackendState::Releasing | BackendState::Draining)
         ) {
             // Already deleting; the drain recount and effect outcomes drive it.
             return Ok(());
@@ -1018,7 +996,7 @@ async fn recount_drains(context: Arc<Context>) {
             let Some(summary) = context.driver.summary(&key) else {
                 continue;
             };
-            if summary.state == "cleanup_failed"
+            if BackendState::CleanupFailed.is(&summary.state)
                 && let Some((namespace, name)) = key.split_once('/')
             {
                 let api: Api<NVCFBackend> = Api::namespaced(context.client.clone(), namespace);
@@ -1039,7 +1017,7 @@ async fn recount(context: &Context) {
             context
                 .driver
                 .summary(key)
-                .is_some_and(|s| s.state == "draining")
+                .is_some_and(|s| BackendState::Draining.is(&s.state))
         })
         .collect();
     if draining.is_empty() {
@@ -1079,7 +1057,14 @@ async fn poll_health(context: Arc<Context>) {
             .into_iter()
             .filter(|key| {
                 context.driver.summary(key).is_some_and(|s| {
-                    matches!(s.state.as_str(), "pending" | "provisioning" | "ready")
+                    matches!(
+                        BackendState::of(&s.state),
+                        Some(
+                            BackendState::Pending
+                                | BackendState::Provisioning
+                                | BackendState::Ready
+                        )
+                    )
                 })
             })
             .collect();
@@ -1289,7 +1274,7 @@ async fn modified(context: &Context, step: ProvisionStep, kind: &str, name: &str
         let ready = context
             .driver
             .summary(&key)
-            .is_some_and(|summary| summary.state == "ready");
+            .is_some_and(|summary| BackendState::Ready.is(&summary.state));
         if !ready {
             continue;
         }
@@ -1317,7 +1302,10 @@ async fn drift(context: &Context, step: ProvisionStep, what: &str, change: Optio
         let Some(summary) = context.driver.summary(&key) else {
             continue;
         };
-        if !matches!(summary.state.as_str(), "ready" | "provisioning") {
+        if !matches!(
+            BackendState::of(&summary.state),
+            Some(BackendState::Ready | BackendState::Provisioning)
+        ) {
             continue;
         }
         tracing::info!(backend = %key, object = %what, "owned object {how}: applying again");

@@ -47,9 +47,6 @@ pub enum WebhookError {
         "cannot reach the Kubernetes API to watch nodes for nvca.nvcf.nvidia.io/schedule: {0}; the webhook runs in-cluster or with KUBECONFIG set"
     )]
     Kubernetes(String),
-
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(String),
 }
 
 impl WebhookError {
@@ -63,7 +60,6 @@ impl WebhookError {
             | WebhookError::CertSecret { .. } => "certificate",
             WebhookError::Listen { .. } => "listen",
             WebhookError::Kubernetes(_) => "kubernetes",
-            WebhookError::Runtime(_) => "runtime",
         }
     }
 }

@@ -63,17 +63,7 @@ pub fn main(args: WebhookArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let result = tokio::runtime::Runtime::new()
-        .map_err(|error| WebhookError::Runtime(error.to_string()))
-        .and_then(|runtime| runtime.block_on(run(args)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(category = error.category(), "{error}");
-            eprintln!("webhook-server: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::process::block_on("webhook-server", run(args), WebhookError::category)
 }
 
 /// Serve until SIGTERM or Ctrl-C.
@@ -116,26 +106,10 @@ pub async fn run(args: WebhookArgs) -> Result<(), WebhookError> {
     .collect::<Vec<_>>();
     let webhooks = Arc::new(webhooks);
     tracing::info!(address = %settings.listen, "serving the admission webhooks over TLS");
-    server::serve(listener, webhooks, terminated()).await;
+    server::serve(listener, webhooks, crate::process::wait_for_signal()).await;
     for task in background {
         task.abort();
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
-async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

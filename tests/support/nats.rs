@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use nvca::sis::sim::SimNats;
-use nvca::sis::sim::control_plane_nats::ControlPlaneNats;
+use nvca::sim::SimNats;
+use nvca::sim::control_plane_nats::ControlPlaneNats;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -160,7 +160,7 @@ impl PrivateNats {
     pub fn sim_nats(&self, secrets: &ControlPlaneNats) -> SimNats {
         SimNats {
             url: self.url.clone(),
-            user: Some(nvca::sis::sim::control_plane_nats::SIS_USER.to_string()),
+            user: Some(nvca::sim::control_plane_nats::SIS_USER.to_string()),
             password: Some(secrets.sis_password.clone()),
             auth_callout: Some(secrets.callout_keys()),
         }

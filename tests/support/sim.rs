@@ -1,11 +1,11 @@
 //! sis-sim in the test process, publishing its creation and termination messages on
 //! NATS without auth (the testenv's), with an admin client for it.
 
-use nvca::sis::sim::admin::AdminClient;
-use nvca::sis::sim::{SimConfig, SimHandle, SimNats};
+use nvca::sim::admin::AdminClient;
+use nvca::sim::{SimConfig, SimHandle, SimNats};
 
 pub async fn start_on_nats(nats_url: &str) -> (SimHandle, AdminClient) {
-    let sim = nvca::sis::sim::start(SimConfig {
+    let sim = nvca::sim::start(SimConfig {
         nats: Some(SimNats {
             url: nats_url.to_string(),
             user: None,

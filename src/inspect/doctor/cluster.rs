@@ -18,12 +18,11 @@ use kube::{Api, Client, ResourceExt};
 use super::Finding;
 use crate::inspect::render::age;
 use crate::kube::crd::{NVCFBACKEND_CRD, NVCFBackend};
+use crate::kube::registration::{CONFIGMAP as REGISTRATION_CONFIGMAP, RegisteredIds};
 use crate::kube::resources::{
     MODELCACHE_INIT_NAMESPACE, NVCA, REQUESTS_NAMESPACE, SYSTEM_NAMESPACE,
 };
 use crate::machines::Timestamp;
-use crate::operator::REGISTRATION_CONFIGMAP;
-use crate::operator::cluster_executor::{KEY_CLUSTER_GROUP_ID, KEY_CLUSTER_ID};
 
 /// What was read from the cluster.
 #[derive(Clone, Debug, Default)]
@@ -90,9 +89,8 @@ pub async fn gather(client: &Client, operator_namespace: &str) -> ClusterFacts {
     match configmaps.get_opt(REGISTRATION_CONFIGMAP).await {
         Ok(found) => {
             facts.registration = found.map(|cm| {
-                let data = cm.data.unwrap_or_default();
-                let id = |key: &str| data.get(key).cloned().unwrap_or_default();
-                (id(KEY_CLUSTER_ID), id(KEY_CLUSTER_GROUP_ID))
+                let ids = RegisteredIds::of(Some(&cm));
+                (ids.cluster_id, ids.cluster_group_id)
             });
         }
         Err(error) => facts.unreadable.push(unreadable(

@@ -4,39 +4,45 @@
 use super::Finding;
 use crate::driver::admin::Snapshot;
 use crate::inspect::render::age;
+use crate::machines::backend::BackendState;
+use crate::machines::cluster::ClusterState;
+use crate::machines::session::SessionState;
 use crate::machines::{Kind, Timestamp};
 
 /// Failed attempts at one effect before doctor mentions it: fewer are ordinary blips.
 const RETRIES_WORTH_A_WARNING: u32 = 3;
 
-/// States a machine stays in until someone acts, and what to do.
-const PARKED: &[(Kind, &str, &str)] = &[
-    (
-        Kind::Cluster,
-        "rejected",
-        "SIS refused the registration: correct what the error names in the chart's values (helm upgrade), then delete the bootstrap's store or run the bootstrap again",
-    ),
-    (
-        Kind::Backend,
-        "failed",
-        "a provisioning step cannot succeed as built: fix what the error names (often RBAC or a value in cluster-dto.yaml); the operator retries when the NVCFBackend changes",
-    ),
-    (
-        Kind::Backend,
-        "cleanup_failed",
-        "a clean-up step cannot succeed: fix what the error names and delete the NVCFBackend again, or run `nvca-state force-cleanup`",
-    ),
-    (
-        Kind::Session,
-        "refused",
-        "SIS refused the agent: check the cluster's registration (nvca-cluster-registration) and the agent's token",
-    ),
-    (
-        Kind::Session,
-        "self_destructed",
-        "SIS told this cluster to self-destruct: its workloads were evicted; register the cluster again to bring it back",
-    ),
-];
+/// What to do about a machine in a state it stays in until someone acts; `None` for a
+/// state it leaves by itself.
+fn parked_fix(kind: Kind, state: &str) -> Option<&'static str> {
+    match kind {
+        Kind::Cluster => match ClusterState::of(state)? {
+            ClusterState::Rejected => Some(
+                "SIS refused the registration: correct what the error names in the chart's values (helm upgrade), then delete the bootstrap's store or run the bootstrap again",
+            ),
+            _ => None,
+        },
+        Kind::Backend => match BackendState::of(state)? {
+            BackendState::Failed => Some(
+                "a provisioning step cannot succeed as built: fix what the error names (often RBAC or a value in cluster-dto.yaml); the operator retries when the NVCFBackend changes",
+            ),
+            BackendState::CleanupFailed => Some(
+                "a clean-up step cannot succeed: fix what the error names and delete the NVCFBackend again, or run `nvca-state force-cleanup`",
+            ),
+            _ => None,
+        },
+        Kind::Session => match SessionState::of(state)? {
+            SessionState::Refused => Some(
+                "SIS refused the agent: check the cluster's registration (nvca-cluster-registration) and the agent's token",
+            ),
+            SessionState::SelfDestructed => Some(
+                "SIS told this cluster to self-destruct: its workloads were evicted; register the cluster again to bring it back",
+            ),
+            _ => None,
+        },
+        Kind::Function => None,
+    }
+}
 
 pub fn check_machines(snapshot: &Snapshot, now: Timestamp) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -51,10 +57,7 @@ pub fn check_machines(snapshot: &Snapshot, now: Timestamp) -> Vec<Finding> {
         let key = machine.key();
         let since = age(now.since(machine.since));
         let error = machine.last_error.as_deref().unwrap_or("no error recorded");
-        if let Some((_, _, fix)) = PARKED
-            .iter()
-            .find(|(kind, state, _)| *kind == machine.kind && *state == machine.state)
-        {
+        if let Some(fix) = parked_fix(machine.kind, &machine.state) {
             findings.push(Finding::fail(
                 key.clone(),
                 format!("{} for {since}: {error}", machine.state),
@@ -62,7 +65,7 @@ pub fn check_machines(snapshot: &Snapshot, now: Timestamp) -> Vec<Finding> {
             ));
             continue;
         }
-        if machine.kind == Kind::Backend && machine.state == "draining" {
+        if machine.kind == Kind::Backend && BackendState::Draining.is(&machine.state) {
             findings.push(Finding::warn(
                 key.clone(),
                 format!("draining for {since}: the uninstall waits for function deployments to end"),

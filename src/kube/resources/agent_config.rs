@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use super::deployment::TOKEN_PATH;
 use super::webhook_certs::{KEY_CERT, KEY_KEY};
 use super::{AGENT_PORT, BackendConfig, WEBHOOK_PORT};
-use crate::driver::EffectError;
 use crate::kube::agent_config::{
     AgentConfigFile, AgentSection, CONFIGMAP, ClusterSection, KEY, MERGE_CONFIGMAP, WebhookSection,
 };
@@ -101,18 +100,27 @@ pub fn rendered(config: &BackendConfig) -> Result<AgentConfigFile, serde_yaml::E
     file(config).merged(&config.agent_config_merge)
 }
 
-/// ConfigMap `agent-config` of [`rendered`]. A merge the agent's config cannot take is
-/// retried (it names the chart value to fix); the rest cannot fail.
-pub fn rendered_configmap(config: &BackendConfig) -> Result<ConfigMap, EffectError> {
-    let file = rendered(config).map_err(|error| {
-        EffectError::Transient(format!(
-            "ConfigMap {}/{MERGE_CONFIGMAP} key {KEY} cannot be laid over the agent's config ({error}); fix agentConfig.mergeConfig in the chart's values and run helm upgrade",
-            config.settings.operator_namespace
-        ))
+/// Why `agent-config` cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The chart's merge does not fit the agent's config: worth retrying, since a
+    /// `helm upgrade` fixes it.
+    #[error(
+        "ConfigMap {namespace}/{MERGE_CONFIGMAP} key {KEY} cannot be laid over the agent's config ({reason}); fix agentConfig.mergeConfig in the chart's values and run helm upgrade"
+    )]
+    Merge { namespace: String, reason: String },
+    /// The config itself does not encode; no retry changes that.
+    #[error("cannot write the agent's config.yaml: {0}")]
+    Encode(String),
+}
+
+/// ConfigMap `agent-config` of [`rendered`].
+pub fn rendered_configmap(config: &BackendConfig) -> Result<ConfigMap, RenderError> {
+    let file = rendered(config).map_err(|error| RenderError::Merge {
+        namespace: config.settings.operator_namespace.clone(),
+        reason: error.to_string(),
     })?;
-    configmap(config, &file).map_err(|error| {
-        EffectError::Permanent(format!("cannot write the agent's config.yaml: {error}"))
-    })
+    configmap(config, &file).map_err(|error| RenderError::Encode(error.to_string()))
 }
 
 /// ConfigMap `agent-config` holding `file` as YAML.
@@ -200,9 +208,10 @@ mod tests {
             super::super::deployment::config_digest(&merged)
         );
         merged.agent_config_merge = "cluster: [".to_string();
-        let Err(EffectError::Transient(message)) = rendered_configmap(&merged) else {
+        let Err(error @ RenderError::Merge { .. }) = rendered_configmap(&merged) else {
             panic!("a merge that is not YAML must be retried, naming the value");
         };
+        let message = error.to_string();
         assert!(
             message.contains("agent-config-merge") && message.contains("agentConfig.mergeConfig"),
             "{message}"

@@ -1,9 +1,10 @@
-//! What the operator's commands do around their async body: one runtime, and the failure
-//! told where it is read. The long-running ones (`nvca-operator run`, `nvca-mirror run`,
-//! `nvca-operator-cleanup`) tell it twice, as a record for log pipelines and as one plain
-//! line on stderr ([`block_on`]); the registration commands (`bootstrap`, `register`,
-//! `rotate`) set up their logging, tell it once in the format asked for, and exit with the
-//! error's own code ([`run_with_exit_codes`]).
+//! How every nvca process runs: one async runtime around the command's body, the
+//! failure told where it is read, and the stop signal. The long-running commands
+//! (`nvca-operator run`, `nvca`, `webhook-server`, `nvca-mirror run`,
+//! `nvca-operator-cleanup`, `sis-sim serve`) tell a failure twice, as a record for log
+//! pipelines and as one plain line on stderr ([`block_on`]); the registration commands
+//! (`bootstrap`, `register`, `rotate`) set up their logging, tell it once in the format
+//! asked for, and exit with the error's own code ([`run_with_exit_codes`]).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -63,4 +64,20 @@ pub fn run_with_exit_codes<T, E: Display>(
             ExitCode::from(exit)
         }
     }
+}
+
+/// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -160,7 +160,7 @@ fn authorize(
 }
 
 /// An agent's projected service-account token, verified against the JWKS registered for
-/// the cluster its audience names (`src/sis/sim/psat.rs`); also what NATS's auth callout
+/// the cluster its audience names (`src/sim/psat.rs`); also what NATS's auth callout
 /// asks about (`nats_authorize.rs`).
 pub(super) fn registered_psat(shared: &Shared, token: &str) -> Result<psat::Psat, psat::PsatError> {
     let cluster_id = psat::claimed_cluster(token)?;
