@@ -18,5 +18,5 @@ pub mod types;
 
 pub use client::{Deleted, Endpoint, RetryPolicy, SisClient, SisConfig, SisError};
 pub use maintenance_mode::MaintenanceMode;
-pub use queue::{QueueConfig, QueueConsumer, QueueError, QueueStream, RequestDedup, Sighting};
+pub use queue::{QueueConfig, QueueConsumer, QueueError, QueueStream};
 pub use token::{TokenError, TokenSource};
