@@ -1,205 +1,7 @@
-//! The simulator's admin API (`/admin/...`, no auth, loopback only): what the NVCF API or
-//! CLI would do — create, deploy, scale and undeploy a function, launch a task — plus the
-//! simulator's own controls: tokens, faults, the heartbeat answer, and reading back what
-//! clusters reported. [`AdminClient`] calls it.
+//! What the NVCF API or CLI would do: create a function, deploy, scale and undeploy it,
+//! launch a task, publish a raw message — each publishing SIS's real messages.
 
-// Handlers answer errors as ready `Response`s (axum's way); their size does not matter here.
-#![allow(clippy::result_large_err)]
-
-use std::sync::Arc;
-
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use base64::Engine;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-
-use super::api::{DEFAULT_AUTHORITIES, error};
-pub use super::launch::FunctionOptions;
-use super::launch::{self, FunctionKind};
-use super::state::*;
-use super::{CallRecord, Faults, Shared};
-use crate::sis::queue::QueueStream;
-use crate::sis::types::*;
-
-type Answer = Result<Response, Response>;
-
-pub fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/admin/tokens", post(issue_token))
-        .route("/admin/tokens/revoke", post(revoke_token))
-        .route("/admin/faults", get(get_faults).put(put_faults))
-        .route("/admin/state", get(get_state))
-        .route("/admin/calls", get(get_calls).delete(clear_calls))
-        .route("/admin/clusters/{clusterId}", get(get_cluster))
-        .route(
-            "/admin/clusters/{clusterId}/heartbeat-answer",
-            put(set_heartbeat_answer),
-        )
-        .route("/admin/functions", post(create_function))
-        .route("/admin/deployments", post(deploy))
-        .route("/admin/deployments/{deploymentId}/scale", post(scale))
-        .route("/admin/deployments/{deploymentId}/undeploy", post(undeploy))
-        .route("/admin/tasks", post(launch_task))
-        .route("/admin/queue/raw", post(publish_raw))
-}
-
-fn ok(value: impl Serialize) -> Answer {
-    Ok((StatusCode::OK, axum::Json(value)).into_response())
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("admin body: {e}")))
-}
-
-// --- tokens, faults, reading back ---------------------------------------------------
-
-/// `POST /admin/tokens`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct TokenRequest {
-    /// Defaults to every authority nvca needs.
-    pub authorities: Option<Vec<String>>,
-    /// Bind the token to one cluster, as SIS binds a cluster's credentials.
-    pub cluster_id: Option<String>,
-}
-
-/// A fresh token: `sim.` and 43 base64url characters (always 47 characters).
-pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!(
-        "sim.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
-
-async fn issue_token(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
-    let request: TokenRequest = if body.is_empty() {
-        TokenRequest::default()
-    } else {
-        parse(&body)?
-    };
-    let token = new_token();
-    let record = TokenRecord {
-        authorities: request
-            .authorities
-            .unwrap_or_else(|| DEFAULT_AUTHORITIES.iter().map(|a| a.to_string()).collect()),
-        cluster_id: request.cluster_id,
-        revoked: false,
-        ..TokenRecord::default()
-    };
-    shared.update(|s| s.tokens.insert(token.clone(), record));
-    ok(json!({ "token": token }))
-}
-
-async fn revoke_token(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
-    #[derive(Deserialize)]
-    struct Revoke {
-        token: String,
-    }
-    let request: Revoke = parse(&body)?;
-    let found = shared.update(|s| match s.tokens.get_mut(&request.token) {
-        Some(record) => {
-            record.revoked = true;
-            true
-        }
-        None => false,
-    });
-    if !found {
-        return Err(error(StatusCode::NOT_FOUND, "no such token"));
-    }
-    ok(json!({ "revoked": true }))
-}
-
-async fn get_faults(State(shared): State<Arc<Shared>>) -> Answer {
-    ok(shared.faults())
-}
-
-/// Merges the given keys into the current faults.
-async fn put_faults(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
-    let patch: Value = parse(&body)?;
-    let Value::Object(patch) = patch else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "admin body: expected an object",
-        ));
-    };
-    let mut current = serde_json::to_value(shared.faults()).expect("faults serialise");
-    for (key, value) in patch {
-        current[key] = value;
-    }
-    let faults: Faults = serde_json::from_value(current)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("faults: {e}")))?;
-    for rate in [faults.error_rate, faults.malformed_rate, faults.drop_rate] {
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "fault rates must be between 0 and 1",
-            ));
-        }
-    }
-    shared.set_faults(faults.clone());
-    ok(faults)
-}
-
-async fn get_state(State(shared): State<Arc<Shared>>) -> Answer {
-    ok(shared.read(|s| s.clone()))
-}
-
-async fn get_calls(State(shared): State<Arc<Shared>>) -> Answer {
-    ok(shared.calls())
-}
-
-async fn clear_calls(State(shared): State<Arc<Shared>>) -> Answer {
-    shared
-        .calls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
-    ok(json!({}))
-}
-
-async fn get_cluster(State(shared): State<Arc<Shared>>, Path(cluster_id): Path<String>) -> Answer {
-    match shared.read(|s| s.clusters.get(&cluster_id).cloned()) {
-        Some(cluster) => ok(cluster),
-        None => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no cluster {cluster_id}"),
-        )),
-    }
-}
-
-async fn set_heartbeat_answer(
-    State(shared): State<Arc<Shared>>,
-    Path(cluster_id): Path<String>,
-    body: axum::body::Bytes,
-) -> Answer {
-    #[derive(Deserialize)]
-    struct Set {
-        action: HeartbeatAction,
-    }
-    let set: Set = parse(&body)?;
-    let found = shared.update(|s| match s.clusters.get_mut(&cluster_id) {
-        Some(cluster) => {
-            cluster.heartbeat_answer = set.action;
-            true
-        }
-        None => false,
-    });
-    if !found {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no cluster {cluster_id}"),
-        ));
-    }
-    ok(json!({ "action": set.action }))
-}
-
-// --- functions and deployments ------------------------------------------------------
+use super::*;
 
 /// `POST /admin/functions`, with the [`FunctionOptions`] beside these fields in the same
 /// JSON object ([`CreateFunction`]).
@@ -227,18 +29,21 @@ pub struct CreateFunction {
 }
 
 /// RFC 3339, to the second.
-fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
 }
 
-async fn create_function(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+pub(super) async fn create_function(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> Answer {
     let CreateFunction { spec, options } = parse(&body)?;
     if spec.container_image.is_none() && spec.helm_chart.is_none() {
         return Err(error(
@@ -303,7 +108,11 @@ pub struct Published {
     pub sequences: Vec<u64>,
 }
 
-async fn publish(shared: &Shared, subject: &str, message: &Value) -> Result<Vec<u64>, Response> {
+pub(super) async fn publish(
+    shared: &Shared,
+    subject: &str,
+    message: &Value,
+) -> Result<Vec<u64>, Response> {
     let Some(publisher) = shared.publisher() else {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -328,7 +137,7 @@ async fn publish(shared: &Shared, subject: &str, message: &Value) -> Result<Vec<
     Ok(sequences)
 }
 
-fn env_file<V: AsRef<str>>(lines: &[(&str, V)]) -> String {
+pub(super) fn env_file<V: AsRef<str>>(lines: &[(&str, V)]) -> String {
     let text: String = lines
         .iter()
         .map(|(k, v)| format!("{k}={}\n", v.as_ref()))
@@ -342,7 +151,7 @@ fn env_file<V: AsRef<str>>(lines: &[(&str, V)]) -> String {
 /// whose environment names no `INFERENCE_CONTAINER`. The function's options add their keys
 /// ([`launch::option_environment`]); `assertion_token` is the request's
 /// `SECRETS_ASSERTION_TOKEN`, if the function gets one.
-fn function_environment(
+pub(super) fn function_environment(
     function: &FunctionRecord,
     deployment: &DeploymentRecord,
     assertion_token: Option<&str>,
@@ -379,7 +188,7 @@ fn function_environment(
 
 /// Builds and publishes one function creation message for `count` instances of a
 /// deployment, registering the request.
-async fn publish_function_request(
+pub(super) async fn publish_function_request(
     shared: &Shared,
     deployment: &DeploymentRecord,
     function: &FunctionRecord,
@@ -487,7 +296,7 @@ async fn publish_function_request(
     })
 }
 
-async fn deploy(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+pub(super) async fn deploy(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
     let spec: DeploymentSpec = parse(&body)?;
     let function = shared
         .read(|s| s.functions.get(&spec.function_id).cloned())
@@ -530,7 +339,7 @@ async fn deploy(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> A
     ok(json!({ "deploymentId": deployment.deployment_id, "published": [published] }))
 }
 
-fn termination_message(
+pub(super) fn termination_message(
     cluster_name: &str,
     request: &RequestRecord,
     instance_ids: Vec<String>,
@@ -545,7 +354,7 @@ fn termination_message(
 }
 
 /// Active instances of a deployment, newest request and highest index first.
-fn active_of(state: &SimState, deployment: &DeploymentRecord) -> Vec<(String, String)> {
+pub(super) fn active_of(state: &SimState, deployment: &DeploymentRecord) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for request_id in deployment.request_ids.iter().rev() {
         if let Some(request) = state.requests.get(request_id) {
@@ -559,7 +368,7 @@ fn active_of(state: &SimState, deployment: &DeploymentRecord) -> Vec<(String, St
     out
 }
 
-async fn terminate(
+pub(super) async fn terminate(
     shared: &Shared,
     deployment: &DeploymentRecord,
     victims: Vec<(String, String)>,
@@ -593,7 +402,7 @@ async fn terminate(
     Ok(published)
 }
 
-async fn scale(
+pub(super) async fn scale(
     State(shared): State<Arc<Shared>>,
     Path(deployment_id): Path<String>,
     body: axum::body::Bytes,
@@ -649,7 +458,10 @@ async fn scale(
     ok(json!({ "deploymentId": deployment_id, "published": published }))
 }
 
-async fn undeploy(State(shared): State<Arc<Shared>>, Path(deployment_id): Path<String>) -> Answer {
+pub(super) async fn undeploy(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment_id): Path<String>,
+) -> Answer {
     let deployment = shared
         .read(|s| s.deployments.get(&deployment_id).cloned())
         .ok_or_else(|| {
@@ -697,7 +509,10 @@ pub struct TaskSpec {
     pub result_handling_strategy: Option<String>,
 }
 
-async fn launch_task(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+pub(super) async fn launch_task(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> Answer {
     let spec: TaskSpec = parse(&body)?;
     if !shared.read(|s| s.clusters.contains_key(&spec.cluster_id)) {
         return Err(error(
@@ -773,7 +588,10 @@ async fn launch_task(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
 }
 
 /// `POST /admin/queue/raw {subject, payload}`: publishes any text, e.g. a malformed message.
-async fn publish_raw(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Answer {
+pub(super) async fn publish_raw(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> Answer {
     #[derive(Deserialize)]
     struct Raw {
         subject: String,
@@ -794,252 +612,6 @@ async fn publish_raw(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
 }
 
 // --- the client -------------------------------------------------------------------------
-
-/// Calls the admin API of a running simulator.
-#[derive(Clone, Debug)]
-pub struct AdminClient {
-    http: reqwest::Client,
-    base_url: String,
-}
-
-/// An admin call failed.
-#[derive(Debug, thiserror::Error)]
-#[error("sis-sim admin {what}: {reason}")]
-pub struct AdminError {
-    pub what: String,
-    pub reason: String,
-}
-
-impl AdminError {
-    pub fn category(&self) -> &'static str {
-        "sim_admin"
-    }
-}
-
-impl AdminClient {
-    pub fn new(base_url: impl Into<String>) -> Self {
-        AdminClient {
-            http: crate::tls::http_client(),
-            base_url: base_url.into().trim_end_matches('/').to_string(),
-        }
-    }
-
-    async fn send<T: serde::de::DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<T, AdminError> {
-        let fail = |reason: String| AdminError {
-            what: format!("{method} {path}"),
-            reason,
-        };
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base_url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| fail(e.to_string()))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| fail(e.to_string()))?;
-        if !status.is_success() {
-            return Err(fail(format!("{status}: {text}")));
-        }
-        serde_json::from_str(&text).map_err(|e| fail(format!("{e}: {text}")))
-    }
-
-    /// Issues a token with the default authorities, optionally bound to a cluster.
-    pub async fn issue_token(&self, cluster_id: Option<&str>) -> Result<String, AdminError> {
-        self.issue_token_with(TokenRequest {
-            authorities: None,
-            cluster_id: cluster_id.map(str::to_string),
-        })
-        .await
-    }
-
-    pub async fn issue_token_with(&self, request: TokenRequest) -> Result<String, AdminError> {
-        let answer: Value = self
-            .send(
-                reqwest::Method::POST,
-                "/admin/tokens",
-                Some(serde_json::to_value(request).expect("serialises")),
-            )
-            .await?;
-        Ok(answer["token"].as_str().unwrap_or_default().to_string())
-    }
-
-    pub async fn revoke_token(&self, token: &str) -> Result<(), AdminError> {
-        let _: Value = self
-            .send(
-                reqwest::Method::POST,
-                "/admin/tokens/revoke",
-                Some(json!({ "token": token })),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Merges `patch` (camelCase keys of [`Faults`]) into the faults; returns them all.
-    pub async fn set_faults(&self, patch: Value) -> Result<Faults, AdminError> {
-        self.send(reqwest::Method::PUT, "/admin/faults", Some(patch))
-            .await
-    }
-
-    pub async fn state(&self) -> Result<SimState, AdminError> {
-        self.send(reqwest::Method::GET, "/admin/state", None).await
-    }
-
-    pub async fn calls(&self) -> Result<Vec<CallRecord>, AdminError> {
-        self.send(reqwest::Method::GET, "/admin/calls", None).await
-    }
-
-    pub async fn clear_calls(&self) -> Result<(), AdminError> {
-        let _: Value = self
-            .send(reqwest::Method::DELETE, "/admin/calls", None)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn cluster(&self, cluster_id: &str) -> Result<ClusterRecord, AdminError> {
-        self.send(
-            reqwest::Method::GET,
-            &format!("/admin/clusters/{cluster_id}"),
-            None,
-        )
-        .await
-    }
-
-    pub async fn set_heartbeat_answer(
-        &self,
-        cluster_id: &str,
-        action: HeartbeatAction,
-    ) -> Result<(), AdminError> {
-        let _: Value = self
-            .send(
-                reqwest::Method::PUT,
-                &format!("/admin/clusters/{cluster_id}/heartbeat-answer"),
-                Some(json!({ "action": action })),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Creates a function; returns `(functionId, functionVersionId)`.
-    pub async fn create_function(
-        &self,
-        spec: &FunctionSpec,
-    ) -> Result<(String, String), AdminError> {
-        self.create_function_with(spec, &FunctionOptions::default())
-            .await
-    }
-
-    /// Creates a function with options (registry credentials, container args and env,
-    /// models, telemetries, secrets); returns `(functionId, functionVersionId)`.
-    pub async fn create_function_with(
-        &self,
-        spec: &FunctionSpec,
-        options: &FunctionOptions,
-    ) -> Result<(String, String), AdminError> {
-        let body = CreateFunction {
-            spec: spec.clone(),
-            options: options.clone(),
-        };
-        let answer: Value = self
-            .send(
-                reqwest::Method::POST,
-                "/admin/functions",
-                Some(serde_json::to_value(body).expect("serialises")),
-            )
-            .await?;
-        Ok((
-            answer["functionId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            answer["functionVersionId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        ))
-    }
-
-    /// Deploys a function; returns the deployment ID and what was published.
-    pub async fn deploy(
-        &self,
-        spec: &DeploymentSpec,
-    ) -> Result<(String, Vec<Published>), AdminError> {
-        let answer: Value = self
-            .send(
-                reqwest::Method::POST,
-                "/admin/deployments",
-                Some(serde_json::to_value(spec).expect("serialises")),
-            )
-            .await?;
-        Self::published(answer)
-    }
-
-    pub async fn scale(
-        &self,
-        deployment_id: &str,
-        instance_count: u32,
-    ) -> Result<Vec<Published>, AdminError> {
-        let answer: Value = self
-            .send(
-                reqwest::Method::POST,
-                &format!("/admin/deployments/{deployment_id}/scale"),
-                Some(json!({ "instanceCount": instance_count })),
-            )
-            .await?;
-        Ok(Self::published(answer)?.1)
-    }
-
-    pub async fn undeploy(&self, deployment_id: &str) -> Result<Vec<Published>, AdminError> {
-        let answer: Value = self
-            .send(
-                reqwest::Method::POST,
-                &format!("/admin/deployments/{deployment_id}/undeploy"),
-                None,
-            )
-            .await?;
-        Ok(Self::published(answer)?.1)
-    }
-
-    pub async fn launch_task(&self, spec: &TaskSpec) -> Result<Vec<Published>, AdminError> {
-        let answer: Value = self
-            .send(
-                reqwest::Method::POST,
-                "/admin/tasks",
-                Some(serde_json::to_value(spec).expect("serialises")),
-            )
-            .await?;
-        Ok(Self::published(answer)?.1)
-    }
-
-    pub async fn publish_raw(&self, subject: &str, payload: &str) -> Result<u64, AdminError> {
-        let answer: Value = self
-            .send(
-                reqwest::Method::POST,
-                "/admin/queue/raw",
-                Some(json!({ "subject": subject, "payload": payload })),
-            )
-            .await?;
-        Ok(answer["sequence"].as_u64().unwrap_or_default())
-    }
-
-    fn published(answer: Value) -> Result<(String, Vec<Published>), AdminError> {
-        let id = answer["deploymentId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let published =
-            serde_json::from_value(answer["published"].clone()).map_err(|e| AdminError {
-                what: "answer".into(),
-                reason: e.to_string(),
-            })?;
-        Ok((id, published))
-    }
-}
 
 #[cfg(test)]
 mod tests {
