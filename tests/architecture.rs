@@ -191,3 +191,33 @@ fn only_the_machines_spell_a_states_name() {
         found.join("\n")
     );
 }
+
+#[test]
+fn machines_never_read_the_clock_or_do_io() {
+    // Time reaches a machine as data; only machines/time.rs defines the clock.
+    let machines = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/machines");
+    let mut files = Vec::new();
+    rust_files(&machines, &mut files);
+    let forbidden = [
+        "Timestamp::now(",
+        "SystemTime::now(",
+        "Instant::now(",
+        "tokio::",
+        "kube::",
+        "reqwest::",
+        "std::fs::",
+        "sled::",
+    ];
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| !f.ends_with("time.rs")) {
+        let text = std::fs::read_to_string(file).expect("a source file");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (number, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or_default();
+            if let Some(word) = forbidden.iter().find(|word| line.contains(*word)) {
+                found.push(format!("{}:{}: {word}", file.display(), number + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "impure machines:\n{}", found.join("\n"));
+}

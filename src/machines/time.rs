@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
-    /// The wall clock now. Only the driver and the binaries call this.
+    /// The wall clock now, for the shell around the machines (the driver, executors,
+    /// watches, the store's quarantine, doctor). A machine never calls it: time reaches it
+    /// as data in its events (tests/architecture.rs checks).
     pub fn now() -> Timestamp {
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -23,7 +23,6 @@
 use crate::kube::not_found::not_found;
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +34,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, ObjectReference, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -44,6 +43,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::FIELD_MANAGER;
+use super::backend_status;
 use crate::driver::{EffectError, Executor};
 use crate::kube::agent_config::{self, AgentConfigFile};
 use crate::kube::crd::{ICMSRequest, NVCFBackend};
@@ -54,8 +54,7 @@ use crate::kube::resources::{
 };
 use crate::kube::write_failure::{Fixes, Moment, judge};
 use crate::machines::backend::{
-    BackendMachine, CleanupStep, ConditionKind, Effect, Event, FINALIZER, ProvisionStep,
-    StatusProjection,
+    BackendMachine, CleanupStep, Effect, Event, FINALIZER, ProvisionStep, StatusProjection,
 };
 
 /// How long a clean-up step waits for a namespace to go before it answers transient and
@@ -707,38 +706,8 @@ impl BackendExecutor {
         }
     }
 
-    /// NVIDIA's status mirrors what its operator applied (`NVCFBackendStatus` embeds the
-    /// spec, with `spec.overrides` laid over it, and the workload settings it rolls out
-    /// on): the same fields, beside nvca's conditions, so what reads NVIDIA's status
-    /// reads this one.
-    fn applied_spec(&self, backend: &NVCFBackend, status: &mut serde_json::Value) {
-        let mut applied = serde_json::to_value(&backend.spec.fields).unwrap_or_default();
-        if let Some(overrides) = &backend.spec.overrides {
-            json_patch::merge(
-                &mut applied,
-                &serde_json::to_value(overrides).unwrap_or_default(),
-            );
-        }
-        if let serde_json::Value::Object(fields) = applied {
-            for (key, value) in fields.into_iter().filter(|(key, _)| key != "version") {
-                status[key] = value;
-            }
-        }
-        let settings = &self.settings;
-        status["k8sClusterNetworkCIDRs"] = json!(settings.cluster_network_cidrs);
-        for (key, overrides) in [
-            ("functionEnvOverridesB64", &settings.function_env_overrides),
-            ("taskEnvOverridesB64", &settings.task_env_overrides),
-        ] {
-            if !overrides.is_empty() {
-                status[key] = json!(
-                    base64::engine::general_purpose::STANDARD.encode(json!(overrides).to_string())
-                );
-            }
-        }
-    }
-
-    /// Write the status and publish an Event when the step's condition changed.
+    /// Apply the projected status (server-side apply of the status nvca owns) and publish
+    /// the Events the change deserves ([`super::backend_status`]).
     async fn project_status(
         &self,
         key: &str,
@@ -748,123 +717,36 @@ impl BackendExecutor {
             return Ok(());
         };
         let (namespace, name) = split_key(key)?;
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let old_conditions: Vec<Condition> = backend
-            .status
-            .as_ref()
-            .map(|s| s.conditions.clone())
-            .unwrap_or_default();
-        let generation = projection
-            .observed_generation
-            .and_then(|g| i64::try_from(g).ok());
-        let conditions: Vec<Condition> = projection
-            .conditions
-            .iter()
-            .map(|condition| {
-                let type_ = <&str>::from(condition.kind).to_string();
-                let status = <&str>::from(condition.status).to_string();
-                let kept = old_conditions
-                    .iter()
-                    .find(|old| old.type_ == type_ && old.status == status)
-                    .map(|old| old.last_transition_time.clone());
-                Condition {
-                    type_,
-                    status,
-                    reason: condition.reason.clone(),
-                    message: condition.message.clone(),
-                    observed_generation: generation,
-                    last_transition_time: kept.unwrap_or_else(|| now.clone()),
-                }
-            })
-            .collect();
         let version = BackendConfig::from_backend(&backend, &self.settings)
             .map(|config| config.version)
             .unwrap_or_else(|_| backend.spec.fields.version.clone());
-        let agent = &projection.agent;
-        let gpu_usage: BTreeMap<String, serde_json::Value> = agent
-            .gpu_usage
-            .iter()
-            .map(|(gpu, usage)| {
-                (
-                    gpu.clone(),
-                    json!({"available": usage.available, "capacity": usage.capacity, "allocated": usage.allocated}),
-                )
-            })
-            .collect();
-        let old_agent = backend
-            .status
-            .as_ref()
-            .map(|s| s.agent_status.clone())
-            .unwrap_or_default();
-        let agent_status = <&str>::from(agent.status);
-        let mut status = json!({
-            "version": version,
-            "agentStatus": agent_status,
-            "gpuUsage": gpu_usage,
-            "lastUpdated": now,
-            "conditions": conditions,
-            "observedGeneration": generation,
-            "phase": <&str>::from(projection.phase),
-            "step": projection.step,
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let projected =
+            backend_status::project(&backend, projection, &self.settings, &version, now);
+        let body = json!({
+            "apiVersion": NVCFBackend::api_version(&()),
+            "kind": NVCFBackend::kind(&()),
+            "metadata": {"name": name, "namespace": namespace},
+            "status": projected.status,
         });
-        if !agent.k8s_version.is_empty() {
-            status["kubernetesVersion"] = json!(agent.k8s_version);
-        }
-        self.applied_spec(&backend, &mut status);
-        if old_agent != agent_status {
-            status["lastUpdatedAgentStatus"] = json!(now);
-        }
         self.backends(namespace)
             .patch_status(
                 name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({ "status": status })),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
             )
             .await
             .map_err(|error| {
                 classify(&format!("writing the status of NVCFBackend {key}"), error)
             })?;
-
-        // One Event per step: when the condition that tells the step (Deleting while
-        // deleting, else Ready) says something new.
-        let telling = projection
-            .conditions
-            .iter()
-            .find(|c| c.kind == ConditionKind::Deleting)
-            .or_else(|| {
-                projection
-                    .conditions
-                    .iter()
-                    .find(|c| c.kind == ConditionKind::Ready)
-            });
         let reference = backend.object_ref(&());
-        if let Some(condition) = telling {
-            let type_ = <&str>::from(condition.kind);
-            let unchanged = old_conditions.iter().any(|old| {
-                old.type_ == type_
-                    && old.reason == condition.reason
-                    && old.message == condition.message
-            });
-            if !unchanged {
-                let warning = condition.reason.ends_with("Failed");
-                let action = projection.step.as_deref().unwrap_or(&condition.reason);
-                self.event(
-                    &reference,
-                    warning,
-                    &condition.reason,
-                    action,
-                    condition.message.clone(),
-                )
-                .await;
-            }
-        }
-        if !old_agent.is_empty() && old_agent != agent_status {
+        for event in projected.events {
             self.event(
                 &reference,
-                agent_status != "healthy",
-                "Health",
-                "Health",
-                format!("the agent's /healthz says {agent_status} (was {old_agent})"),
+                event.warning,
+                &event.reason,
+                &event.action,
+                event.note,
             )
             .await;
         }

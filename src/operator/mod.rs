@@ -19,6 +19,7 @@
 
 pub mod admin_token;
 pub mod backend_executor;
+pub mod backend_status;
 pub mod bootstrap;
 pub mod bootstrap_watch;
 pub mod cleanup;

@@ -196,10 +196,12 @@ pub struct NVCFBackendStatus {
     /// `Unknown` when the agent cannot be reached.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_status: String,
+    /// Absent, `{}` or `null` (how server-side apply stores an empty map): no GPUs.
     #[serde(
         default,
         rename = "gpuUsage",
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_empty"
     )]
     pub gpu_usage: BTreeMap<String, GpuResource>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -227,6 +229,14 @@ pub struct GpuResource {
     pub capacity: u64,
     #[serde(default)]
     pub allocated: u64,
+}
+
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -318,5 +328,14 @@ mod tests {
             original["status"]["clusterConfig"]
         );
         assert_eq!(written["spec"], original["spec"]);
+    }
+
+    #[test]
+    fn a_status_whose_gpu_usage_server_side_apply_stored_as_null_reads_as_none() {
+        let status: NVCFBackendStatus =
+            serde_json::from_value(serde_json::json!({"agentStatus": "Unknown", "gpuUsage": null}))
+                .unwrap();
+        assert!(status.gpu_usage.is_empty());
+        assert_eq!(status.agent_status, "Unknown");
     }
 }
