@@ -66,6 +66,17 @@ pub fn run_with_exit_codes<T, E: Display>(
     }
 }
 
+/// A listen address as NVIDIA's flags write it: `:8000` (every interface) or `host:port`.
+pub fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    };
+    full.parse()
+        .map_err(|error| format!("not host:port ({error})"))
+}
+
 /// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
 pub async fn wait_for_signal() {
     #[cfg(unix)]

@@ -221,3 +221,49 @@ fn machines_never_read_the_clock_or_do_io() {
     }
     assert!(found.is_empty(), "impure machines:\n{}", found.join("\n"));
 }
+
+#[test]
+fn no_two_files_of_a_module_use_each_other() {
+    // A pair that does is one concept split badly, or two that need a third home.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let uses = |file: &PathBuf| -> Vec<String> {
+        let text = std::fs::read_to_string(file).expect("a source file");
+        let code = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let mut found = Vec::new();
+        for line in code.lines() {
+            let line = line.split("//").next().unwrap_or_default();
+            for (at, _) in line.match_indices("super::") {
+                let name: String = line[at + "super::".len()..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                found.push(name);
+            }
+        }
+        found
+    };
+    let stem = |file: &PathBuf| file.file_stem().unwrap().to_string_lossy().into_owned();
+    let mut cycles = Vec::new();
+    for a in &files {
+        for b in &files {
+            if a < b
+                && a.parent() == b.parent()
+                && uses(a).contains(&stem(b))
+                && uses(b).contains(&stem(a))
+            {
+                cycles.push(format!("{} <-> {}", a.display(), b.display()));
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "files using each other:\n{}",
+        cycles.join("\n")
+    );
+}

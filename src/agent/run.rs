@@ -16,16 +16,16 @@ use super::functions_host::run_functions;
 use super::health::Health;
 use super::maintenance::MaintenanceMode;
 use super::metrics::Metrics;
-use super::session::SessionExecutor;
+use super::session::{SessionExecutor, check_jwks, send, sync_registration, tick};
 use super::{config, kai, nodes, server, session};
 use crate::driver::crash_point::{CrashPoint, CrashPointError, Names};
 use crate::driver::{Backoff, Driver, DriverConfig, Hooks, NoHooks};
-use crate::gpu::registration::{self, Registered, Reregister};
+use crate::gpu::registration::Registered;
 use crate::gpu::{DiscoveryOptions, Inventory};
 pub use crate::logging::LogFormat;
 use crate::machines::session::SessionState;
 use crate::machines::session::{self as session_machine, Event, SessionMachine};
-use crate::machines::{Kind, Timestamp, function};
+use crate::machines::{Kind, function};
 use crate::process::wait_for_signal;
 use crate::sis::queue::NatsAuth;
 use crate::sis::types::QueueCredentials;
@@ -189,8 +189,6 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RunError> {
         .map_err(RunError::Kubernetes)
 }
 
-type SessionDriver = Driver<SessionMachine, SessionExecutor>;
-
 /// The machines of the agent, by the names crash points (`NVCA_CRASH_AT`) may use.
 const CRASH_POINT_MACHINES: [Names; 2] = [
     Names {
@@ -305,7 +303,7 @@ pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError>
         self_destructed_tx.send_replace(true);
     }
 
-    let admin = server::parse_address(
+    let admin = crate::process::listen_address(
         &args
             .listen_admin
             .clone()
@@ -327,12 +325,13 @@ pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError>
         })?;
     let extra: server::ExtraMetrics = Arc::default();
     let listen_text = args.listen.clone().unwrap_or(settings.svc_address.clone());
-    let listen = server::parse_address(&listen_text).map_err(|reason| RunError::Listen {
-        what: "health endpoint",
-        address: listen_text.clone(),
-        reason,
-        flag: "listen",
-    })?;
+    let listen =
+        crate::process::listen_address(&listen_text).map_err(|reason| RunError::Listen {
+            what: "health endpoint",
+            address: listen_text.clone(),
+            reason,
+            flag: "listen",
+        })?;
     server::serve(
         listen,
         Arc::clone(&health),
@@ -496,12 +495,6 @@ pub async fn run(args: RunArgs, settings: AgentSettings) -> Result<(), RunError>
     Ok(())
 }
 
-async fn send(driver: &SessionDriver, cluster_id: &str, event: Event) {
-    if let Err(error) = driver.send(cluster_id, event).await {
-        tracing::error!(%error, "the SIS session cannot take an event");
-    }
-}
-
 /// The NATS queue of the cluster, as the function deployments connect to it.
 fn queue_config(settings: &AgentSettings, mode: NatsAuthMode) -> QueueConfig {
     let mut queue = QueueConfig::new(settings.nats_url.clone(), settings.cluster.id.clone());
@@ -517,88 +510,6 @@ fn queue_config(settings: &AgentSettings, mode: NatsAuthMode) -> QueueConfig {
         (NatsAuthMode::Auto, TokenFile::VaultSecrets(_)) => NatsAuth::None,
     };
     queue
-}
-
-/// Registers again when [`registration::decide`] says so: on every inventory publish and
-/// every registration diff interval; and when the maintenance mode changes.
-async fn sync_registration(
-    driver: SessionDriver,
-    cluster_id: String,
-    mut inventory: watch::Receiver<Option<Arc<Inventory>>>,
-    mut maintenance: watch::Receiver<MaintenanceMode>,
-    last: Arc<Mutex<Option<Registered>>>,
-    dynamic: bool,
-    interval: Duration,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    maintenance.mark_unchanged();
-    loop {
-        tokio::select! {
-            changed = inventory.changed() => if changed.is_err() { return },
-            changed = maintenance.changed() => {
-                if changed.is_err() { return }
-                let mode = *maintenance.borrow_and_update();
-                send(&driver, &cluster_id, Event::RegistrationDue {
-                    reason: format!("maintenance mode {mode}"),
-                }).await;
-                continue;
-            }
-            _ = ticker.tick() => {}
-        }
-        let Some(current) = inventory.borrow_and_update().clone() else {
-            continue;
-        };
-        let decision = {
-            let last = last.lock().unwrap_or_else(|e| e.into_inner());
-            registration::decide(
-                last.as_ref(),
-                &current.registration,
-                dynamic,
-                Timestamp::now(),
-            )
-        };
-        let reason = match decision {
-            None => continue,
-            // Not registered yet: a registration still pending ignores this; one SIS
-            // refused (no GPUs then, say) is tried again with what is there now.
-            Some(Reregister::First) => "not registered yet".to_string(),
-            Some(Reregister::Refresh) => "hourly refresh".to_string(),
-            Some(Reregister::Changed(changes)) => {
-                let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
-                format!("GPUs changed: {}", text.join("; "))
-            }
-        };
-        if last.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-            tracing::info!(%reason, "registering again");
-        }
-        send(&driver, &cluster_id, Event::RegistrationDue { reason }).await;
-    }
-}
-
-async fn tick(interval: Duration, due: impl Fn(Event), event: impl Fn() -> Event) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        due(event());
-    }
-}
-
-/// Every `interval` (the first at once), hashes the API server's key set; the session
-/// pushes it when the hash is new.
-async fn check_jwks(client: Client, interval: Duration, due: impl Fn(Event)) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        match session::fetch_jwks(&client).await {
-            Ok(jwks) => due(Event::JwksDue {
-                sha256: session::sha256_hex(jwks.as_bytes()),
-            }),
-            Err(error) => tracing::warn!(%error, "JWKS not checked this time"),
-        }
-    }
 }
 
 /// Reads config.yaml again every `poll`: a new maintenance mode (the operator's drain

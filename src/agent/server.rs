@@ -24,17 +24,6 @@ struct Shared {
     extra: ExtraMetrics,
 }
 
-/// `:8000` (every interface) or `host:port`.
-pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
-    let full = if text.starts_with(':') {
-        format!("0.0.0.0{text}")
-    } else {
-        text.to_string()
-    };
-    full.parse()
-        .map_err(|error| format!("{text:?} is not host:port ({error})"))
-}
-
 /// Serve until the task is dropped; returns the bound address.
 pub async fn serve(
     address: SocketAddr,

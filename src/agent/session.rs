@@ -22,6 +22,7 @@
 
 use crate::kube::not_found::not_found;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -31,9 +32,9 @@ use tokio::sync::watch;
 use super::health::{self, Component, Health, Level};
 use super::maintenance::MaintenanceMode;
 use super::metrics::{self, Metrics};
-use crate::driver::{EffectError, Executor};
+use crate::driver::{Driver, EffectError, Executor};
 use crate::gpu::Inventory;
-use crate::gpu::registration::Registered;
+use crate::gpu::registration::{self, Registered, Reregister};
 use crate::machines::Timestamp;
 use crate::machines::session::SessionState;
 use crate::machines::session::{Effect, Event, HeartbeatAnswer, SessionMachine};
@@ -338,6 +339,97 @@ pub async fn follow_session(
         was_registered = registered;
         if summaries.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// The session's driver.
+pub type SessionDriver = Driver<SessionMachine, SessionExecutor>;
+
+pub(super) async fn send(driver: &SessionDriver, cluster_id: &str, event: Event) {
+    if let Err(error) = driver.send(cluster_id, event).await {
+        tracing::error!(%error, "the SIS session cannot take an event");
+    }
+}
+
+/// Registers again when [`registration::decide`] says so: on every inventory publish and
+/// every registration diff interval; and when the maintenance mode changes.
+pub(super) async fn sync_registration(
+    driver: SessionDriver,
+    cluster_id: String,
+    mut inventory: watch::Receiver<Option<Arc<Inventory>>>,
+    mut maintenance: watch::Receiver<MaintenanceMode>,
+    last: Arc<Mutex<Option<Registered>>>,
+    dynamic: bool,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    maintenance.mark_unchanged();
+    loop {
+        tokio::select! {
+            changed = inventory.changed() => if changed.is_err() { return },
+            changed = maintenance.changed() => {
+                if changed.is_err() { return }
+                let mode = *maintenance.borrow_and_update();
+                send(&driver, &cluster_id, Event::RegistrationDue {
+                    reason: format!("maintenance mode {mode}"),
+                }).await;
+                continue;
+            }
+            _ = ticker.tick() => {}
+        }
+        let Some(current) = inventory.borrow_and_update().clone() else {
+            continue;
+        };
+        let decision = {
+            let last = last.lock().unwrap_or_else(|e| e.into_inner());
+            registration::decide(
+                last.as_ref(),
+                &current.registration,
+                dynamic,
+                Timestamp::now(),
+            )
+        };
+        let reason = match decision {
+            None => continue,
+            // Not registered yet: a registration still pending ignores this; one SIS
+            // refused (no GPUs then, say) is tried again with what is there now.
+            Some(Reregister::First) => "not registered yet".to_string(),
+            Some(Reregister::Refresh) => "hourly refresh".to_string(),
+            Some(Reregister::Changed(changes)) => {
+                let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                format!("GPUs changed: {}", text.join("; "))
+            }
+        };
+        if last.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            tracing::info!(%reason, "registering again");
+        }
+        send(&driver, &cluster_id, Event::RegistrationDue { reason }).await;
+    }
+}
+
+pub(super) async fn tick(interval: Duration, due: impl Fn(Event), event: impl Fn() -> Event) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        due(event());
+    }
+}
+
+/// Every `interval` (the first at once), hashes the API server's key set; the session
+/// pushes it when the hash is new.
+pub(super) async fn check_jwks(client: kube::Client, interval: Duration, due: impl Fn(Event)) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match fetch_jwks(&client).await {
+            Ok(jwks) => due(Event::JwksDue {
+                sha256: sha256_hex(jwks.as_bytes()),
+            }),
+            Err(error) => tracing::warn!(%error, "JWKS not checked this time"),
         }
     }
 }

@@ -17,6 +17,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::kube_failure::classify;
 use super::launch::{self, Launch};
 use super::metrics::Metrics;
 use super::objects::{self, MESSAGE_KEY, Placement, request_name};
@@ -25,7 +26,6 @@ use super::seen_pods::SeenPods;
 use super::sis_view::{SisView, Verdict};
 use crate::driver::{EffectError, Executor};
 use crate::kube::crd::ICMSRequest;
-use crate::kube::write_failure::{Fixes, Moment, judge};
 use crate::machines::Timestamp;
 use crate::machines::function::{Effect, Event, FunctionMachine, RequestStatus};
 use crate::machines::instance::{InstanceReport, WireInstanceState};
@@ -579,19 +579,6 @@ where
     <K as Resource>::DynamicType: Default,
 {
     format!("{} {name}", K::kind(&Default::default()))
-}
-
-/// The fixes a Kubernetes failure of the agent names.
-pub(super) const KUBE_FIXES: Fixes = Fixes {
-    forbidden: "give the agent's ServiceAccount this right (ClusterRole nvca, applied by the operator)",
-    missing_namespace: "the operator creates it when it provisions the agent; see its log",
-};
-
-/// A failure of a running machine's call: transient unless Kubernetes says the request
-/// can never succeed as built.
-pub(super) fn classify(doing: &str, error: kube::Error) -> EffectError {
-    let failure = judge(doing, &error, Moment::Owned, KUBE_FIXES);
-    EffectError::judged(failure.is_permanent(), failure.into_reason())
 }
 
 #[cfg(test)]

@@ -41,8 +41,8 @@ use kube::Api;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::executor::KUBE_FIXES;
 use super::executor::{FunctionExecutor, create_once};
+use super::kube_failure::KUBE_FIXES;
 use super::launch::{self, Launch};
 use super::metrics::{GivenBack, Metrics};
 use super::objects::{self, Placement};

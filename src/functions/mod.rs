@@ -34,6 +34,7 @@
 
 pub mod executor;
 mod intake;
+mod kube_failure;
 pub mod launch;
 pub mod metrics;
 pub mod objects;

@@ -22,7 +22,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::executor::classify;
+use super::kube_failure::classify;
 use super::objects::request_name;
 use crate::driver::EffectError;
 use crate::kube::crd::ICMSRequest;

@@ -14,8 +14,6 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::state::FunctionRecord;
-
 // --- what sis-sim cannot know ---------------------------------------------------------
 //
 // NVCF takes these from its configuration (`nvcf.sidecars.*`, `nvcf.ess.worker-base-url`,
@@ -191,6 +189,23 @@ pub struct FunctionOptions {
     /// NVCF stores them in ESS and sends only that there are some; sis-sim keeps neither.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<FunctionSecret>,
+}
+
+/// A function as NVCF knows it: its identity, image or chart, type, and what its options
+/// add to its creation messages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionRecord {
+    pub function_id: String,
+    pub function_version_id: String,
+    pub nca_id: String,
+    pub name: String,
+    pub container_image: Option<String>,
+    pub helm_chart: Option<String>,
+    pub function_type: String,
+    /// What the function's options add to its creation messages; absent without options.
+    #[serde(default, skip_serializing_if = "FunctionLaunch::is_empty")]
+    pub launch: FunctionLaunch,
 }
 
 /// What a function keeps of its [`FunctionOptions`] to build its creation messages.

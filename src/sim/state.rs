@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::launch::FunctionLaunch;
+/// A function as NVCF knows it; defined beside what its options add.
+pub use super::launch::FunctionRecord;
 use crate::sis::types::*;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -72,21 +73,6 @@ impl ClusterRecord {
             "gpuUsage": self.last_heartbeat.as_ref().and_then(|h| h.get("gpuUsage").cloned()),
         })
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FunctionRecord {
-    pub function_id: String,
-    pub function_version_id: String,
-    pub nca_id: String,
-    pub name: String,
-    pub container_image: Option<String>,
-    pub helm_chart: Option<String>,
-    pub function_type: String,
-    /// What the function's options add to its creation messages; absent without options.
-    #[serde(default, skip_serializing_if = "FunctionLaunch::is_empty")]
-    pub launch: FunctionLaunch,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -8,7 +8,6 @@ use serde_json::json;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::deployment::TOKEN_PATH;
 use super::webhook_certs::{KEY_CERT, KEY_KEY};
 use super::{AGENT_PORT, BackendConfig, WEBHOOK_PORT};
 use crate::kube::agent_config::{
@@ -72,7 +71,7 @@ fn top_level(config: &BackendConfig) -> serde_json::Map<String, serde_json::Valu
     let mut other = serde_json::Map::from_iter([(
         "authz".to_string(),
         json!({
-            "clusterIssuedTokenFilePath": TOKEN_PATH,
+            "clusterIssuedTokenFilePath": crate::sis::token::DEFAULT_PROJECTED_TOKEN_PATH,
             "clusterIssuedTokenSource": "psat",
         }),
     )]);

@@ -38,7 +38,7 @@ pub const AGENT_BINARY: &str = "/usr/bin/nvca";
 pub const WEBHOOK_BINARY: &str = "/usr/bin/webhook-server";
 /// Where the SIS token is projected, and its file.
 pub const TOKEN_DIR: &str = "/var/run/secrets/tokens";
-pub const TOKEN_PATH: &str = "/var/run/secrets/tokens/token";
+pub const TOKEN_PATH: &str = crate::sis::token::DEFAULT_PROJECTED_TOKEN_PATH;
 pub const TOKEN_VOLUME: &str = "nvca-token";
 pub const TOKEN_SECONDS: i64 = 3600;
 pub const REGISTRATION_VOLUME: &str = "nvca-self-managed-registration";

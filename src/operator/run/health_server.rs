@@ -9,15 +9,10 @@ pub(crate) fn parse_listen(
     what: &'static str,
     flag: &'static str,
 ) -> Result<SocketAddr, RunError> {
-    let full = if text.starts_with(':') {
-        format!("0.0.0.0{text}")
-    } else {
-        text.to_string()
-    };
-    full.parse().map_err(|error| RunError::Listen {
+    crate::process::listen_address(text).map_err(|reason| RunError::Listen {
         what,
         address: text.to_string(),
-        reason: format!("not host:port ({error})"),
+        reason,
         flag,
     })
 }
