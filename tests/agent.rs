@@ -466,9 +466,7 @@ fn register_with_trust_root(
 async fn projected_token(ns: &TestNamespace, audience: &str) -> String {
     use k8s_openapi::api::core::v1::ServiceAccount;
     let accounts: Api<ServiceAccount> = ns.api();
-    let account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "nvca"}})).expect("an account");
-    let _ = accounts.create(&PostParams::default(), &account).await;
+    support::service_account::create(&accounts, "nvca").await;
     support::service_account::token(&accounts, "nvca", audience, 3600).await
 }
 

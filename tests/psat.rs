@@ -8,7 +8,6 @@ mod support;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
-use kube::api::PostParams;
 use nvca::sis::client::{SisClient, SisConfig};
 use nvca::sis::token::{TokenSource, vault_secrets_json, write_token_file};
 use nvca::sis::types::{ClusterCreationRequest, JwksUpdate, RegistrationRequest};
@@ -51,6 +50,21 @@ fn creation(name: &str, issuer: &str, jwks: &str) -> ClusterCreationRequest {
     }
 }
 
+/// A SIS client with an admin token of `sim` (cluster management), its token file in `dir`.
+async fn admin_client(sim: &nvca::sim::SimHandle, dir: &std::path::Path) -> SisClient {
+    let token = nvca::sim::admin::AdminClient::new(sim.base_url())
+        .issue_token(None)
+        .await
+        .expect("an admin token");
+    let file = dir.join("admin.json");
+    write_token_file(&file, &vault_secrets_json(&token)).expect("the token file");
+    SisClient::new(
+        SisConfig::new(sim.base_url()),
+        TokenSource::vault_secrets(&file),
+    )
+    .expect("a SIS client")
+}
+
 fn registration() -> RegistrationRequest {
     RegistrationRequest {
         allow_cluster_targeting: true,
@@ -65,18 +79,10 @@ async fn a_psat_from_the_api_server_is_verified_against_the_registered_issuer_an
     let sim = nvca::sim::start(nvca::sim::SimConfig::default())
         .await
         .expect("sis-sim starts");
-    let admin = nvca::sim::admin::AdminClient::new(sim.base_url());
     let dir = tempfile::tempdir().unwrap();
 
     // The platform team registers the cluster with the issuer and JWKS, as an admin.
-    let admin_file = dir.path().join("admin.json");
-    let admin_token = admin.issue_token(None).await.unwrap();
-    write_token_file(&admin_file, &vault_secrets_json(&admin_token)).unwrap();
-    let as_admin = SisClient::new(
-        SisConfig::new(sim.base_url()),
-        TokenSource::vault_secrets(&admin_file),
-    )
-    .unwrap();
+    let as_admin = admin_client(&sim, dir.path()).await;
     let ids = as_admin
         .create_cluster(NCA, &creation("psat-cluster", &issuer, &jwks))
         .await
@@ -96,14 +102,7 @@ async fn a_psat_from_the_api_server_is_verified_against_the_registered_issuer_an
     // The agent's identity: ServiceAccount nvca, a token for nvcf-icms:<clusterId>.
     let accounts: Api<ServiceAccount> = ns.api();
     for name in ["nvca", "default-agent"] {
-        let account: ServiceAccount = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name}
-        }))
-        .unwrap();
-        accounts
-            .create(&PostParams::default(), &account)
-            .await
-            .expect("a ServiceAccount");
+        support::service_account::create(&accounts, name).await;
     }
     let audience = format!("nvcf-icms:{}", ids.cluster_id);
     let psat_file = dir.path().join("token");
@@ -253,7 +252,7 @@ async fn a_psat_from_the_api_server_is_verified_against_the_registered_issuer_an
 #[tokio::test]
 async fn through_the_nats_auth_callout_a_psat_gets_its_clusters_queue_and_nothing_else() {
     use nvca::sim::admin::{AdminClient, DeploymentSpec, FunctionSpec};
-    use nvca::sis::queue::{NatsAuth, QueueConfig, QueueConsumer, QueueStream};
+    use nvca::sis::queue::{NatsAuth, QueueConfig, QueueConsumer};
     use std::sync::Arc;
 
     let (env, ns) = testenv_with_namespace("psat-nats").await;
@@ -267,28 +266,13 @@ async fn through_the_nats_auth_callout_a_psat_gets_its_clusters_queue_and_nothin
     .expect("sis-sim publishes as SIS's user and answers the callout");
     let admin = AdminClient::new(sim.base_url());
     let dir = tempfile::tempdir().unwrap();
-    let admin_file = dir.path().join("admin.json");
-    write_token_file(
-        &admin_file,
-        &vault_secrets_json(&admin.issue_token(None).await.unwrap()),
-    )
-    .unwrap();
-    let as_admin = SisClient::new(
-        SisConfig::new(sim.base_url()),
-        TokenSource::vault_secrets(&admin_file),
-    )
-    .unwrap();
+    let as_admin = admin_client(&sim, dir.path()).await;
     let ids = as_admin
         .create_cluster(NCA, &creation("psat-nats", &issuer, &jwks))
         .await
         .unwrap();
     let accounts: Api<ServiceAccount> = ns.api();
-    let account: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "nvca"}})).unwrap();
-    accounts
-        .create(&PostParams::default(), &account)
-        .await
-        .expect("a ServiceAccount");
+    support::service_account::create(&accounts, "nvca").await;
     let audience = format!("nvcf-icms:{}", ids.cluster_id);
     let psat_file = dir.path().join("token");
     std::fs::write(&psat_file, token(&accounts, "nvca", &audience).await).unwrap();
@@ -354,22 +338,11 @@ async fn through_the_nats_auth_callout_a_psat_gets_its_clusters_queue_and_nothin
         consumer.permission_violations()
     );
     // The user the callout made has the grant's permissions, no more.
-    let info = consumer
-        .client()
-        .send_request(
-            "$JS.API.STREAM.INFO.CreateNvcaFunctionTaskStream".to_string(),
-            async_nats::Request::new().timeout(Some(std::time::Duration::from_secs(1))),
-        )
-        .await;
-    assert!(info.is_err(), "stream info must be denied");
-    let other = QueueConsumer::connect(queue("00000000-0000-4000-8000-000000000000", &psat_file))
-        .await
-        .expect("the same PSAT connects for any consumer name");
-    let error = other
-        .ensure_consumer(QueueStream::Creation)
-        .await
-        .unwrap_err();
-    assert_eq!(error.category(), "permission_denied", "{error}");
+    support::nats::assert_confined_to_its_durables(
+        &consumer,
+        queue("00000000-0000-4000-8000-000000000000", &psat_file),
+    )
+    .await;
 
     // A token for another cluster: SIS refuses it (401), the callout says so, the
     // connection is an authorization violation.

@@ -293,3 +293,42 @@ impl Drop for PrivateNats {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts that `consumer`'s NATS user holds only its cluster's grant: a stream-info
+/// request is refused (and reported as a permission violation), and `other` — the same
+/// credentials under another cluster's id — cannot create that cluster's durable, refused
+/// by the durable's name.
+pub async fn assert_confined_to_its_durables(
+    consumer: &nvca::sis::queue::QueueConsumer,
+    mut other: nvca::sis::queue::QueueConfig,
+) {
+    use nvca::sis::queue::{QueueConsumer, QueueStream};
+    let info = consumer
+        .client()
+        .send_request(
+            "$JS.API.STREAM.INFO.CreateNvcaFunctionTaskStream".to_string(),
+            async_nats::Request::new().timeout(Some(Duration::from_secs(1))),
+        )
+        .await;
+    assert!(info.is_err(), "stream info must be denied");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        consumer
+            .permission_violations()
+            .iter()
+            .any(|v| v.contains("STREAM.INFO")),
+        "{:?}",
+        consumer.permission_violations()
+    );
+    other.request_timeout = Duration::from_secs(1);
+    let durable = QueueStream::Creation.durable(&other.cluster_id);
+    let other = QueueConsumer::connect(other)
+        .await
+        .expect("the same credentials connect under any cluster id");
+    let error = other
+        .ensure_consumer(QueueStream::Creation)
+        .await
+        .unwrap_err();
+    assert_eq!(error.category(), "permission_denied", "{error}");
+    assert!(error.to_string().contains(&durable), "{error}");
+}

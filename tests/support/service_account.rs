@@ -29,3 +29,15 @@ pub async fn token(
         .and_then(|status| status.token)
         .expect("the token")
 }
+
+/// Creates ServiceAccount `name` (one that exists already is fine).
+pub async fn create(accounts: &Api<ServiceAccount>, name: &str) {
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("a ServiceAccount");
+    match accounts.create(&PostParams::default(), &account).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => panic!("cannot create ServiceAccount {name}: {error}"),
+    }
+}
